@@ -1,0 +1,93 @@
+//! `ficus demo`: the monolith over a demo database on the services' PostgreSQL, and a guide to
+//! what to try. It grows with every issue (proxy, CDC, extracted services).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sqlx::{Connection, Executor};
+
+/// The demo administrator; printed for the user to log in with.
+const ADMIN_EMAIL: &str = "admin@example.com";
+const ADMIN_PASSWORD: &str = "ficus-demo";
+const DATABASE: &str = "ficus_demo";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// PostgreSQL server URL (any database on it); the demo makes its own database there.
+    #[arg(long, env = "FICUS_TEST_DATABASE_URL")]
+    pub postgres_url: String,
+    /// Where the monolith listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub monolith_listen: SocketAddr,
+    /// Directory for the demo's key and state.
+    #[arg(long, default_value = ".ficus/demo")]
+    pub state_dir: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let database_url = ensure_database(&args.postgres_url, DATABASE).await?;
+    let monolith_args = super::monolith::Args {
+        listen: args.monolith_listen,
+        database_url,
+        key_file: args.state_dir.join("monolith-key.pem"),
+        issuer: ficus_monolith::config::DEFAULT_ISSUER.to_owned(),
+        audience: ficus_monolith::config::DEFAULT_AUDIENCE.to_owned(),
+        token_ttl_secs: 3600,
+        admin_email: Some(ADMIN_EMAIL.to_owned()),
+        admin_password: Some(ADMIN_PASSWORD.to_owned()),
+    };
+    let monolith = super::monolith::build(&monolith_args).await?;
+    let listener = tokio::net::TcpListener::bind(args.monolith_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.monolith_listen))?;
+    print_guide(args.monolith_listen);
+    monolith
+        .serve(listener, super::shutdown_signal())
+        .await
+        .context("serving the monolith")
+}
+
+/// Creates `name` on the server when missing; returns its URL.
+async fn ensure_database(server_url: &str, name: &str) -> anyhow::Result<String> {
+    let mut admin = sqlx::PgConnection::connect(server_url)
+        .await
+        .context("connecting to PostgreSQL (is `scripts/services start` done?)")?;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut admin)
+        .await?;
+    if exists.is_none() {
+        admin
+            .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            .await?;
+    }
+    admin.close().await.ok();
+    let base = server_url.split('?').next().unwrap_or(server_url);
+    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+    Ok(format!("{base}/{name}"))
+}
+
+fn print_guide(monolith: SocketAddr) {
+    let m = format!("http://{monolith}");
+    println!(
+        r#"
+ficus demo is running. Ctrl-C stops it.
+
+  legacy monolith   {m}
+  its public keys   {m}/.well-known/jwks.json
+  its metrics       {m}/metrics
+
+Try it:
+  TOKEN=$(curl -s {m}/api/login -H 'content-type: application/json' \
+      -d '{{"email":"{ADMIN_EMAIL}","password":"{ADMIN_PASSWORD}"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -s {m}/api/people -H "authorization: Bearer $TOKEN"
+  curl -s {m}/api/tasks -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+      -d '{{"title":"Strangle the monolith","assignee_id":1,"tags":["ficus"]}}'
+  curl -s "{m}/api/tasks?status=todo" -H "authorization: Bearer $TOKEN"
+  curl -s "{m}/api/documents?name=notes.txt" -H "authorization: Bearer $TOKEN" \
+      -H 'content-type: text/plain' --data-binary @README.md
+  curl -s {m}/api/people -H 'content-type: application/json' -d '{{}}'   # 401: no token
+"#
+    );
+}

@@ -1,0 +1,42 @@
+//! `ficus`: the one command-line tool of the toolkit. It only parses, builds and runs; the work
+//! lives in the crates (`ficus-monolith` today; the proxy, CDC and parity as their issues land).
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// Strangle a legacy monolith one route at a time.
+#[derive(Parser)]
+#[command(name = "ficus", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the legacy monolith (the app the demo and the tests strangle).
+    Monolith(commands::monolith::Args),
+    /// Run the demo: the monolith over a demo database, with what to open and curl.
+    Demo(commands::demo::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Monolith(args) => commands::monolith::run(args).await,
+            Command::Demo(args) => commands::demo::run(args).await,
+        }
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}

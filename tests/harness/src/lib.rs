@@ -1,0 +1,54 @@
+//! `ficus-testkit`: what every test against real services needs, in one place.
+//!
+//! - [`TestDatabase`]: a database of its own per test on the private PostgreSQL that
+//!   `scripts/services` starts (random name, dropped afterwards), optionally migrated;
+//! - [`kafka`]: the broker's address, a topic name per test, topic creation;
+//! - [`TestMonolith`]: the legacy monolith in-process on `127.0.0.1:0` over its own database.
+//!
+//! The services' addresses come from `FICUS_TEST_DATABASE_URL` and `FICUS_TEST_KAFKA_BROKERS`
+//! (`eval "$(scripts/services env)"`, or run everything with `scripts/test`). A test that finds
+//! them missing fails with a message naming the script: tests never mock these services.
+
+mod db;
+pub mod kafka;
+mod monolith;
+
+pub use db::TestDatabase;
+pub use monolith::{TestMonolith, shared_signing_key};
+
+/// Where the tests find PostgreSQL: a URL to a database the test user may `CREATE DATABASE` from.
+pub const DATABASE_URL_VAR: &str = "FICUS_TEST_DATABASE_URL";
+/// Where the tests find the Kafka broker: `host:port[,host:port]`.
+pub const KAFKA_BROKERS_VAR: &str = "FICUS_TEST_KAFKA_BROKERS";
+
+/// Reads a service address from the environment, or fails the test saying how to get one.
+pub fn service_env(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{var} is not set: the tests need the real services. Start them with \
+             `scripts/services start` and load their addresses with \
+             `eval \"$(scripts/services env)\"`, or run every test with `scripts/test`."
+        ),
+    }
+}
+
+/// A short random suffix for names a test owns (databases, topics).
+pub fn unique_suffix() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().r#gen();
+    format!("{n:016x}")
+}
+
+/// Sends `tracing` output to the test's captured output, once per process (`RUST_LOG` filters).
+pub fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .init();
+    });
+}
