@@ -15,6 +15,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the routing proxy in front of the monolith (routes.toml, reloaded live).
+    Proxy(commands::proxy::Args),
+    /// Check or edit a routes file.
+    #[command(subcommand)]
+    Routes(commands::routes::Command),
     /// Serve the legacy monolith (the app the demo and the tests strangle).
     Monolith(commands::monolith::Args),
     /// Run the demo: the monolith over a demo database, with what to open and curl.
@@ -24,15 +29,24 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Monolith(args) => commands::monolith::run(args).await,
-            Command::Demo(args) => commands::demo::run(args).await,
+    match cli.command {
+        Command::Routes(command) => {
+            let code = commands::routes::run(command)?;
+            std::process::exit(code);
         }
-    })
+        Command::Proxy(args) => {
+            let settings = commands::proxy::Settings::load(&args)?;
+            commands::proxy::runtime(&settings)?.block_on(commands::proxy::run(settings))
+        }
+        Command::Monolith(args) => runtime()?.block_on(commands::monolith::run(args)),
+        Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn init_tracing() {

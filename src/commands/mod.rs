@@ -2,6 +2,8 @@
 
 pub mod demo;
 pub mod monolith;
+pub mod proxy;
+pub mod routes;
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -1,0 +1,372 @@
+//! The live route table: compiled from a validated [`RoutesFile`], matched per request, swapped
+//! whole on reload.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::config::{Mode, RouteConfig, RoutesFile, Sticky};
+use crate::metrics::RouteMetrics;
+use crate::upstream::{Upstream, UpstreamPool};
+
+/// One segment of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(Box<str>),
+    Param,
+}
+
+/// A path template: `/api/people/{id}` (exact) or `/api/people/*` (that path and everything
+/// below it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    segments: Vec<Segment>,
+    prefix: bool,
+}
+
+impl PathPattern {
+    pub fn parse(path: &str) -> Result<Self, String> {
+        if !path.starts_with('/') {
+            return Err(format!("must start with /, got `{path}`"));
+        }
+        let mut parts: Vec<&str> = path[1..].split('/').collect();
+        let prefix = parts.last() == Some(&"*");
+        if prefix {
+            parts.pop();
+        }
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            if part.contains('*') {
+                return Err(format!("`{path}`: `*` may only be the whole last segment"));
+            }
+            if part.starts_with('{') || part.ends_with('}') || part.contains(['{', '}']) {
+                let name = part
+                    .strip_prefix('{')
+                    .and_then(|p| p.strip_suffix('}'))
+                    .filter(|n| !n.is_empty() && !n.contains(['{', '}']));
+                if name.is_none() {
+                    return Err(format!(
+                        "`{path}`: a parameter is a whole segment `{{name}}`, got `{part}`"
+                    ));
+                }
+                segments.push(Segment::Param);
+            } else if part.is_empty() && !(i == parts.len() - 1 && !prefix) {
+                return Err(format!("`{path}`: empty segment"));
+            } else {
+                segments.push(Segment::Literal((*part).into()));
+            }
+        }
+        Ok(Self { segments, prefix })
+    }
+
+    /// Whether `path` (no query) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
+        for segment in &self.segments {
+            match (segment, parts.next()) {
+                (Segment::Literal(literal), Some(part)) if **literal == *part => {}
+                (Segment::Param, Some(part)) if !part.is_empty() => {}
+                _ => return false,
+            }
+        }
+        self.prefix || parts.next().is_none()
+    }
+
+    /// Orders patterns from most to least specific: segment by segment a literal beats a
+    /// parameter; then more segments; then exact beats prefix.
+    fn specificity(&self, other: &Self) -> Ordering {
+        for (a, b) in self.segments.iter().zip(&other.segments) {
+            let rank = |s: &Segment| match s {
+                Segment::Literal(_) => 1,
+                Segment::Param => 0,
+            };
+            match rank(a).cmp(&rank(b)) {
+                Ordering::Equal => {}
+                other => return other,
+            }
+        }
+        self.segments
+            .len()
+            .cmp(&other.segments.len())
+            .then((!self.prefix).cmp(&!other.prefix))
+    }
+}
+
+/// The side that answers a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Legacy,
+    Extracted,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Legacy => "legacy",
+            Side::Extracted => "extracted",
+        }
+    }
+}
+
+/// A route ready to serve.
+pub struct Route {
+    pub name: Arc<str>,
+    pattern: PathPattern,
+    methods: Vec<Method>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    pub mode: Mode,
+    /// Canary threshold in basis points (0..=10_000).
+    canary_bps: u32,
+    sticky: Sticky,
+    /// Salt of the stickiness hash: the extracted upstream's name, so that every route to one
+    /// service puts a user on the same side.
+    salt: Arc<str>,
+    pub fallback: bool,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+    pub legacy: Arc<Upstream>,
+    pub extracted: Option<Arc<Upstream>>,
+    pub metrics: RouteMetrics,
+}
+
+impl Route {
+    fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self
+                .headers
+                .iter()
+                .all(|(name, value)| headers.get(name) == Some(value))
+            && self.pattern.matches(path)
+    }
+
+    /// Which side serves this request.
+    pub fn side(&self, headers: &HeaderMap, client_ip: std::net::IpAddr) -> Side {
+        match self.mode {
+            Mode::Monolith | Mode::Shadow => Side::Legacy,
+            Mode::Extracted => Side::Extracted,
+            Mode::Canary => {
+                let bucket = match &self.sticky {
+                    Sticky::Header(name) => headers
+                        .get(name)
+                        .map(|v| bucket(&self.salt, v.as_bytes())),
+                    Sticky::Cookie(name) => {
+                        cookie(headers, name).map(|v| bucket(&self.salt, v.as_bytes()))
+                    }
+                    Sticky::Ip => Some(match client_ip {
+                        std::net::IpAddr::V4(ip) => bucket(&self.salt, &ip.octets()),
+                        std::net::IpAddr::V6(ip) => bucket(&self.salt, &ip.octets()),
+                    }),
+                    Sticky::None => Some(rand::random::<u32>() % 10_000),
+                };
+                // A request without its sticky key cannot be kept on one side: the legacy
+                // side, which serves everyone, takes it.
+                match bucket {
+                    Some(b) if b < self.canary_bps => Side::Extracted,
+                    _ => Side::Legacy,
+                }
+            }
+        }
+    }
+
+    /// The upstream of a side.
+    pub fn upstream(&self, side: Side) -> &Arc<Upstream> {
+        match side {
+            Side::Extracted => self.extracted.as_ref().unwrap_or(&self.legacy),
+            Side::Legacy => &self.legacy,
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// A stable bucket in 0..10_000 for a sticky key: the same on every proxy instance and every
+/// version (FNV-1a, then a 64-bit finalizer to spread the bits). A user's bucket never changes,
+/// so raising a percent only moves users from the legacy side to the extracted side.
+pub fn bucket(salt: &str, key: &[u8]) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in salt.as_bytes().iter().chain(&[0xff]).chain(key) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
+    (hash % 10_000) as u32
+}
+
+/// The live table: routes ordered most specific first, the default upstream for the rest.
+pub struct Table {
+    pub version: u64,
+    pub loaded_at: SystemTime,
+    pub file: RoutesFile,
+    pub routes: Vec<Route>,
+    pub default_route: Route,
+    pub max_header_bytes: usize,
+    pub fallback_buffer_bytes: u64,
+    pub expose_headers: bool,
+}
+
+impl Table {
+    /// Compiles a validated file. Upstream clients come from `pool`, which keeps their
+    /// connections across reloads.
+    pub fn compile(
+        file: RoutesFile,
+        version: u64,
+        pool: &UpstreamPool,
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
+        let upstream = |name: &str| {
+            let config = &file.upstreams[name];
+            pool.get(name, config)
+        };
+        let proxy = &file.proxy;
+        let build = |config: &RouteConfig| -> Route {
+            let legacy = upstream(file.legacy_of(config));
+            let extracted = config.serve.as_deref().map(&upstream);
+            let salt: Arc<str> = config
+                .serve
+                .as_deref()
+                .unwrap_or(config.name.as_str())
+                .into();
+            Route {
+                name: config.name.as_str().into(),
+                pattern: PathPattern::parse(&config.path).expect("validated"),
+                methods: config
+                    .methods
+                    .iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).expect("validated"))
+                    .collect(),
+                headers: config
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((
+                            HeaderName::from_bytes(k.as_bytes()).ok()?,
+                            HeaderValue::from_str(v).ok()?,
+                        ))
+                    })
+                    .collect(),
+                mode: config.mode,
+                canary_bps: (config.percent.unwrap_or(0.0) * 100.0).round() as u32,
+                sticky: config
+                    .sticky
+                    .as_deref()
+                    .map(|s| Sticky::parse(s).expect("validated"))
+                    .unwrap_or(Sticky::Ip),
+                salt,
+                fallback: config.fallback,
+                timeout: Duration::from_millis(config.timeout_ms.unwrap_or(proxy.timeout_ms)),
+                max_body_bytes: config.max_body_bytes.unwrap_or(proxy.max_body_bytes),
+                legacy,
+                extracted,
+                metrics: metrics.route(&config.name),
+            }
+        };
+        let mut routes: Vec<Route> = file.routes.iter().map(build).collect();
+        // Most specific first; a stable sort keeps file order among equals.
+        routes.sort_by(|a, b| {
+            b.pattern
+                .specificity(&a.pattern)
+                .then((!b.methods.is_empty()).cmp(&!a.methods.is_empty()))
+                .then(b.headers.len().cmp(&a.headers.len()))
+        });
+        let default_route = build(&RouteConfig {
+            name: "default".to_owned(),
+            path: "/*".to_owned(),
+            methods: Vec::new(),
+            headers: Default::default(),
+            serve: None,
+            legacy: Some(proxy.default.clone()),
+            mode: Mode::Monolith,
+            percent: None,
+            sticky: None,
+            fallback: false,
+            timeout_ms: None,
+            max_body_bytes: None,
+        });
+        Table {
+            version,
+            loaded_at: SystemTime::now(),
+            max_header_bytes: proxy.max_header_bytes,
+            fallback_buffer_bytes: proxy.fallback_buffer_bytes,
+            expose_headers: proxy.expose_headers,
+            file,
+            routes,
+            default_route,
+        }
+    }
+
+    /// The most specific route matching the request, or the default route.
+    pub fn route(&self, method: &Method, path: &str, headers: &HeaderMap) -> &Route {
+        self.routes
+            .iter()
+            .find(|r| r.matches(method, path, headers))
+            .unwrap_or(&self.default_route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_templates_and_prefixes() {
+        let p = PathPattern::parse("/api/people/{id}").unwrap();
+        assert!(p.matches("/api/people/42"));
+        assert!(!p.matches("/api/people"));
+        assert!(!p.matches("/api/people/"));
+        assert!(!p.matches("/api/people/42/tasks"));
+        let prefix = PathPattern::parse("/api/people/*").unwrap();
+        assert!(prefix.matches("/api/people"));
+        assert!(prefix.matches("/api/people/42/tasks"));
+        assert!(!prefix.matches("/api/peoplex"));
+        let root = PathPattern::parse("/*").unwrap();
+        assert!(root.matches("/") && root.matches("/anything/at/all"));
+        let exact_root = PathPattern::parse("/").unwrap();
+        assert!(exact_root.matches("/") && !exact_root.matches("/x"));
+        for bad in ["api", "/a/{id", "/a/x{id}", "/a/*/b", "/a//b", "/a/{}"] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn literal_beats_parameter_beats_prefix() {
+        let literal = PathPattern::parse("/api/people/me").unwrap();
+        let param = PathPattern::parse("/api/people/{id}").unwrap();
+        let prefix = PathPattern::parse("/api/people/*").unwrap();
+        let short_prefix = PathPattern::parse("/api/*").unwrap();
+        assert_eq!(literal.specificity(&param), Ordering::Greater);
+        assert_eq!(param.specificity(&prefix), Ordering::Greater);
+        assert_eq!(prefix.specificity(&short_prefix), Ordering::Greater);
+        let early_literal = PathPattern::parse("/api/people/{id}/x").unwrap();
+        let late_literal = PathPattern::parse("/api/{kind}/1/x").unwrap();
+        assert_eq!(early_literal.specificity(&late_literal), Ordering::Greater);
+    }
+
+    #[test]
+    fn buckets_are_stable_and_spread() {
+        assert_eq!(bucket("people", b"user-1"), bucket("people", b"user-1"));
+        let mut counts = [0u32; 10];
+        for i in 0..10_000 {
+            counts[(bucket("people", format!("user-{i}").as_bytes()) / 1000) as usize] += 1;
+        }
+        for c in counts {
+            assert!((900..1100).contains(&c), "{counts:?}");
+        }
+    }
+}
