@@ -323,9 +323,7 @@ impl RoutesFile {
 }
 
 fn validate_upstream_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| format!("`{url}` is not a URL"))?;
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
     if uri.scheme_str() != Some("http") {
         return Err(format!("`{url}`: only http:// upstreams are supported"));
     }
@@ -345,7 +343,8 @@ fn validate_route(
     upstreams: &BTreeMap<String, UpstreamConfig>,
     errors: &mut Vec<String>,
 ) {
-    let mut problem = |key: &str, message: String| errors.push(format!("{label}: {key}: {message}"));
+    let mut problem =
+        |key: &str, message: String| errors.push(format!("{label}: {key}: {message}"));
     let name_ok = !route.name.is_empty()
         && route
             .name
@@ -414,7 +413,10 @@ fn validate_route(
                 Some(_) => {}
             }
             if route.mode == Mode::Canary && route.percent.is_none() {
-                problem("percent", "mode \"canary\" needs a percent (0..=100)".to_owned());
+                problem(
+                    "percent",
+                    "mode \"canary\" needs a percent (0..=100)".to_owned(),
+                );
             }
         }
     }
@@ -485,7 +487,10 @@ mod tests {
             "route \"people-read\": name: used by another route too",
         ];
         for want in expect {
-            assert!(found.iter().any(|p| p.starts_with(want)), "{want} in {found:#?}");
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "{want} in {found:#?}"
+            );
         }
         assert_eq!(found.len(), expect.len(), "{found:#?}");
     }
@@ -497,27 +502,47 @@ mod tests {
             problems("[upstreams.m]\nurl = \"http://x:1\"\n"),
             ["proxy: missing section [proxy] with `default`"]
         );
-        let found = problems(
-            "[proxy]\ndefault = \"m\"\ncolour = 1\n[upstreams.m]\nurl = \"https://x\"\n",
+        let found =
+            problems("[proxy]\ndefault = \"m\"\ncolour = 1\n[upstreams.m]\nurl = \"https://x\"\n");
+        assert!(
+            found[0].starts_with("proxy: unknown field `colour`"),
+            "{found:?}"
         );
-        assert!(found[0].starts_with("proxy: unknown field `colour`"), "{found:?}");
-        assert!(found[1].starts_with("upstreams.m.url: `https://x`: only http://"), "{found:?}");
+        assert!(
+            found[1].starts_with("upstreams.m.url: `https://x`: only http://"),
+            "{found:?}"
+        );
         let found = problems(&GOOD.replace("mode = \"canary\"", "mode = \"sideways\""));
-        assert!(found[0].starts_with("route \"people-read\": unknown variant `sideways`"), "{found:?}");
+        assert!(
+            found[0].starts_with("route \"people-read\": unknown variant `sideways`"),
+            "{found:?}"
+        );
         let found = problems(&GOOD.replace("percent = 10", "percent = \"ten\""));
-        assert!(found[0].starts_with("route \"people-read\": invalid type"), "{found:?}");
+        assert!(
+            found[0].starts_with("route \"people-read\": invalid type"),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn canary_and_extracted_need_an_extracted_upstream() {
         let found = problems(&GOOD.replace("serve = \"people\"\n", ""));
-        assert!(found[0].contains("serve: mode \"canary\" needs `serve`"), "{found:?}");
+        assert!(
+            found[0].contains("serve: mode \"canary\" needs `serve`"),
+            "{found:?}"
+        );
         let found = problems(&GOOD.replace("percent = 10\n", ""));
-        assert!(found[0].contains("percent: mode \"canary\" needs a percent"), "{found:?}");
+        assert!(
+            found[0].contains("percent: mode \"canary\" needs a percent"),
+            "{found:?}"
+        );
         let found = problems(&GOOD.replace("serve = \"people\"", "serve = \"monolith\""));
         assert!(found[0].contains("is also the legacy side"), "{found:?}");
         let found = problems(&GOOD.replace("mode = \"canary\"", "mode = \"shadow\""));
-        assert!(found[0].contains("mode: \"shadow\" is not available"), "{found:?}");
+        assert!(
+            found[0].contains("mode: \"shadow\" is not available"),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -528,7 +553,10 @@ mod tests {
             Sticky::parse("cookie:session_id"),
             Ok(Sticky::Cookie("session_id".into()))
         );
-        assert!(matches!(Sticky::parse("header:X-User"), Ok(Sticky::Header(_))));
+        assert!(matches!(
+            Sticky::parse("header:X-User"),
+            Ok(Sticky::Header(_))
+        ));
         assert!(Sticky::parse("header:bad name").is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Editing a routes file in place (`ficus routes flip`), keeping its comments and layout, and
 //! refusing any edit that would not validate.
 
-use toml_edit::{DocumentMut, value};
+use toml_edit::{DocumentMut, Table, Value, value};
 
 use crate::config::{ConfigErrors, Mode, RoutesFile};
 
@@ -40,28 +40,40 @@ pub fn flip(text: &str, name: &str, flip: &Flip) -> Result<String, EditError> {
         .find(|t| t.get("name").and_then(|v| v.as_str()) == Some(name))
         .ok_or_else(|| EditError::NoSuchRoute(name.to_owned()))?;
     if let Some(mode) = flip.mode {
-        route["mode"] = value(mode.as_str());
+        set(route, "mode", mode.as_str().into());
     }
     if let Some(percent) = flip.percent {
         // Whole percents stay integers in the file, as a person would write them.
         if percent.fract() == 0.0 {
-            route["percent"] = value(percent as i64);
+            set(route, "percent", (percent as i64).into());
         } else {
-            route["percent"] = value(percent);
+            set(route, "percent", percent.into());
         }
     }
     if let Some(sticky) = &flip.sticky {
-        route["sticky"] = value(sticky.as_str());
+        set(route, "sticky", sticky.as_str().into());
     }
     if let Some(serve) = &flip.serve {
-        route["serve"] = value(serve.as_str());
+        set(route, "serve", serve.as_str().into());
     }
     if let Some(fallback) = flip.fallback {
-        route["fallback"] = value(fallback);
+        set(route, "fallback", fallback.into());
     }
     let edited = doc.to_string();
     RoutesFile::parse(&edited).map_err(EditError::Invalid)?;
     Ok(edited)
+}
+
+/// Sets `key` to `new`, keeping the spacing and trailing comment of the value it replaces.
+fn set(table: &mut Table, key: &str, new: Value) {
+    match table.get_mut(key).and_then(|item| item.as_value_mut()) {
+        Some(existing) => {
+            let decor = existing.decor().clone();
+            *existing = new;
+            *existing.decor_mut() = decor;
+        }
+        None => table[key] = value(new),
+    }
 }
 
 /// Writes `text` to `path` atomically (a temporary file in the same directory, then a rename),
@@ -119,7 +131,10 @@ mode = "monolith"   # flipped by the platform team
         assert!(edited.contains("# The demo's routes."));
         assert!(edited.contains("default = \"monolith\"   # everyone else"));
         assert!(edited.contains("# Step one."));
-        assert!(edited.contains("mode = \"canary\"   # flipped by the platform team"), "{edited}");
+        assert!(
+            edited.contains("mode = \"canary\"   # flipped by the platform team"),
+            "{edited}"
+        );
         assert!(edited.contains("percent = 25\n"), "{edited}");
         let file = RoutesFile::parse(&edited).unwrap();
         assert_eq!(file.routes[0].mode, Mode::Canary);

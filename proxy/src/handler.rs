@@ -92,12 +92,26 @@ impl Proxy {
                 .sum::<usize>();
         if header_bytes > table.max_header_bytes {
             let error = ProxyError::headers_too_large(table.max_header_bytes);
-            return self.finish(table, route, Side::Legacy, error.into_response(&route.name), &request_id, start);
+            return self.finish(
+                table,
+                route,
+                Side::Legacy,
+                error.into_response(&route.name),
+                &request_id,
+                start,
+            );
         }
         let declared_length = content_length(request.headers());
         if declared_length.is_some_and(|len| len > route.max_body_bytes) {
             let error = ProxyError::body_too_large(route.max_body_bytes);
-            return self.finish(table, route, Side::Legacy, error.into_response(&route.name), &request_id, start);
+            return self.finish(
+                table,
+                route,
+                Side::Legacy,
+                error.into_response(&route.name),
+                &request_id,
+                start,
+            );
         }
 
         let side = route.side(request.headers(), client.ip());
@@ -120,11 +134,21 @@ impl Proxy {
             match collect(body, route.max_body_bytes).await {
                 Ok(bytes) => (Body::full(bytes.clone()), Some(bytes)),
                 Err(error) => {
-                    return self.finish(table, route, side, error.into_response(&route.name), &request_id, start);
+                    return self.finish(
+                        table,
+                        route,
+                        side,
+                        error.into_response(&route.name),
+                        &request_id,
+                        start,
+                    );
                 }
             }
         } else {
-            (Body::limited(body, route.max_body_bytes, exceeded.clone()), None)
+            (
+                Body::limited(body, route.max_body_bytes, exceeded.clone()),
+                None,
+            )
         };
 
         let upstream_request = build_request(&parts, route, side, body);
@@ -160,7 +184,11 @@ impl Proxy {
         let response = match outcome {
             Err(error) => {
                 if let crate::error::Origin::Upstream(side) = error.origin {
-                    tracing::warn!(kind = error.kind_label(), side = side.as_str(), "upstream failed");
+                    tracing::warn!(
+                        kind = error.kind_label(),
+                        side = side.as_str(),
+                        "upstream failed"
+                    );
                 }
                 error.into_response(&route.name)
             }
@@ -237,7 +265,10 @@ impl Proxy {
             if let Ok(name) = HeaderValue::from_str(&route.name) {
                 headers.insert(X_FICUS_ROUTE.clone(), name);
             }
-            headers.insert(X_FICUS_SIDE.clone(), HeaderValue::from_static(side.as_str()));
+            headers.insert(
+                X_FICUS_SIDE.clone(),
+                HeaderValue::from_static(side.as_str()),
+            );
             headers.insert(X_FICUS_TABLE.clone(), HeaderValue::from(table.version));
         }
         response
@@ -246,7 +277,10 @@ impl Proxy {
 
 /// The request's `x-request-id`, made (random, 128 bits) when the client sent none.
 fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= 200) {
+    if let Some(id) = headers
+        .get(&X_REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+    {
         return id.clone();
     }
     let id = HeaderValue::from_str(&format!("{:032x}", rand::random::<u128>()))
@@ -334,7 +368,12 @@ fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, is_upgrade: bool
     }
 }
 
-fn build_request(parts: &http::request::Parts, route: &Route, side: Side, body: Body) -> Request<Body> {
+fn build_request(
+    parts: &http::request::Parts,
+    route: &Route,
+    side: Side,
+    body: Body,
+) -> Request<Body> {
     let upstream = route.upstream(side);
     let path_and_query = parts
         .uri
@@ -358,7 +397,10 @@ fn build_request(parts: &http::request::Parts, route: &Route, side: Side, body: 
     {
         // An HTTP/2 client's :authority becomes the Host the monolith sees.
         request.headers_mut().insert(header::HOST, host.clone());
-        request.headers_mut().entry(X_FORWARDED_HOST.clone()).or_insert(host);
+        request
+            .headers_mut()
+            .entry(X_FORWARDED_HOST.clone())
+            .or_insert(host);
     }
     // Extensions carry hyper's record of the client's header case to the upstream connection.
     *request.extensions_mut() = parts.extensions.clone();

@@ -65,7 +65,11 @@ impl Loader {
 
     /// The outcome of the last load attempt.
     pub fn last_attempt(&self) -> LastAttempt {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).last.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last
+            .clone()
     }
 
     /// Reads and compiles the file into the next table (the first load at start).
@@ -74,7 +78,12 @@ impl Loader {
         let (text, file) = self.read()?;
         state.version += 1;
         state.text = Some(text);
-        Ok(Table::compile(file, state.version, &self.pool, &self.metrics))
+        Ok(Table::compile(
+            file,
+            state.version,
+            &self.pool,
+            &self.metrics,
+        ))
     }
 
     fn read(&self) -> Result<(String, RoutesFile), LoadError> {
@@ -119,24 +128,28 @@ impl Loader {
     }
 
     /// Watches the file and SIGHUP until the returned task is aborted.
-    pub fn watch(self: Arc<Self>, proxy: Arc<Proxy>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    pub fn watch(
+        self: Arc<Self>,
+        proxy: Arc<Proxy>,
+    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let file_name = self.path.file_name().map(|n| n.to_owned());
         let watch_tx = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                let ours = event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name().map(|n| n.to_owned()) == file_name);
-                let relevant = !matches!(event.kind, notify::EventKind::Access(_));
-                if ours && relevant {
-                    let _ = watch_tx.send(());
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event {
+                    let ours = event
+                        .paths
+                        .iter()
+                        .any(|p| p.file_name().map(|n| n.to_owned()) == file_name);
+                    let relevant = !matches!(event.kind, notify::EventKind::Access(_));
+                    if ours && relevant {
+                        let _ = watch_tx.send(());
+                    }
                 }
-            }
-        })
-        .map_err(std::io::Error::other)?;
+            })
+            .map_err(std::io::Error::other)?;
         let dir = match self.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),

@@ -52,7 +52,8 @@ impl PathPattern {
                     ));
                 }
                 segments.push(Segment::Param);
-            } else if part.is_empty() && !(i == parts.len() - 1 && !prefix) {
+            } else if part.is_empty() && (prefix || i + 1 < parts.len()) {
+                // Only an exact path may end in an empty segment (`/`, `/api/`).
                 return Err(format!("`{path}`: empty segment"));
             } else {
                 segments.push(Segment::Literal((*part).into()));
@@ -148,9 +149,9 @@ impl Route {
             Mode::Extracted => Side::Extracted,
             Mode::Canary => {
                 let bucket = match &self.sticky {
-                    Sticky::Header(name) => headers
-                        .get(name)
-                        .map(|v| bucket(&self.salt, v.as_bytes())),
+                    Sticky::Header(name) => {
+                        headers.get(name).map(|v| bucket(&self.salt, v.as_bytes()))
+                    }
                     Sticky::Cookie(name) => {
                         cookie(headers, name).map(|v| bucket(&self.salt, v.as_bytes()))
                     }

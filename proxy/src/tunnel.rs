@@ -76,7 +76,10 @@ impl Tunnels {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                tracing::warn!(open = self.count(), "closing tunnels still open at the end of the grace period");
+                tracing::warn!(
+                    open = self.count(),
+                    "closing tunnels still open at the end of the grace period"
+                );
                 self.shutdown.notify_waiters();
                 break;
             }

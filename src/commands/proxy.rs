@@ -81,10 +81,7 @@ impl Settings {
         if let Some(workers) = args.workers {
             builder = builder.set_override("workers", workers as u64)?;
         }
-        builder
-            .build()?
-            .try_deserialize()
-            .context("proxy settings")
+        builder.build()?.try_deserialize().context("proxy settings")
     }
 }
 

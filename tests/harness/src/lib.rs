@@ -3,7 +3,9 @@
 //! - [`TestDatabase`]: a database of its own per test on the private PostgreSQL that
 //!   `scripts/services` starts (random name, dropped afterwards), optionally migrated;
 //! - [`kafka`]: the broker's address, a topic name per test, topic creation;
-//! - [`TestMonolith`]: the legacy monolith in-process on `127.0.0.1:0` over its own database.
+//! - [`TestMonolith`]: the legacy monolith in-process on `127.0.0.1:0` over its own database;
+//! - [`TestProxy`]: the routing proxy in-process over a routes file it watches;
+//! - [`TestUpstream`]: small servers that say who they are, to tell which side answered.
 //!
 //! The services' addresses come from `FICUS_TEST_DATABASE_URL` and `FICUS_TEST_KAFKA_BROKERS`
 //! (`eval "$(scripts/services env)"`, or run everything with `scripts/test`). A test that finds
@@ -12,9 +14,13 @@
 mod db;
 pub mod kafka;
 mod monolith;
+mod proxy;
+pub mod upstream;
 
 pub use db::TestDatabase;
 pub use monolith::{TestMonolith, shared_signing_key};
+pub use proxy::TestProxy;
+pub use upstream::TestUpstream;
 
 /// Where the tests find PostgreSQL: a URL to a database the test user may `CREATE DATABASE` from.
 pub const DATABASE_URL_VAR: &str = "FICUS_TEST_DATABASE_URL";

@@ -1,0 +1,146 @@
+//! The routing proxy, in-process: a routes file in a temporary directory (watched live), the
+//! client listener and the admin listener on `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use ficus_proxy::admin::Admin;
+use ficus_proxy::metrics::Metrics;
+use ficus_proxy::{Loader, Proxy, ServerSettings};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running proxy. Dropping it stops it and removes its routes file.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub routes_path: PathBuf,
+    pub proxy: Arc<Proxy>,
+    pub loader: Arc<Loader>,
+    dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl TestProxy {
+    /// Starts a proxy over the routes file `routes` (TOML text).
+    pub async fn start(routes: &str) -> Self {
+        Self::start_with(routes, ServerSettings::default()).await
+    }
+
+    pub async fn start_with(routes: &str, settings: ServerSettings) -> Self {
+        crate::init_tracing();
+        let dir = std::env::temp_dir().join(format!("ficus-proxy-{}", crate::unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let routes_path = dir.join("routes.toml");
+        std::fs::write(&routes_path, routes).expect("writing the routes file");
+        let metrics = Arc::new(Metrics::default());
+        let loader = Arc::new(Loader::new(&routes_path, metrics.clone()));
+        let table = loader.load().expect("a valid routes file");
+        let proxy = Arc::new(Proxy::new(table, metrics));
+        let watch = loader
+            .clone()
+            .watch(proxy.clone())
+            .expect("watching the routes file");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_addr = admin_listener.local_addr().unwrap();
+        let admin = Admin {
+            proxy: proxy.clone(),
+            loader: loader.clone(),
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        let admin_task = tokio::spawn(async move {
+            let _ = axum::serve(admin_listener, admin.router()).await;
+        });
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(ficus_proxy::serve(
+            listener,
+            proxy.clone(),
+            settings,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            admin_addr,
+            routes_path,
+            proxy,
+            loader,
+            dir,
+            shutdown: Some(shutdown),
+            server: Some(server),
+            tasks: vec![watch, admin_task],
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}` of the client listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT{path}` of the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// The version of the table in force.
+    pub fn version(&self) -> u64 {
+        self.proxy.table().version
+    }
+
+    /// Writes a new routes file atomically and waits until the proxy has loaded it.
+    pub async fn write_routes(&self, text: &str) -> u64 {
+        let before = self.version();
+        ficus_proxy::edit::write_atomically(&self.routes_path, text).expect("writing routes");
+        self.wait_for_version_after(before).await
+    }
+
+    /// Waits until the table's version passes `before` (panics after 10 s).
+    pub async fn wait_for_version_after(&self, before: u64) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.version();
+            if now > before {
+                return now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the proxy did not load the new routes file (still version {now})"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops accepting, drains, and waits for the server to return.
+    pub async fn shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,214 @@
+use ficus_testkit::TestProxy;
+
+use crate::{get, routes_file, upstreams};
+
+#[tokio::test]
+async fn the_most_specific_route_wins_and_the_rest_go_to_the_default() {
+    let (monolith, people) = upstreams().await;
+    let routes = r#"
+[[route]]
+name = "people-all"
+path = "/api/people/*"
+serve = "people"
+mode = "extracted"
+
+[[route]]
+name = "people-me"
+path = "/api/people/me"
+mode = "monolith"
+
+[[route]]
+name = "tasks-beta"
+path = "/api/tasks/*"
+headers = { "x-beta" = "1" }
+serve = "people"
+mode = "extracted"
+
+[[route]]
+name = "task-read"
+path = "/api/tasks/{id}"
+methods = ["GET"]
+mode = "monolith"
+"#;
+    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), routes)).await;
+    let http = reqwest::Client::new();
+    let cases: &[(&str, Option<&str>, &str, &str)] = &[
+        ("/api/people/7", None, "people", "people-all"),
+        ("/api/people", None, "people", "people-all"),
+        ("/api/people/me", None, "monolith", "people-me"),
+        ("/api/people/7/tasks", None, "people", "people-all"),
+        ("/api/tasks/1", Some("1"), "monolith", "task-read"),
+        ("/api/tasks/1/notes", Some("1"), "people", "tasks-beta"),
+        ("/api/tasks/1/notes", None, "monolith", "default"),
+        ("/api/tasks/1/notes", Some("2"), "monolith", "default"),
+        ("/elsewhere", None, "monolith", "default"),
+    ];
+    for (path, beta, upstream, route) in cases {
+        let mut request = http.get(proxy.url(path));
+        if let Some(beta) = beta {
+            request = request.header("x-beta", *beta);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["x-upstream"],
+            *upstream,
+            "{path} beta={beta:?}"
+        );
+        assert_eq!(
+            response.headers()["x-ficus-route"],
+            *route,
+            "{path} beta={beta:?}"
+        );
+    }
+    // Methods: a POST skips the GET-only route and lands on the prefix or default.
+    let response = http.post(proxy.url("/api/tasks/1")).send().await.unwrap();
+    assert_eq!(response.headers()["x-ficus-route"], "default");
+}
+
+#[tokio::test]
+async fn requests_arrive_intact_with_forwarding_headers() {
+    let (monolith, people) = upstreams().await;
+    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), "")).await;
+    let http = reqwest::Client::new();
+    let response = http
+        .get(proxy.url("/api/x?b=2&a=%20one&a=two"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "must not pass")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic secret")
+        .header("x-custom", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(request_id.len(), 32, "a generated request id: {request_id}");
+    let echo: serde_json::Value = response.json().await.unwrap();
+    let headers = &echo["headers"];
+    assert_eq!(echo["query"], "b=2&a=%20one&a=two");
+    assert_eq!(echo["path"], "/api/x");
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], format!("{}", proxy.addr));
+    assert_eq!(
+        headers["host"],
+        format!("{}", proxy.addr),
+        "the client's Host is kept"
+    );
+    assert_eq!(
+        headers["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+    assert_eq!(headers["x-request-id"], request_id.as_str());
+    assert_eq!(headers["x-custom"], "kept");
+    for hop in ["x-hop", "keep-alive", "proxy-authorization"] {
+        assert!(headers.get(hop).is_none(), "{hop} was forwarded: {headers}");
+    }
+    // A client's own request id is kept.
+    let (_, _, _, echo) = get(&http, &proxy.url("/")).await;
+    assert_eq!(echo["headers"]["x-request-id"].as_str().unwrap().len(), 32);
+    let response = http
+        .get(proxy.url("/"))
+        .header("x-request-id", "client-chosen-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "client-chosen-1");
+}
+
+#[tokio::test]
+async fn admin_shows_the_table_metrics_and_health() {
+    let (monolith, people) = upstreams().await;
+    let routes = r#"
+[[route]]
+name = "people-read"
+path = "/api/people/{id}"
+serve = "people"
+mode = "canary"
+percent = 10
+sticky = "header:x-user-id"
+"#;
+    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), routes)).await;
+    let http = reqwest::Client::new();
+    get(&http, &proxy.url("/api/people/1")).await;
+    let table: serde_json::Value = http
+        .get(proxy.admin_url("/routes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(table["version"], 1);
+    assert!(table["loaded_at_unix"].as_f64().unwrap() > 1.0e9);
+    assert_eq!(table["routes"][0]["name"], "people-read");
+    assert_eq!(table["routes"][0]["mode"], "canary");
+    assert_eq!(table["routes"][0]["percent"], 10.0);
+    assert_eq!(table["last_reload_error"], serde_json::Value::Null);
+    let metrics = http
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"ficus_proxy_requests_total{route="people-read",side="legacy",status="2xx"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ficus_proxy_request_duration_seconds_bucket{"));
+    assert!(metrics.contains("ficus_proxy_table_version 1"));
+    assert_eq!(
+        http.get(proxy.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(proxy.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn h2c_clients_are_served_and_upstreams_get_http_1_1() {
+    let (monolith, people) = upstreams().await;
+    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), "")).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let response = h2
+            .post(proxy.url("/api/h2?x=1"))
+            .body("hello over h2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let echo: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(echo["version"], "HTTP/1.1");
+        assert_eq!(echo["body_bytes"], 13);
+        assert_eq!(echo["query"], "x=1");
+        assert_eq!(echo["headers"]["host"], format!("{}", proxy.addr));
+    }
+}
