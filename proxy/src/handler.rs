@@ -84,7 +84,10 @@ impl Proxy {
         let start = Instant::now();
         let request_id = ensure_request_id(request.headers_mut());
 
-        let header_bytes: usize = request.uri().to_string().len()
+        let header_bytes: usize = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len())
             + request
                 .headers()
                 .iter()
@@ -121,7 +124,7 @@ impl Proxy {
         let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         prepare_headers(&mut parts.headers, client, is_upgrade);
-        parts.version = Version::HTTP_11;
+        let outgoing = Outgoing::from(parts);
 
         // A fallback replays the request on the legacy side, so its body must be in hand:
         // only for idempotent requests whose body is small and known.
@@ -151,14 +154,21 @@ impl Proxy {
             )
         };
 
-        let upstream_request = build_request(&parts, route, side, body);
+        // The request is kept (cloned) only when a fallback may have to replay it.
+        let (upstream_request, replay) = match kept {
+            Some(kept) => (
+                outgoing.clone().into_request(route.upstream(side), body),
+                Some((outgoing, kept)),
+            ),
+            None => (outgoing.into_request(route.upstream(side), body), None),
+        };
         let mut outcome = self
             .send(route, side, upstream_request, idempotent, &exceeded)
             .await;
 
         // Fallback: the extracted side failed in a way the legacy side can answer.
         let mut answered_by = side;
-        if let Some(kept) = kept {
+        if let Some((outgoing, kept)) = replay {
             let reason = match &outcome {
                 Err(e) if e.retry_safe => Some(e.kind_label()),
                 Ok(response) if response.status().is_server_error() => Some("5xx"),
@@ -173,7 +183,7 @@ impl Proxy {
                 }
                 route.metrics.fallback(reason);
                 answered_by = Side::Legacy;
-                let retry = build_request(&parts, route, Side::Legacy, Body::full(kept));
+                let retry = outgoing.into_request(route.upstream(Side::Legacy), Body::full(kept));
                 outcome = self
                     .send(route, Side::Legacy, retry, idempotent, &exceeded)
                     .await;
@@ -368,43 +378,56 @@ fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, is_upgrade: bool
     }
 }
 
-fn build_request(
-    parts: &http::request::Parts,
-    route: &Route,
-    side: Side,
-    body: Body,
-) -> Request<Body> {
-    let upstream = route.upstream(side);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .expect("parts of valid URIs");
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = parts.headers.clone();
-    if !request.headers().contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        // An HTTP/2 client's :authority becomes the Host the monolith sees.
-        request.headers_mut().insert(header::HOST, host.clone());
-        request
-            .headers_mut()
-            .entry(X_FORWARDED_HOST.clone())
-            .or_insert(host);
+/// What is sent upstream, minus the body and the upstream's address.
+#[derive(Clone)]
+struct Outgoing {
+    method: Method,
+    path_and_query: http::uri::PathAndQuery,
+    headers: HeaderMap,
+    extensions: http::Extensions,
+}
+
+impl From<http::request::Parts> for Outgoing {
+    fn from(parts: http::request::Parts) -> Self {
+        let mut headers = parts.headers;
+        if !headers.contains_key(header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            // An HTTP/2 client's :authority becomes the Host the monolith sees.
+            headers.entry(X_FORWARDED_HOST.clone()).or_insert(host.clone());
+            headers.insert(header::HOST, host);
+        }
+        Outgoing {
+            method: parts.method,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            headers,
+            // They carry hyper's record of the client's header case to the upstream connection.
+            extensions: parts.extensions,
+        }
     }
-    // Extensions carry hyper's record of the client's header case to the upstream connection.
-    *request.extensions_mut() = parts.extensions.clone();
-    request
+}
+
+impl Outgoing {
+    fn into_request(self, upstream: &crate::upstream::Upstream, body: Body) -> Request<Body> {
+        let uri = Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query(self.path_and_query)
+            .build()
+            .expect("parts of valid URIs");
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        *request.extensions_mut() = self.extensions;
+        request
+    }
 }
 
 /// Reads a whole (small, bounded) body into memory.

@@ -23,6 +23,9 @@ pub struct ServerSettings {
     /// Hard cap on an HTTP/1 header section (hyper answers 431 itself past it; the routes
     /// file's `max_header_bytes` is the finer, JSON-answered limit below it).
     pub max_header_bytes_hard: usize,
+    /// Forward HTTP/1 header names in the case the client wrote them (legacy apps sometimes
+    /// depend on it; costs about 5% of throughput, see docs/BENCHMARKS.md).
+    pub preserve_header_case: bool,
 }
 
 impl Default for ServerSettings {
@@ -31,6 +34,7 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             max_header_bytes_hard: 64 * 1024,
+            preserve_header_case: true,
         }
     }
 }
@@ -49,7 +53,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes_hard.max(8192))
-        .preserve_header_case(true)
+        .preserve_header_case(settings.preserve_header_case)
         .keep_alive(true);
     builder
         .http2()

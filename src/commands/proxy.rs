@@ -48,6 +48,8 @@ pub struct Settings {
     pub header_read_timeout_ms: u64,
     /// How long shutdown waits for requests and WebSockets in flight.
     pub shutdown_grace_ms: u64,
+    /// Forward HTTP/1 header names in the case the client wrote them.
+    pub preserve_header_case: bool,
 }
 
 impl Settings {
@@ -59,7 +61,8 @@ impl Settings {
             .set_default("admin_listen", "127.0.0.1:9900")?
             .set_default("workers", 0)?
             .set_default("header_read_timeout_ms", 10_000)?
-            .set_default("shutdown_grace_ms", 10_000)?;
+            .set_default("shutdown_grace_ms", 10_000)?
+            .set_default("preserve_header_case", true)?;
         if let Some(file) = &args.config {
             builder = builder.add_source(config::File::from(file.as_path()).required(true));
         }
@@ -137,6 +140,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let server_settings = ServerSettings {
         header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
         shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
+        preserve_header_case: settings.preserve_header_case,
         ..ServerSettings::default()
     };
     let ready_flag = ready.clone();

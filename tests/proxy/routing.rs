@@ -212,3 +212,43 @@ async fn h2c_clients_are_served_and_upstreams_get_http_1_1() {
         assert_eq!(echo["headers"]["host"], format!("{}", proxy.addr));
     }
 }
+
+#[tokio::test]
+async fn header_case_reaches_the_upstream_as_the_client_wrote_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw upstream: records the request head's bytes, answers 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).await.unwrap();
+            head.extend_from_slice(&buffer[..n]);
+        }
+        let _ = seen_tx.send(String::from_utf8_lossy(&head).into_owned());
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+    });
+    let proxy = TestProxy::start(&format!(
+        "[proxy]\ndefault = \"legacy\"\n[upstreams.legacy]\nurl = \"http://{upstream}\"\n"
+    ))
+    .await;
+    let addr = proxy.addr;
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /case HTTP/1.1\r\nHost: legacy.example\r\nX-Legacy-Session: abc\r\nCONTENT-type: text/plain\r\n\r\n")
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(std::time::Duration::from_secs(5), seen_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.contains("X-Legacy-Session: abc\r\n"), "{head}");
+    assert!(head.contains("CONTENT-type: text/plain\r\n"), "{head}");
+    assert!(head.contains("Host: legacy.example\r\n"), "{head}");
+}
