@@ -395,7 +395,9 @@ impl From<http::request::Parts> for Outgoing {
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
             // An HTTP/2 client's :authority becomes the Host the monolith sees.
-            headers.entry(X_FORWARDED_HOST.clone()).or_insert(host.clone());
+            headers
+                .entry(X_FORWARDED_HOST.clone())
+                .or_insert(host.clone());
             headers.insert(header::HOST, host);
         }
         Outgoing {
