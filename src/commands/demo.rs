@@ -20,6 +20,15 @@ pub struct Args {
     /// Where the monolith listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub monolith_listen: SocketAddr,
+    /// Where the proxy listens (the address end users use).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub proxy_listen: SocketAddr,
+    /// The proxy's admin API.
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    pub admin_listen: SocketAddr,
+    /// The routes file the proxy serves and watches.
+    #[arg(long, default_value = "routes.toml")]
+    pub routes: PathBuf,
     /// Directory for the demo's key and state.
     #[arg(long, default_value = ".ficus/demo")]
     pub state_dir: PathBuf,
@@ -41,11 +50,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.monolith_listen)
         .await
         .with_context(|| format!("listening on {}", args.monolith_listen))?;
-    print_guide(args.monolith_listen);
+    let proxy_settings = super::proxy::Settings {
+        routes_file: args.routes.clone(),
+        listen: args.proxy_listen,
+        admin_listen: args.admin_listen,
+        workers: 0,
+        header_read_timeout_ms: 10_000,
+        shutdown_grace_ms: 5_000,
+        preserve_header_case: true,
+    };
+    let proxy = tokio::spawn(super::proxy::run(proxy_settings));
+    print_guide(args.proxy_listen, args.monolith_listen, args.admin_listen);
     monolith
         .serve(listener, super::shutdown_signal())
         .await
-        .context("serving the monolith")
+        .context("serving the monolith")?;
+    proxy.await.context("the proxy task")?
 }
 
 /// Creates `name` on the server when missing; returns its URL.
@@ -68,15 +88,24 @@ async fn ensure_database(server_url: &str, name: &str) -> anyhow::Result<String>
     Ok(format!("{base}/{name}"))
 }
 
-fn print_guide(monolith: SocketAddr) {
-    let m = format!("http://{monolith}");
+fn print_guide(proxy: SocketAddr, monolith: SocketAddr, admin: SocketAddr) {
+    let m = format!("http://{proxy}");
+    let a = format!("http://{admin}");
     println!(
         r#"
 ficus demo is running. Ctrl-C stops it.
 
-  legacy monolith   {m}
+  ficus proxy       {m}        (what end users call; routes.toml decides who answers)
+  proxy admin       {a}/routes  {a}/metrics
+  legacy monolith   http://{monolith}  (behind the proxy)
   its public keys   {m}/.well-known/jwks.json
-  its metrics       {m}/metrics
+
+Flip a route live (the proxy reloads routes.toml by itself):
+  target/debug/ficus routes flip people-read --mode canary --percent 50
+  curl -si {m}/api/people/1 -H "authorization: Bearer $TOKEN" -H 'x-user-id: u7' | grep x-ficus
+  (the people service is not extracted yet: canary requests fall back to the monolith,
+   counted in {a}/metrics as ficus_proxy_fallbacks_total)
+  target/debug/ficus routes flip people-read --mode monolith
 
 Try it:
   TOKEN=$(curl -s {m}/api/login -H 'content-type: application/json' \
