@@ -33,6 +33,7 @@ impl Admin {
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
+            .route("/.well-known/jwks.json", get(jwks))
             .with_state(self)
     }
 }
@@ -87,6 +88,18 @@ async fn metrics(State(admin): State<Admin>) -> Response {
         admin.proxy.metrics.encode(),
     )
         .into_response()
+}
+
+/// The public keys of the internal identity tokens (empty without `[auth.internal_token]`).
+async fn jwks(State(admin): State<Admin>) -> Response {
+    let table = admin.proxy.table();
+    let keys = table
+        .authz
+        .as_ref()
+        .and_then(|a| a.signer())
+        .map(|s| s.jwks())
+        .unwrap_or_else(|| serde_json::json!({ "keys": [] }));
+    axum::Json(keys).into_response()
 }
 
 async fn readyz(State(admin): State<Admin>) -> (StatusCode, &'static str) {

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize)]
 pub struct RoutesFile {
     pub proxy: ProxySection,
+    /// Edge authorization; absent means none (every request passes as it is).
+    pub auth: Option<AuthSection>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
 }
@@ -39,6 +41,152 @@ pub struct ProxySection {
     /// debugging; off in production).
     #[serde(default)]
     pub expose_headers: bool,
+    /// Client addresses (CIDR) whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are
+    /// kept (a load balancer in front). From anyone else they are removed before forwarding.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `[auth]`: authorization at the edge, solved once for every route and both sides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// What a route without `auth` gets: `deny` (refused), `authenticated` (any valid token) or
+    /// `allow` (no check).
+    #[serde(default = "default_policy")]
+    pub default: DefaultPolicy,
+    /// The identity provider's JWKS, fetched, cached and refreshed (http://).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Static keys: a JWKS JSON file (for air-gapped setups and tests), read at each reload.
+    #[serde(default)]
+    pub keys_file: Option<String>,
+    /// A file holding the HS256 secret; HS256 is accepted only when this is set.
+    #[serde(default)]
+    pub hs256_secret_file: Option<String>,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values (a token needs one of them).
+    pub audience: Vec<String>,
+    /// Accepted signature algorithms among RS256, ES256, EdDSA, HS256.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway_ms")]
+    pub leeway_ms: u64,
+    /// Background refresh period of the JWKS.
+    #[serde(default = "default_jwks_refresh_ms")]
+    pub jwks_refresh_ms: u64,
+    /// At most one JWKS fetch this often for tokens with an unknown `kid`.
+    #[serde(default = "default_jwks_min_refetch_ms")]
+    pub jwks_min_refetch_ms: u64,
+    /// A cookie that may carry the token when no `Authorization: Bearer` is sent.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// Header names of the verified identity forwarded to both sides.
+    #[serde(default)]
+    pub forward: ForwardNames,
+    /// More inbound headers to remove (in any case, `_` or `-`), on top of the forward names.
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    /// Also forward the identity as a short-lived token signed by ficus.
+    #[serde(default)]
+    pub internal_token: Option<InternalTokenConfig>,
+}
+
+/// What a route without its own `auth` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultPolicy {
+    Deny,
+    Authenticated,
+    Allow,
+}
+
+/// `[auth.forward]`: the headers that carry the verified identity upstream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardNames {
+    pub subject: String,
+    pub email: String,
+    pub name: String,
+    pub scopes: String,
+    pub roles: String,
+}
+
+impl Default for ForwardNames {
+    fn default() -> Self {
+        Self {
+            subject: "x-ficus-subject".to_owned(),
+            email: "x-ficus-email".to_owned(),
+            name: "x-ficus-name".to_owned(),
+            scopes: "x-ficus-scopes".to_owned(),
+            roles: "x-ficus-roles".to_owned(),
+        }
+    }
+}
+
+/// `[auth.internal_token]`: the identity as an EdDSA token signed by ficus; its public keys are
+/// at the admin API's `/.well-known/jwks.json`; `ficus-identity` verifies it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalTokenConfig {
+    #[serde(default = "default_internal_header")]
+    pub header: String,
+    #[serde(default = "default_internal_audience")]
+    pub audience: String,
+    #[serde(default = "default_internal_ttl_ms")]
+    pub ttl_ms: u64,
+    /// A 32-byte Ed25519 seed, hex, in a file: every proxy instance given the same file signs
+    /// with the same key. Without it each process makes its own key at start.
+    #[serde(default)]
+    pub key_file: Option<String>,
+}
+
+/// A route's `auth = { ... }`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuth {
+    /// No token needed (login pages, health checks).
+    #[serde(default)]
+    pub public: bool,
+    /// Refused to everyone.
+    #[serde(default)]
+    pub deny: bool,
+    /// Scopes the token must all grant (`scope` or `scp` claim).
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// Roles of which the token must have one (`roles` or `role` claim).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Claims that must have these values (a string claim equal, or an array containing it).
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
+}
+
+fn default_policy() -> DefaultPolicy {
+    DefaultPolicy::Deny
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned(), "ES256".to_owned(), "EdDSA".to_owned()]
+}
+fn default_leeway_ms() -> u64 {
+    30_000
+}
+fn default_jwks_refresh_ms() -> u64 {
+    300_000
+}
+fn default_jwks_min_refetch_ms() -> u64 {
+    10_000
+}
+fn default_internal_header() -> String {
+    "x-ficus-identity".to_owned()
+}
+fn default_internal_audience() -> String {
+    "ficus-services".to_owned()
+}
+fn default_internal_ttl_ms() -> u64 {
+    60_000
 }
 
 fn default_timeout_ms() -> u64 {
@@ -128,6 +276,9 @@ pub struct RouteConfig {
     pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// What a request needs here; `[auth] default` when absent.
+    #[serde(default)]
+    pub auth: Option<RouteAuth>,
 }
 
 fn default_mode() -> Mode {
@@ -216,9 +367,9 @@ impl RoutesFile {
         })?;
 
         for key in root.keys() {
-            if !matches!(key.as_str(), "proxy" | "upstreams" | "route") {
+            if !matches!(key.as_str(), "proxy" | "auth" | "upstreams" | "route") {
                 errors.push(format!(
-                    "{key}: unknown section (expected proxy, upstreams, route)"
+                    "{key}: unknown section (expected proxy, auth, upstreams, route)"
                 ));
             }
         }
@@ -232,6 +383,20 @@ impl RoutesFile {
                 Ok(proxy) => Some(proxy),
                 Err(e) => {
                     errors.push(format!("proxy: {}", serde_message(&e)));
+                    None
+                }
+            },
+        };
+
+        let auth = match root.get("auth") {
+            None => None,
+            Some(value) => match AuthSection::deserialize(value.clone()) {
+                Ok(auth) => {
+                    validate_auth(&auth, &mut errors);
+                    Some(auth)
+                }
+                Err(e) => {
+                    errors.push(format!("auth: {}", serde_message(&e)));
                     None
                 }
             },
@@ -290,6 +455,11 @@ impl RoutesFile {
             if proxy.timeout_ms == 0 {
                 errors.push("proxy.timeout_ms: must be more than 0".to_owned());
             }
+            for (i, range) in proxy.trusted_proxies.iter().enumerate() {
+                if let Err(message) = crate::authz::headers::Cidr::parse(range) {
+                    errors.push(format!("proxy.trusted_proxies[{i}]: {message}"));
+                }
+            }
             if proxy.max_header_bytes < 1024 {
                 errors.push(format!(
                     "proxy.max_header_bytes: must be at least 1024, got {}",
@@ -301,6 +471,21 @@ impl RoutesFile {
         let mut names = HashSet::new();
         for (label, route) in &routes {
             validate_route(label, route, proxy.as_ref(), &upstreams, &mut errors);
+            if let Some(route_auth) = &route.auth {
+                if root.get("auth").is_none() {
+                    errors.push(format!(
+                        "{label}: auth: the file has no [auth] section to verify tokens with"
+                    ));
+                }
+                let conditions = !route_auth.require.is_empty()
+                    || !route_auth.roles.is_empty()
+                    || !route_auth.claims.is_empty();
+                if route_auth.public && (route_auth.deny || conditions) {
+                    errors.push(format!(
+                        "{label}: auth: `public` excludes `deny`, `require`, `roles` and `claims`"
+                    ));
+                }
+            }
             if !names.insert(route.name.as_str()) {
                 errors.push(format!("{label}: name: used by another route too"));
             }
@@ -309,6 +494,7 @@ impl RoutesFile {
         match proxy {
             Some(proxy) if errors.is_empty() => Ok(RoutesFile {
                 proxy,
+                auth,
                 upstreams,
                 routes: routes.into_iter().map(|(_, r)| r).collect(),
             }),
@@ -319,6 +505,73 @@ impl RoutesFile {
     /// The legacy upstream of a route.
     pub fn legacy_of<'a>(&'a self, route: &'a RouteConfig) -> &'a str {
         route.legacy.as_deref().unwrap_or(&self.proxy.default)
+    }
+}
+
+fn validate_auth(auth: &AuthSection, errors: &mut Vec<String>) {
+    if auth.jwks_url.is_none() && auth.keys_file.is_none() && auth.hs256_secret_file.is_none() {
+        errors.push(
+            "auth: no keys to verify tokens with: set jwks_url, keys_file or hs256_secret_file"
+                .to_owned(),
+        );
+    }
+    if let Some(url) = &auth.jwks_url {
+        match url.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
+            _ => errors.push(format!(
+                "auth.jwks_url: `{url}` is not an http:// URL (https is not supported yet)"
+            )),
+        }
+    }
+    if auth.issuer.trim().is_empty() {
+        errors.push("auth.issuer: must not be empty".to_owned());
+    }
+    if auth.audience.is_empty() {
+        errors.push("auth.audience: name at least one accepted audience".to_owned());
+    }
+    for (i, alg) in auth.algorithms.iter().enumerate() {
+        if !matches!(alg.as_str(), "RS256" | "ES256" | "EdDSA" | "HS256") {
+            errors.push(format!(
+                "auth.algorithms[{i}]: `{alg}` is not one of RS256, ES256, EdDSA, HS256"
+            ));
+        }
+    }
+    let hs256 = auth.algorithms.iter().any(|a| a == "HS256");
+    if hs256 != auth.hs256_secret_file.is_some() {
+        errors.push(
+            "auth.hs256_secret_file: HS256 in `algorithms` and a secret file go together"
+                .to_owned(),
+        );
+    }
+    if auth.jwks_min_refetch_ms == 0 || auth.jwks_refresh_ms == 0 {
+        errors
+            .push("auth.jwks_refresh_ms, auth.jwks_min_refetch_ms: must be more than 0".to_owned());
+    }
+    let forward = &auth.forward;
+    let mut names = vec![
+        ("auth.forward.subject", &forward.subject),
+        ("auth.forward.email", &forward.email),
+        ("auth.forward.name", &forward.name),
+        ("auth.forward.scopes", &forward.scopes),
+        ("auth.forward.roles", &forward.roles),
+    ];
+    if let Some(internal) = &auth.internal_token {
+        names.push(("auth.internal_token.header", &internal.header));
+        if internal.ttl_ms == 0 {
+            errors.push("auth.internal_token.ttl_ms: must be more than 0".to_owned());
+        }
+    }
+    for (key, name) in names {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push(format!("{key}: `{name}` is not a header name"));
+        }
+    }
+    for (i, name) in auth.strip_headers.iter().enumerate() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push(format!(
+                "auth.strip_headers[{i}]: `{name}` is not a header name"
+            ));
+        }
     }
 }
 

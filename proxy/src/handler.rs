@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use crate::authz::Decision;
 use crate::body::Body;
 use crate::error::{ProxyError, json_error};
 use crate::metrics::Metrics;
@@ -117,13 +118,49 @@ impl Proxy {
             );
         }
 
+        // Edge authorization: forged identity headers out, then the token and the route's
+        // policy decide. Everything after this sees only what ficus verified.
+        let trusted = table.is_trusted(client.ip());
+        let mut identity = None;
+        if let Some(authz) = &table.authz {
+            authz.strip_spoofable(request.headers_mut(), trusted);
+            match authz.decide(&route.policy, request.headers()).await {
+                Decision::Allow(who, reason) => {
+                    route.metrics.decision("allow", reason);
+                    tracing::debug!(
+                        target: "ficus_proxy::decision",
+                        route = %route.name,
+                        subject = who.as_ref().map(|w| w.subject.as_str()).unwrap_or("-"),
+                        decision = "allow",
+                        reason,
+                    );
+                    identity = who;
+                }
+                Decision::Deny(denial) => {
+                    route.metrics.decision("deny", denial.reason);
+                    tracing::info!(
+                        target: "ficus_proxy::decision",
+                        route = %route.name,
+                        subject = "-",
+                        decision = "deny",
+                        reason = denial.reason,
+                    );
+                    let response = denial_response(&denial, &route.name);
+                    return self.finish(table, route, Side::Legacy, response, &request_id, start);
+                }
+            }
+        }
+
         let side = route.side(request.headers(), client.ip());
         tracing::Span::current().record("side", side.as_str());
         let is_upgrade = is_upgrade(&request);
         let idempotent = is_idempotent(request.method());
         let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        prepare_headers(&mut parts.headers, client, is_upgrade);
+        prepare_headers(&mut parts.headers, client, is_upgrade, trusted);
+        if let (Some(authz), Some(identity)) = (&table.authz, &identity) {
+            authz.forward(&mut parts.headers, identity, &route.name);
+        }
         let outgoing = Outgoing::from(parts);
 
         // A fallback replays the request on the legacy side, so its body must be in hand:
@@ -358,9 +395,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Hop-by-hop headers out, `X-Forwarded-*` in.
-fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, is_upgrade: bool) {
+/// Hop-by-hop headers out, `X-Forwarded-*` in. Forwarding headers a client sent are kept only
+/// from trusted proxies; from anyone else they are replaced.
+fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, is_upgrade: bool, trusted: bool) {
     strip_hop_by_hop(headers, is_upgrade);
+    if !trusted {
+        crate::authz::headers::strip(headers, &[], false);
+    }
     let ip = client.ip().to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {ip}"),
@@ -445,6 +486,29 @@ async fn collect(body: Incoming, limit: u64) -> Result<Bytes, ProxyError> {
             "the request body broke off before its end",
         )),
     }
+}
+
+/// The JSON refusal of an authorization denial, with its `WWW-Authenticate` challenge.
+fn denial_response(denial: &crate::authz::Denial, route: &str) -> Response<Body> {
+    let code = match denial.status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        _ => "auth_unavailable",
+    };
+    let mut response = json_error(
+        denial.status,
+        code,
+        &format!("{} ({})", denial.message, denial.reason),
+        route,
+    );
+    if let Some(challenge) = &denial.challenge
+        && let Ok(value) = HeaderValue::from_str(challenge)
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// Answers the requests the proxy itself refuses before routing (used by the server for

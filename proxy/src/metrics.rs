@@ -22,6 +22,9 @@ pub const RELOADS: &str = "ficus_proxy_reloads";
 pub const RELOAD_FAILURES: &str = "ficus_proxy_reload_failures";
 pub const TABLE_VERSION: &str = "ficus_proxy_table_version";
 pub const WEBSOCKETS: &str = "ficus_proxy_websockets_open";
+pub const AUTHZ_DECISIONS: &str = "ficus_proxy_authz_decisions";
+pub const JWKS_FETCHES: &str = "ficus_proxy_jwks_fetches";
+pub const JWKS_KEYS: &str = "ficus_proxy_jwks_keys";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -44,6 +47,18 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    route: String,
+    decision: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FallbackLabels {
     route: String,
     reason: &'static str,
@@ -59,6 +74,9 @@ pub struct Metrics {
     duration: Family<SideLabels, Histogram>,
     upstream_errors: Family<ErrorLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    jwks_fetches: Family<ResultLabels, Counter>,
+    pub jwks_keys: Gauge,
     pub reloads: Counter,
     pub reload_failures: Counter,
     pub table_version: Gauge,
@@ -94,6 +112,24 @@ impl Default for Metrics {
             "Requests the legacy side answered after the extracted side failed, by reason",
             fallbacks.clone(),
         );
+        let decisions = Family::default();
+        registry.register(
+            AUTHZ_DECISIONS,
+            "Edge authorization decisions, by route, decision and reason",
+            decisions.clone(),
+        );
+        let jwks_fetches = Family::default();
+        registry.register(
+            JWKS_FETCHES,
+            "JWKS fetches, by result (ok, error)",
+            jwks_fetches.clone(),
+        );
+        let jwks_keys = Gauge::default();
+        registry.register(
+            JWKS_KEYS,
+            "Keys in the last fetched JWKS",
+            jwks_keys.clone(),
+        );
         let reloads = Counter::default();
         registry.register(RELOADS, "Route tables loaded", reloads.clone());
         let reload_failures = Counter::default();
@@ -116,6 +152,9 @@ impl Default for Metrics {
             duration,
             upstream_errors,
             fallbacks,
+            decisions,
+            jwks_fetches,
+            jwks_keys,
             reloads,
             reload_failures,
             table_version,
@@ -125,6 +164,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a JWKS fetch.
+    pub fn jwks_fetch(&self, result: &'static str) {
+        self.jwks_fetches
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
     /// The handles of one route.
     pub fn route(&self, route: &str) -> RouteMetrics {
         let requests = SIDES.map(|side| {
@@ -152,6 +198,7 @@ impl Metrics {
             duration,
             upstream_errors: self.upstream_errors.clone(),
             fallbacks: self.fallbacks.clone(),
+            decisions: self.decisions.clone(),
         }
     }
 
@@ -173,6 +220,7 @@ pub struct RouteMetrics {
     duration: [Histogram; 2],
     upstream_errors: Family<ErrorLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
 }
 
 fn side_index(side: Side) -> usize {
@@ -195,6 +243,16 @@ impl RouteMetrics {
                 route: self.route.clone(),
                 side: side.as_str(),
                 kind,
+            })
+            .inc();
+    }
+
+    pub fn decision(&self, decision: &'static str, reason: &'static str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                route: self.route.clone(),
+                decision,
+                reason,
             })
             .inc();
     }

@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use std::collections::HashMap;
+
+use crate::authz::Authz;
+use crate::authz::internal::InternalSigner;
+use crate::authz::keys::{JwksCache, KeySet, Keys, VerifyKey};
 use crate::config::{ConfigErrors, RoutesFile};
 use crate::handler::Proxy;
 use crate::metrics::Metrics;
@@ -37,6 +42,10 @@ pub struct Loader {
     pool: UpstreamPool,
     metrics: Arc<Metrics>,
     state: Mutex<LoaderState>,
+    /// JWKS caches by (url, refresh, min refetch), kept across reloads.
+    jwks: Mutex<HashMap<(String, u64, u64), Arc<JwksCache>>>,
+    /// Internal token signers by key file (None: generated), kept across reloads.
+    signers: Mutex<HashMap<Option<String>, Arc<InternalSigner>>>,
 }
 
 struct LoaderState {
@@ -56,6 +65,8 @@ impl Loader {
                 text: None,
                 last: LastAttempt::default(),
             }),
+            jwks: Mutex::default(),
+            signers: Mutex::default(),
         }
     }
 
@@ -75,7 +86,7 @@ impl Loader {
     /// Reads and compiles the file into the next table (the first load at start).
     pub fn load(&self) -> Result<Table, LoadError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (text, file) = self.read()?;
+        let (text, file, authz) = self.read()?;
         state.version += 1;
         state.text = Some(text);
         Ok(Table::compile(
@@ -83,10 +94,112 @@ impl Loader {
             state.version,
             &self.pool,
             &self.metrics,
+            authz,
         ))
     }
 
-    fn read(&self) -> Result<(String, RoutesFile), LoadError> {
+    /// Reads, validates, and builds the authorization (which reads key files).
+    fn read(&self) -> Result<(String, RoutesFile, Option<Arc<Authz>>), LoadError> {
+        let (text, file) = self.read_file()?;
+        let authz = self
+            .build_authz(&file)
+            .map_err(|errors| LoadError::Invalid {
+                path: self.path.display().to_string(),
+                errors,
+            })?;
+        Ok((text, file, authz))
+    }
+
+    fn build_authz(&self, file: &RoutesFile) -> Result<Option<Arc<Authz>>, ConfigErrors> {
+        let Some(auth) = &file.auth else {
+            return Ok(None);
+        };
+        let mut errors = Vec::new();
+        let static_keys = match &auth.keys_file {
+            None => KeySet::default(),
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => KeySet::from_jwks(&bytes).unwrap_or_else(|e| {
+                    errors.push(format!("auth.keys_file: {path}: {e}"));
+                    KeySet::default()
+                }),
+                Err(e) => {
+                    errors.push(format!("auth.keys_file: reading {path}: {e}"));
+                    KeySet::default()
+                }
+            },
+        };
+        let hs256 = match &auth.hs256_secret_file {
+            None => None,
+            Some(path) => match std::fs::read(path) {
+                Ok(secret) if secret.trim_ascii().len() >= 32 => Some(Arc::new(VerifyKey {
+                    algorithm: jsonwebtoken::Algorithm::HS256,
+                    key: jsonwebtoken::DecodingKey::from_secret(secret.trim_ascii()),
+                })),
+                Ok(_) => {
+                    errors.push(format!(
+                        "auth.hs256_secret_file: {path}: the secret must be at least 32 bytes"
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(format!("auth.hs256_secret_file: reading {path}: {e}"));
+                    None
+                }
+            },
+        };
+        let jwks = auth.jwks_url.as_ref().map(|url| {
+            let key = (url.clone(), auth.jwks_refresh_ms, auth.jwks_min_refetch_ms);
+            let mut caches = self.jwks.lock().unwrap_or_else(|e| e.into_inner());
+            caches
+                .entry(key)
+                .or_insert_with(|| {
+                    JwksCache::start(
+                        url.parse().expect("validated JWKS URL"),
+                        Duration::from_millis(auth.jwks_refresh_ms),
+                        Duration::from_millis(auth.jwks_min_refetch_ms),
+                        self.metrics.clone(),
+                    )
+                })
+                .clone()
+        });
+        let signer = match &auth.internal_token {
+            None => None,
+            Some(internal) => {
+                let mut signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
+                let key = internal.key_file.clone();
+                if let Some(signer) = signers.get(&key) {
+                    Some(signer.clone())
+                } else {
+                    let made = match &internal.key_file {
+                        None => Ok(InternalSigner::generate()),
+                        Some(path) => InternalSigner::from_file(path),
+                    };
+                    match made {
+                        Ok(signer) => {
+                            let signer = Arc::new(signer);
+                            signers.insert(key, signer.clone());
+                            Some(signer)
+                        }
+                        Err(e) => {
+                            errors.push(format!("auth.internal_token.key_file: {e}"));
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let keys = Keys {
+            jwks,
+            static_keys,
+            hs256,
+        };
+        Ok(Some(Arc::new(Authz::new(auth, keys, signer))))
+    }
+
+    fn read_file(&self) -> Result<(String, RoutesFile), LoadError> {
         let shown = self.path.display().to_string();
         let text = std::fs::read_to_string(&self.path).map_err(|source| LoadError::Read {
             path: shown.clone(),
@@ -99,11 +212,12 @@ impl Loader {
         Ok((text, file))
     }
 
-    /// Reloads into `proxy` if the file changed. Returns the version in force afterwards.
-    pub fn reload(&self, proxy: &Proxy) -> Result<u64, LoadError> {
+    /// Reloads into `proxy` if the file changed, or always when `force` (SIGHUP: key files may
+    /// have changed too). Returns the version in force afterwards.
+    pub fn reload(&self, proxy: &Proxy, force: bool) -> Result<u64, LoadError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.last.at = Some(SystemTime::now());
-        let (text, file) = match self.read() {
+        let (text, file, authz) = match self.read() {
             Ok(read) => read,
             Err(error) => {
                 self.metrics.reload_failures.inc();
@@ -114,12 +228,12 @@ impl Loader {
             }
         };
         state.last.error = None;
-        if state.text.as_deref() == Some(text.as_str()) {
+        if !force && state.text.as_deref() == Some(text.as_str()) {
             return Ok(state.version);
         }
         state.version += 1;
         state.text = Some(text);
-        let table = Table::compile(file, state.version, &self.pool, &self.metrics);
+        let table = Table::compile(file, state.version, &self.pool, &self.metrics, authz);
         let routes = table.routes.len();
         proxy.swap(table);
         self.metrics.reloads.inc();
@@ -133,7 +247,8 @@ impl Loader {
         proxy: Arc<Proxy>,
     ) -> std::io::Result<tokio::task::JoinHandle<()>> {
         use notify::Watcher;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // `true`: a forced reload (SIGHUP); `false`: the file changed.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
         let file_name = self.path.file_name().map(|n| n.to_owned());
         let watch_tx = tx.clone();
         let mut watcher =
@@ -145,7 +260,7 @@ impl Loader {
                         .any(|p| p.file_name().map(|n| n.to_owned()) == file_name);
                     let relevant = !matches!(event.kind, notify::EventKind::Access(_));
                     if ours && relevant {
-                        let _ = watch_tx.send(());
+                        let _ = watch_tx.send(false);
                     }
                 }
             })
@@ -165,7 +280,7 @@ impl Loader {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading routes");
-                    if hup_tx.send(()).is_err() {
+                    if hup_tx.send(true).is_err() {
                         break;
                     }
                 }
@@ -174,14 +289,16 @@ impl Loader {
         drop(tx);
         Ok(tokio::spawn(async move {
             let _watcher = watcher; // lives as long as the task
-            while rx.recv().await.is_some() {
+            while let Some(mut force) = rx.recv().await {
                 // Editors write in several steps: let them finish, then load once.
                 tokio::time::sleep(Duration::from_millis(30)).await;
-                while rx.try_recv().is_ok() {}
+                while let Ok(more) = rx.try_recv() {
+                    force |= more;
+                }
                 let loader = self.clone();
                 let proxy = proxy.clone();
                 // Parsing and compiling are quick, but off the async threads all the same.
-                let _ = tokio::task::spawn_blocking(move || loader.reload(&proxy)).await;
+                let _ = tokio::task::spawn_blocking(move || loader.reload(&proxy, force)).await;
             }
         }))
     }

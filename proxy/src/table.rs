@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use crate::authz::headers::Cidr;
+use crate::authz::{Authz, Policy};
 use crate::config::{Mode, RouteConfig, RoutesFile, Sticky};
 use crate::metrics::RouteMetrics;
 use crate::upstream::{Upstream, UpstreamPool};
@@ -130,6 +132,8 @@ pub struct Route {
     pub legacy: Arc<Upstream>,
     pub extracted: Option<Arc<Upstream>>,
     pub metrics: RouteMetrics,
+    /// What a request needs to pass (edge authorization).
+    pub policy: Policy,
 }
 
 impl Route {
@@ -220,6 +224,9 @@ pub struct Table {
     pub max_header_bytes: usize,
     pub fallback_buffer_bytes: u64,
     pub expose_headers: bool,
+    /// Edge authorization, when the file has an `[auth]` section.
+    pub authz: Option<Arc<Authz>>,
+    trusted_proxies: Vec<Cidr>,
 }
 
 impl Table {
@@ -230,6 +237,7 @@ impl Table {
         version: u64,
         pool: &UpstreamPool,
         metrics: &crate::metrics::Metrics,
+        authz: Option<Arc<Authz>>,
     ) -> Self {
         let upstream = |name: &str| {
             let config = &file.upstreams[name];
@@ -276,6 +284,7 @@ impl Table {
                 legacy,
                 extracted,
                 metrics: metrics.route(&config.name),
+                policy: Policy::compile(file.auth.as_ref(), config.auth.as_ref()),
             }
         };
         let mut routes: Vec<Route> = file.routes.iter().map(build).collect();
@@ -299,6 +308,7 @@ impl Table {
             fallback: false,
             timeout_ms: None,
             max_body_bytes: None,
+            auth: None,
         });
         Table {
             version,
@@ -306,10 +316,21 @@ impl Table {
             max_header_bytes: proxy.max_header_bytes,
             fallback_buffer_bytes: proxy.fallback_buffer_bytes,
             expose_headers: proxy.expose_headers,
+            authz,
+            trusted_proxies: proxy
+                .trusted_proxies
+                .iter()
+                .map(|r| Cidr::parse(r).expect("validated"))
+                .collect(),
             file,
             routes,
             default_route,
         }
+    }
+
+    /// Whether `ip` is a trusted proxy whose forwarding headers are kept.
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|range| range.contains(ip))
     }
 
     /// The most specific route matching the request, or the default route.

@@ -69,7 +69,12 @@ mode = "monolith"
 #[tokio::test]
 async fn requests_arrive_intact_with_forwarding_headers() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), "")).await;
+    // 127.0.0.1 (this test) is a trusted proxy here: its X-Forwarded-For is extended.
+    let file = routes_file(&monolith.url(), &people.url(), "").replace(
+        "expose_headers = true",
+        "expose_headers = true\ntrusted_proxies = [\"127.0.0.1/32\"]",
+    );
+    let proxy = TestProxy::start(&file).await;
     let http = reqwest::Client::new();
     let response = http
         .get(proxy.url("/api/x?b=2&a=%20one&a=two"))
@@ -123,6 +128,39 @@ async fn requests_arrive_intact_with_forwarding_headers() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "client-chosen-1");
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_untrusted_clients_are_replaced() {
+    let (monolith, people) = upstreams().await;
+    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), "")).await;
+    let response = reqwest::Client::new()
+        .get(proxy.url("/x"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("X_Forwarded_For", "203.0.113.10")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-uri", "/public")
+        .header("x-original-url", "/public")
+        .header("forwarded", "for=203.0.113.9")
+        .header("x-real-ip", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = response.json().await.unwrap();
+    let headers = &echo["headers"];
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], format!("{}", proxy.addr));
+    for forged in [
+        "x_forwarded_for",
+        "x-forwarded-uri",
+        "x-original-url",
+        "forwarded",
+        "x-real-ip",
+    ] {
+        assert!(headers.get(forged).is_none(), "{forged} passed: {headers}");
+    }
 }
 
 #[tokio::test]

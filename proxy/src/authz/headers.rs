@@ -1,0 +1,173 @@
+//! Headers a client could use to pose as someone: removed before anything is forwarded.
+//!
+//! Names are compared the way the laxest backend would: case-insensitive, with `_` and `-`
+//! treated alike (GHSA-vjrc-mh2v-45x6: `X_Forwarded_User` slipped past a proxy that stripped
+//! only `X-Forwarded-User`, and a backend that folds `_` into `-` believed it). Forwarding
+//! headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Original-URL`, ...) are kept only from
+//! trusted proxies (GHSA-7x63-xv5r-3p2x: a client-sent `X-Forwarded-Uri` steered an auth
+//! decision); ficus decides on the request it received, never on those headers.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::HeaderName;
+
+/// An address range in CIDR form (`10.0.0.0/8`, `::1/128`, or a bare address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not an address or CIDR range"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be 0..={max}"))?,
+        };
+        Ok(Self { network, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The form names are compared in: lower case, `_` as `-`.
+pub fn normalize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+/// Forwarding headers only a trusted proxy may send.
+fn is_forwarding(normalized: &str) -> bool {
+    normalized.starts_with("x-forwarded-")
+        || matches!(
+            normalized,
+            "forwarded"
+                | "x-real-ip"
+                | "x-original-url"
+                | "x-original-uri"
+                | "x-rewrite-url"
+                | "x-client-ip"
+                | "true-client-ip"
+        )
+}
+
+/// Removes every header whose normalized name is in `protected` (already normalized), and,
+/// unless `trusted`, every forwarding header. Returns how many were removed.
+pub fn strip(headers: &mut HeaderMap, protected: &[String], trusted: bool) -> usize {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let normalized = normalize(name.as_str());
+            protected.contains(&normalized) || (!trusted && is_forwarding(&normalized))
+        })
+        .cloned()
+        .collect();
+    let count = doomed.len();
+    for name in doomed {
+        headers.remove(name);
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_ranges() {
+        let lan = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(lan.contains("10.1.2.3".parse().unwrap()));
+        assert!(!lan.contains("11.0.0.1".parse().unwrap()));
+        assert!(lan.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(
+            Cidr::parse("::1/128")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("ten").is_err());
+    }
+
+    #[test]
+    fn strips_every_variant() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-ficus-subject",
+            "X-Ficus-Subject",
+            "x_ficus_subject",
+            "X_FICUS_SUBJECT",
+            "x-ficus_subject",
+            "x-forwarded-for",
+            "X_Forwarded_Uri",
+            "forwarded",
+            "x-real-ip",
+            "x-keep",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        let protected = vec![normalize("X-Ficus-Subject")];
+        let mut trusted = headers.clone();
+        strip(&mut trusted, &protected, true);
+        assert!(trusted.contains_key("x-forwarded-for") && trusted.contains_key("x_forwarded_uri"));
+        assert!(!trusted.contains_key("x_ficus_subject"));
+        strip(&mut headers, &protected, false);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-keep"]);
+    }
+}
