@@ -122,6 +122,7 @@ impl Monolith {
             )
             .route("/api/documents/{id}/metadata", get(documents::metadata))
             .route("/api/rooms/{room}/ws", get(realtime::join))
+            .route("/api/me", get(people::me))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics::export))

@@ -252,6 +252,26 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /api/me`: the caller as this app sees it (from its own token), and the identity an edge
+/// proxy in front forwarded (`x-ficus-*` headers), side by side.
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let person = fetch(&state, caller.id).await?;
+    let edge: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-ficus-"))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.into())))
+        .collect();
+    json_with_etag(
+        StatusCode::OK,
+        &headers,
+        &serde_json::json!({ "person": person, "edge_identity": edge }),
+    )
+}
+
 /// Ensures the bootstrap administrator exists. An existing person with that email is left as
 /// it is: bootstrap is for a fresh database, not a way to reset passwords.
 pub(crate) async fn ensure_admin(

@@ -96,9 +96,24 @@ fn print_guide(proxy: SocketAddr, monolith: SocketAddr, admin: SocketAddr) {
 ficus demo is running. Ctrl-C stops it.
 
   ficus proxy       {m}        (what end users call; routes.toml decides who answers)
-  proxy admin       {a}/routes  {a}/metrics
+  proxy admin       {a}/routes  {a}/metrics  {a}/.well-known/jwks.json
   legacy monolith   http://{monolith}  (behind the proxy)
-  its public keys   {m}/.well-known/jwks.json
+
+Authorization at the edge (routes.toml [auth]: the monolith's tokens, verified by the proxy):
+  curl -s {m}/api/people/1                       # 401 from the proxy: no token
+  TOKEN=$(curl -s {m}/api/login -H 'content-type: application/json' \
+      -d '{{"email":"{ADMIN_EMAIL}","password":"{ADMIN_PASSWORD}"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -s {m}/api/me -H "authorization: Bearer $TOKEN"   # the identity the monolith received
+  curl -s {m}/api/me -H "authorization: Bearer $TOKEN" -H 'x-ficus-subject: 999'   # forged: stripped
+  curl -s {m}/metrics -H "authorization: Bearer $TOKEN"  # 403: a route closed at the edge
+
+The legacy app through the proxy:
+  curl -s {m}/api/people -H "authorization: Bearer $TOKEN"
+  curl -s {m}/api/tasks -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+      -d '{{"title":"Strangle the monolith","assignee_id":1,"tags":["ficus"]}}'
+  curl -s "{m}/api/tasks?status=todo" -H "authorization: Bearer $TOKEN"
+  curl -s "{m}/api/documents?name=notes.txt" -H "authorization: Bearer $TOKEN" \
+      -H 'content-type: text/plain' --data-binary @README.md
 
 Flip a route live (the proxy reloads routes.toml by itself):
   target/debug/ficus routes flip people-read --mode canary --percent 50
@@ -106,17 +121,6 @@ Flip a route live (the proxy reloads routes.toml by itself):
   (the people service is not extracted yet: canary requests fall back to the monolith,
    counted in {a}/metrics as ficus_proxy_fallbacks_total)
   target/debug/ficus routes flip people-read --mode monolith
-
-Try it:
-  TOKEN=$(curl -s {m}/api/login -H 'content-type: application/json' \
-      -d '{{"email":"{ADMIN_EMAIL}","password":"{ADMIN_PASSWORD}"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
-  curl -s {m}/api/people -H "authorization: Bearer $TOKEN"
-  curl -s {m}/api/tasks -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-      -d '{{"title":"Strangle the monolith","assignee_id":1,"tags":["ficus"]}}'
-  curl -s "{m}/api/tasks?status=todo" -H "authorization: Bearer $TOKEN"
-  curl -s "{m}/api/documents?name=notes.txt" -H "authorization: Bearer $TOKEN" \
-      -H 'content-type: text/plain' --data-binary @README.md
-  curl -s {m}/api/people -H 'content-type: application/json' -d '{{}}'   # 401: no token
 "#
     );
 }

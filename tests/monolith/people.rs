@@ -295,3 +295,25 @@ async fn a_cleared_password_ends_logins_and_unknown_people_are_404() {
         .unwrap();
     expect_error(response, StatusCode::BAD_REQUEST, "invalid_path").await;
 }
+
+#[tokio::test]
+async fn me_shows_the_caller_and_what_an_edge_forwarded() {
+    let m = TestMonolith::start().await;
+    let token = m.admin_token().await;
+    let me: Value = m
+        .http()
+        .get(m.url("/api/me"))
+        .bearer_auth(&token)
+        .header("x-ficus-subject", "1")
+        .header("x-other", "ignored")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["person"]["email"], m.admin_email.as_str());
+    assert_eq!(me["edge_identity"], json!({ "x-ficus-subject": "1" }));
+    let anonymous = m.http().get(m.url("/api/me")).send().await.unwrap();
+    expect_error(anonymous, StatusCode::UNAUTHORIZED, "missing_token").await;
+}
