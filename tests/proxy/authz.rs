@@ -913,3 +913,60 @@ auth = {{ require = ["people:write"] }}
     let body: Value = denied.json().await.unwrap();
     assert_eq!(body["error"]["route"], "people-write");
 }
+
+#[tokio::test]
+async fn static_keys_and_custom_forward_names() {
+    let monolith = TestUpstream::start("monolith").await;
+    let people = TestUpstream::start("people").await;
+    let key = TestKey::ed25519();
+    let dir = std::env::temp_dir().join(format!("ficus-keys-{}", ficus_testkit::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys_file = dir.join("jwks.json");
+    std::fs::write(&keys_file, json!({ "keys": [key.jwk] }).to_string()).unwrap();
+    let extra = format!(
+        "keys_file = \"{}\"\n[auth.forward]\nsubject = \"x-remote-user\"\nemail = \"x-remote-email\"\nname = \"x-remote-name\"\nscopes = \"x-remote-scopes\"\nroles = \"x-remote-roles\"\n",
+        keys_file.display()
+    );
+    let proxy = TestProxy::start(&file(&monolith, &people, &extra, "")).await;
+    let token = key.sign(&claims("static-user", "people:read"));
+    let response = reqwest::Client::new()
+        .get(proxy.url("/api/people/1"))
+        .bearer_auth(&token)
+        .header("X_Remote_User", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-remote-user"], "static-user");
+    assert_eq!(echo["headers"]["x-remote-scopes"], "people:read");
+    assert!(echo["headers"].get("x_remote_user").is_none());
+    assert!(echo["headers"].get("x-ficus-subject").is_none());
+    // A keys file that is not a JWKS is refused at reload, naming the key; the old table stays.
+    std::fs::write(&keys_file, "not json").unwrap();
+    let text = std::fs::read_to_string(&proxy.routes_path).unwrap();
+    std::fs::write(&proxy.routes_path, text + "\n# touched\n").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !proxy
+        .loader
+        .last_attempt()
+        .error
+        .unwrap_or_default()
+        .contains("auth.keys_file")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bad keys file was reported"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.version(), 1);
+    let again = reqwest::Client::new()
+        .get(proxy.url("/api/people/1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200, "the old keys are still in force");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -112,3 +112,39 @@ async fn shutdown_drains_requests_in_flight_then_stops() {
         "no new requests after shutdown"
     );
 }
+
+#[tokio::test]
+async fn shutdown_closes_websockets_left_open_after_the_grace_period() {
+    let monolith = TestUpstream::start("monolith").await;
+    let people = TestUpstream::start("people").await;
+    let mut proxy = TestProxy::start_with(
+        &routes_file(&monolith.url(), &people.url(), ""),
+        ficus_proxy::ServerSettings {
+            shutdown_grace: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy.addr))
+        .await
+        .expect("upgrade");
+    socket.send(Message::text("before")).await.unwrap();
+    assert_eq!(next_text(&mut socket).await, "monolith: before");
+    let started = std::time::Instant::now();
+    proxy.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown took {took:?} with a grace of 300 ms"
+    );
+    assert!(
+        took >= Duration::from_millis(250),
+        "the tunnel had its grace period: {took:?}"
+    );
+    // The client sees its connection end.
+    let ended = tokio::time::timeout(Duration::from_secs(2), socket.next())
+        .await
+        .expect("the socket ends");
+    assert!(!matches!(ended, Some(Ok(Message::Text(_)))), "{ended:?}");
+    assert_eq!(proxy.proxy.tunnels.count(), 0);
+}
