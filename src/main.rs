@@ -29,6 +29,9 @@ enum Command {
     Monolith(commands::monolith::Args),
     /// Run the demo: the monolith over a demo database, with what to open and curl.
     Demo(commands::demo::Args),
+    /// Change-data capture: stream the database's changes into Kafka (run, status, check).
+    #[command(subcommand)]
+    Cdc(commands::cdc::Command),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Monolith(args) => runtime()?.block_on(commands::monolith::run(args)),
         Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
+        Command::Cdc(command) => runtime()?.block_on(commands::cdc::run(command)),
     }
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod cdc;
 pub mod demo;
 pub mod monolith;
 pub mod proxy;

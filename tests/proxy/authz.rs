@@ -96,6 +96,9 @@ fn claims(sub: &str, scope: &str) -> Value {
     })
 }
 
+/// The keys a test identity provider publishes, whether it answers, how often it was asked.
+type IdpState = (Arc<Mutex<Vec<Value>>>, Arc<Mutex<bool>>, Arc<Mutex<u32>>);
+
 /// A JWKS endpoint whose keys and health the test controls.
 struct TestIdp {
     url: String,
@@ -114,25 +117,24 @@ impl TestIdp {
             Arc::new(Mutex::new(true)),
             Arc::new(Mutex::new(0u32)),
         );
-        let app = axum::Router::new()
-            .route(
-                "/jwks.json",
-                axum::routing::get(
-                    |axum::extract::State((keys, up, fetches)): axum::extract::State<(
-                        Arc<Mutex<Vec<Value>>>,
-                        Arc<Mutex<bool>>,
-                        Arc<Mutex<u32>>,
-                    )>| async move {
-                        *fetches.lock().unwrap() += 1;
-                        if !*up.lock().unwrap() {
-                            return (AxumStatus::SERVICE_UNAVAILABLE, axum::Json(json!({})));
-                        }
-                        let keys = keys.lock().unwrap().clone();
-                        (AxumStatus::OK, axum::Json(json!({ "keys": keys })))
-                    },
-                ),
-            )
-            .with_state(state.clone());
+        let app =
+            axum::Router::new()
+                .route(
+                    "/jwks.json",
+                    axum::routing::get(
+                        |axum::extract::State((keys, up, fetches)): axum::extract::State<
+                            IdpState,
+                        >| async move {
+                            *fetches.lock().unwrap() += 1;
+                            if !*up.lock().unwrap() {
+                                return (AxumStatus::SERVICE_UNAVAILABLE, axum::Json(json!({})));
+                            }
+                            let keys = keys.lock().unwrap().clone();
+                            (AxumStatus::OK, axum::Json(json!({ "keys": keys })))
+                        },
+                    ),
+                )
+                .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {

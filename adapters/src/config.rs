@@ -1,0 +1,703 @@
+//! The adapter's configuration: a TOML file (see `cdc.example.toml` at the repository root)
+//! plus `FICUS_CDC__<KEY>` environment overrides (`FICUS_CDC__KAFKA__BROKERS` sets
+//! `kafka.brokers`). Every field has a named default function and is documented here; a bad
+//! value is refused by [`CdcConfig::validate`], which reports every problem at once and names
+//! the dotted key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::CdcError;
+
+/// Configuration of one `ficus cdc run`: one database, one slot, one publication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdcConfig {
+    /// The monolith's database, as a `postgres://` URL. The role needs `REPLICATION` (or
+    /// superuser), `CREATE` on the database (for schema `ficus`) and, to create a publication
+    /// `FOR ALL TABLES`, superuser.
+    #[serde(default)]
+    pub database_url: String,
+    /// The logical replication slot (created with `pgoutput` when missing).
+    #[serde(default = "default_slot")]
+    pub slot: String,
+    /// The publication the slot streams (created when missing).
+    #[serde(default = "default_publication")]
+    pub publication: String,
+    /// Tables (`schema.table`) a created publication covers; empty means `FOR ALL TABLES`.
+    /// ficus's heartbeat table and the declared outboxes are added to a listed publication.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Topic prefix: changes of `schema.table` go to `<topic_prefix>.<schema>.<table>`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// The value that stands for an unchanged TOAST column an update did not carry (as
+    /// Debezium's `unavailable.value.placeholder`).
+    #[serde(default = "default_toast_placeholder")]
+    pub toast_placeholder: String,
+    /// Where `/metrics` (Prometheus) and `/healthz` are served.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
+    /// How often the confirmed position is reported to PostgreSQL at most.
+    #[serde(default = "default_feedback_interval_ms")]
+    pub feedback_interval_ms: u64,
+    /// The longest wait between reconnection attempts (PostgreSQL or a pipeline restart).
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// The broker.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// The initial snapshot.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    /// Heartbeats.
+    #[serde(default)]
+    pub heartbeat: HeartbeatConfig,
+    /// Tables that are transactional outboxes.
+    #[serde(default)]
+    pub outbox: Vec<OutboxConfig>,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: `host:port[,host:port]`.
+    #[serde(default)]
+    pub brokers: String,
+    /// Partitions of the topics the adapter creates.
+    #[serde(default = "default_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor of the topics the adapter creates.
+    #[serde(default = "default_replication_factor")]
+    pub topic_replication_factor: i32,
+    /// Events sent but not yet acknowledged, at most; the stream waits beyond (bounded memory).
+    #[serde(default = "default_max_inflight_events")]
+    pub max_inflight_events: usize,
+    /// Extra librdkafka producer properties (`"linger.ms" = "10"`). The delivery guarantees
+    /// (`enable.idempotence`, `acks`, `message.timeout.ms`, ...) are not overridable.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[snapshot]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// `initial`: snapshot once, the first time the slot is used; `never`: stream only;
+    /// `when_needed`: also snapshot again when the slot had to be created anew (its position
+    /// was lost).
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// Rows per chunk (one query, one progress record).
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u32,
+    /// The progress bar: `auto` draws one on stderr when it is a terminal and logs a progress
+    /// line every 10 s otherwise; `never` only logs.
+    #[serde(default)]
+    pub progress_bar: ProgressBarMode,
+}
+
+/// `snapshot.mode`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    #[default]
+    Initial,
+    Never,
+    WhenNeeded,
+}
+
+/// `snapshot.progress_bar`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressBarMode {
+    #[default]
+    Auto,
+    Never,
+}
+
+/// `[heartbeat]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Interval between heartbeats; 0 turns them off.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub interval_ms: u64,
+    /// Write `ficus.heartbeat` at each beat (an action query, so the slot advances even when
+    /// the captured tables are idle).
+    #[serde(default = "default_true")]
+    pub write_table: bool,
+    /// The topic heartbeat messages go to; default `__ficus-heartbeat.<topic_prefix>`.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+/// `[[outbox]]`: a table whose inserted rows are messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// `schema.table`.
+    pub table: String,
+    /// The column whose value names the topic (after `topic_prefix`).
+    #[serde(default = "default_outbox_topic_column")]
+    pub topic_column: String,
+    /// The column whose value is the message key.
+    #[serde(default = "default_outbox_key_column")]
+    pub key_column: String,
+    /// The column whose value is the message value (json/jsonb as is, text as UTF-8, bytea raw).
+    #[serde(default = "default_outbox_payload_column")]
+    pub payload_column: String,
+    /// Prepended to the topic column's value.
+    #[serde(default = "default_outbox_topic_prefix")]
+    pub topic_prefix: String,
+    /// Columns copied into message headers (when present).
+    #[serde(default = "default_outbox_header_columns")]
+    pub header_columns: Vec<String>,
+}
+
+fn default_slot() -> String {
+    "ficus".to_owned()
+}
+fn default_publication() -> String {
+    "ficus".to_owned()
+}
+fn default_topic_prefix() -> String {
+    "ficus".to_owned()
+}
+fn default_toast_placeholder() -> String {
+    "__debezium_unavailable_value".to_owned()
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9901".to_owned()
+}
+fn default_feedback_interval_ms() -> u64 {
+    1_000
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_partitions() -> i32 {
+    1
+}
+fn default_replication_factor() -> i32 {
+    1
+}
+fn default_max_inflight_events() -> usize {
+    100_000
+}
+fn default_chunk_rows() -> u32 {
+    10_000
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    10_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_outbox_topic_column() -> String {
+    "aggregatetype".to_owned()
+}
+fn default_outbox_key_column() -> String {
+    "aggregateid".to_owned()
+}
+fn default_outbox_payload_column() -> String {
+    "payload".to_owned()
+}
+fn default_outbox_topic_prefix() -> String {
+    "outbox.event.".to_owned()
+}
+fn default_outbox_header_columns() -> Vec<String> {
+    vec!["id".to_owned(), "type".to_owned()]
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topic_partitions: default_partitions(),
+            topic_replication_factor: default_replication_factor(),
+            max_inflight_events: default_max_inflight_events(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            mode: SnapshotMode::default(),
+            chunk_rows: default_chunk_rows(),
+            progress_bar: ProgressBarMode::default(),
+        }
+    }
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_heartbeat_interval_ms(),
+            write_table: true,
+            topic: None,
+        }
+    }
+}
+
+/// librdkafka properties the adapter sets itself: they carry the delivery guarantee.
+pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+    "retries",
+    "message.send.max.retries",
+    "transactional.id",
+];
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "FICUS_CDC";
+
+impl CdcConfig {
+    /// Defaults, then `file` (when given), then `FICUS_CDC__*` from `env` (a map, so tests need
+    /// not touch the process environment; pass `std::env::vars().collect()` in production).
+    /// The result is validated.
+    pub fn load(file: Option<&Path>, env: HashMap<String, String>) -> Result<Self, CdcError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(CdcError::Config(vec![format!(
+                    "config file {}: not found",
+                    file.display()
+                )]));
+            }
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("tables")
+                .source(Some(env)),
+        );
+        let built = builder
+            .build()
+            .map_err(|e| CdcError::Config(vec![e.to_string()]))?;
+        let config: CdcConfig = serde_path_to_error::deserialize(built).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path.is_empty() || path == "." {
+                CdcError::Config(vec![inner])
+            } else {
+                CdcError::Config(vec![format!("{path}: {inner}")])
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every problem at once, each naming its dotted key.
+    pub fn validate(&self) -> Result<(), CdcError> {
+        let mut problems = Vec::new();
+        let url = self.database_url.trim();
+        if url.is_empty() {
+            problems.push("database_url: required (a postgres:// URL)".to_owned());
+        } else if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            problems.push(format!(
+                "database_url: must be a postgres:// or postgresql:// URL, got {:?}",
+                redact_url(url)
+            ));
+        }
+        if !is_pg_identifier(&self.slot) {
+            problems.push(format!(
+                "slot: must be 1-63 lowercase letters, digits or underscores (a replication slot name), got {:?}",
+                self.slot
+            ));
+        }
+        if self.publication.is_empty() || self.publication.len() > 63 {
+            problems.push(format!(
+                "publication: must be 1-63 characters, got {:?}",
+                self.publication
+            ));
+        }
+        for (i, table) in self.tables.iter().enumerate() {
+            if split_table(table).is_none() {
+                problems.push(format!("tables[{i}]: must be schema.table, got {table:?}"));
+            }
+        }
+        if self.topic_prefix.is_empty()
+            || !self
+                .topic_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            problems.push(format!(
+                "topic_prefix: must be non-empty and use only letters, digits, '.', '_' and '-', got {:?}",
+                self.topic_prefix
+            ));
+        }
+        if self.metrics_listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "metrics_listen: must be an address like 127.0.0.1:9901, got {:?}",
+                self.metrics_listen
+            ));
+        }
+        if self.feedback_interval_ms == 0 || self.feedback_interval_ms > 60_000 {
+            problems.push(format!(
+                "feedback_interval_ms: must be 1..=60000, got {}",
+                self.feedback_interval_ms
+            ));
+        }
+        if self.max_backoff_ms < 100 {
+            problems.push(format!(
+                "max_backoff_ms: must be at least 100, got {}",
+                self.max_backoff_ms
+            ));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            problems.push("kafka.brokers: required (host:port[,host:port])".to_owned());
+        }
+        if self.kafka.topic_partitions < 1 {
+            problems.push(format!(
+                "kafka.topic_partitions: must be at least 1, got {}",
+                self.kafka.topic_partitions
+            ));
+        }
+        if self.kafka.topic_replication_factor < 1 {
+            problems.push(format!(
+                "kafka.topic_replication_factor: must be at least 1, got {}",
+                self.kafka.topic_replication_factor
+            ));
+        }
+        if self.kafka.max_inflight_events == 0 {
+            problems.push("kafka.max_inflight_events: must be at least 1, got 0".to_owned());
+        }
+        for key in self.kafka.properties.keys() {
+            if MANAGED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+                problems.push(format!(
+                    "kafka.properties.{key}: set by the adapter (it carries the delivery guarantee) and cannot be overridden"
+                ));
+            }
+        }
+        if self.snapshot.chunk_rows == 0 || self.snapshot.chunk_rows > 1_000_000 {
+            problems.push(format!(
+                "snapshot.chunk_rows: must be 1..=1000000, got {}",
+                self.snapshot.chunk_rows
+            ));
+        }
+        if self.heartbeat.interval_ms != 0 && self.heartbeat.interval_ms < 100 {
+            problems.push(format!(
+                "heartbeat.interval_ms: must be 0 (off) or at least 100, got {}",
+                self.heartbeat.interval_ms
+            ));
+        }
+        if let Some(topic) = &self.heartbeat.topic
+            && !is_topic_name(topic)
+        {
+            problems.push(format!(
+                "heartbeat.topic: must be a Kafka topic name, got {topic:?}"
+            ));
+        }
+        for (i, outbox) in self.outbox.iter().enumerate() {
+            if split_table(&outbox.table).is_none() {
+                problems.push(format!(
+                    "outbox[{i}].table: must be schema.table, got {:?}",
+                    outbox.table
+                ));
+            }
+            for (key, value) in [
+                ("topic_column", &outbox.topic_column),
+                ("key_column", &outbox.key_column),
+                ("payload_column", &outbox.payload_column),
+            ] {
+                if value.is_empty() {
+                    problems.push(format!("outbox[{i}].{key}: must not be empty"));
+                }
+            }
+            if !outbox
+                .topic_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                problems.push(format!(
+                    "outbox[{i}].topic_prefix: use only letters, digits, '.', '_' and '-', got {:?}",
+                    outbox.topic_prefix
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CdcError::Config(problems))
+        }
+    }
+
+    /// The metrics listener (validated).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9901)))
+    }
+
+    /// The heartbeat topic.
+    pub fn heartbeat_topic(&self) -> String {
+        self.heartbeat
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("__ficus-heartbeat.{}", self.topic_prefix))
+    }
+
+    pub fn feedback_interval(&self) -> Duration {
+        Duration::from_millis(self.feedback_interval_ms)
+    }
+
+    pub fn max_backoff(&self) -> Duration {
+        Duration::from_millis(self.max_backoff_ms)
+    }
+
+    /// The database name from the URL (for `source.db`).
+    pub fn database_name(&self) -> String {
+        let base = self.database_url.split('?').next().unwrap_or_default();
+        let after_scheme = base.split_once("://").map(|(_, r)| r).unwrap_or(base);
+        after_scheme
+            .split_once('/')
+            .map(|(_, db)| db.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The URL of a replication connection (`replication=database`).
+    pub fn replication_url(&self) -> String {
+        let url = self.database_url.trim();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}replication=database")
+    }
+}
+
+/// `schema.table` into its two parts (both non-empty, no further dots).
+pub fn split_table(name: &str) -> Option<(&str, &str)> {
+    let (schema, table) = name.split_once('.')?;
+    if schema.is_empty() || table.is_empty() || table.contains('.') {
+        return None;
+    }
+    Some((schema, table))
+}
+
+fn is_pg_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A URL with its password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn write(contents: &str) -> tempfile_path::TempFile {
+        tempfile_path::TempFile::new(contents)
+    }
+
+    /// A tiny temp-file helper (no extra dependency).
+    mod tempfile_path {
+        pub struct TempFile(pub std::path::PathBuf);
+        impl TempFile {
+            pub fn new(contents: &str) -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "ficus-cdc-config-{}-{}.toml",
+                    std::process::id(),
+                    rand_suffix()
+                ));
+                std::fs::write(&path, contents).unwrap();
+                Self(path)
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        fn rand_suffix() -> u128 {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            nanos + u128::from(N.fetch_add(1, Ordering::SeqCst))
+        }
+    }
+
+    const MINIMAL: &str = r#"
+database_url = "postgres://u:p@127.0.0.1:5432/app"
+[kafka]
+brokers = "127.0.0.1:9092"
+"#;
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let file = write(MINIMAL);
+        let config = CdcConfig::load(Some(&file.0), HashMap::new()).unwrap();
+        assert_eq!(config.slot, "ficus");
+        assert_eq!(config.publication, "ficus");
+        assert_eq!(config.topic_prefix, "ficus");
+        assert_eq!(config.snapshot.mode, SnapshotMode::Initial);
+        assert_eq!(config.snapshot.chunk_rows, 10_000);
+        assert_eq!(config.heartbeat.interval_ms, 10_000);
+        assert_eq!(config.database_name(), "app");
+        assert_eq!(
+            config.replication_url(),
+            "postgres://u:p@127.0.0.1:5432/app?replication=database"
+        );
+        assert_eq!(config.heartbeat_topic(), "__ficus-heartbeat.ficus");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let file = write(MINIMAL);
+        let config = CdcConfig::load(
+            Some(&file.0),
+            env(&[
+                ("FICUS_CDC__SLOT", "other_slot"),
+                ("FICUS_CDC__KAFKA__BROKERS", "10.0.0.1:9092"),
+                ("FICUS_CDC__SNAPSHOT__MODE", "when_needed"),
+                ("FICUS_CDC__SNAPSHOT__CHUNK_ROWS", "500"),
+                ("FICUS_CDC__TABLES", "public.people,public.tasks"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.slot, "other_slot");
+        assert_eq!(config.kafka.brokers, "10.0.0.1:9092");
+        assert_eq!(config.snapshot.mode, SnapshotMode::WhenNeeded);
+        assert_eq!(config.snapshot.chunk_rows, 500);
+        assert_eq!(config.tables, vec!["public.people", "public.tasks"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let file = write(
+            r#"
+database_url = "mysql://x"
+slot = "Bad-Slot"
+tables = ["people"]
+metrics_listen = "nowhere"
+[kafka]
+brokers = ""
+topic_partitions = 0
+[kafka.properties]
+"enable.idempotence" = "false"
+"linger.ms" = "10"
+[snapshot]
+chunk_rows = 0
+[heartbeat]
+interval_ms = 5
+[[outbox]]
+table = "outbox"
+key_column = ""
+"#,
+        );
+        let err = CdcConfig::load(Some(&file.0), HashMap::new()).unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "database_url:",
+            "slot:",
+            "tables[0]:",
+            "metrics_listen:",
+            "kafka.brokers:",
+            "kafka.topic_partitions:",
+            "kafka.properties.enable.idempotence:",
+            "snapshot.chunk_rows:",
+            "heartbeat.interval_ms:",
+            "outbox[0].table:",
+            "outbox[0].key_column:",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+        assert!(!text.contains("linger.ms"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_variants_name_the_key() {
+        let file = write(&format!("{MINIMAL}\n[snapshot]\nmode = \"sometimes\"\n"));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("snapshot.mode"), "{text}");
+        assert!(text.contains("sometimes"), "{text}");
+
+        let file = write(&format!("{MINIMAL}\nslott = \"x\"\n"));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("slott"), "{text}");
+
+        let file = write(&format!("{MINIMAL}\n[kafka.extra]\nx = 1\n"));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("kafka") && text.contains("extra"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let text = CdcConfig::load(Some(Path::new("/nonexistent/cdc.toml")), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("/nonexistent/cdc.toml"), "{text}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
+    }
+}

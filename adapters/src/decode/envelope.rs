@@ -1,0 +1,235 @@
+//! Debezium's envelope, written straight into bytes:
+//!
+//! ```json
+//! {"before": {...} | null, "after": {...} | null,
+//!  "source": {"version", "connector": "postgresql", "name": <prefix>, "ts_ms": <commit time>,
+//!             "snapshot": "true" | "false", "db", "sequence": "[\"<last commit lsn>\",\"<lsn>\"]",
+//!             "schema", "table", "txId", "lsn", "xmin": null},
+//!  "op": "c" | "u" | "d" | "r" | "t", "ts_ms": <processing time>, "transaction": null}
+//! ```
+//!
+//! and the key, the primary key's columns as an object (`{"id": 42}`).
+
+use pg_walstream::TupleData;
+
+use super::json;
+use super::relation::Relation;
+use super::types::{write_placeholder, write_value};
+
+/// One column's value in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell<'a> {
+    Null,
+    Text(&'a [u8]),
+    /// An unchanged TOAST value pgoutput did not send.
+    Unchanged,
+}
+
+/// A row: pgoutput's tuple or a snapshot row.
+pub trait Row {
+    fn cell(&self, index: usize) -> Cell<'_>;
+}
+
+impl Row for TupleData {
+    fn cell(&self, index: usize) -> Cell<'_> {
+        match self.columns.get(index) {
+            None => Cell::Null,
+            Some(column) => match column.data_type {
+                b'n' => Cell::Null,
+                b'u' => Cell::Unchanged,
+                _ => Cell::Text(column.as_bytes()),
+            },
+        }
+    }
+}
+
+impl Row for Vec<Option<String>> {
+    fn cell(&self, index: usize) -> Cell<'_> {
+        match self.get(index) {
+            Some(Some(text)) => Cell::Text(text.as_bytes()),
+            _ => Cell::Null,
+        }
+    }
+}
+
+/// A row plus where to look for the columns it lacks (REPLICA IDENTITY FULL's old row).
+#[derive(Clone, Copy)]
+pub struct RowRef<'a> {
+    pub row: &'a dyn Row,
+    pub fallback: Option<&'a dyn Row>,
+}
+
+impl<'a> RowRef<'a> {
+    pub fn new(row: &'a dyn Row) -> Self {
+        Self {
+            row,
+            fallback: None,
+        }
+    }
+
+    pub fn cell(&self, index: usize) -> Cell<'a> {
+        match self.row.cell(index) {
+            Cell::Unchanged => match self.fallback.map(|f| f.cell(index)) {
+                Some(Cell::Text(text)) => Cell::Text(text),
+                Some(Cell::Null) => Cell::Null,
+                _ => Cell::Unchanged,
+            },
+            cell => cell,
+        }
+    }
+}
+
+/// The source block's fields that vary per event.
+pub struct Source {
+    pub ts_ms: i64,
+    pub snapshot: bool,
+    pub tx_id: Option<u64>,
+    pub lsn: u64,
+    pub last_commit_lsn: Option<u64>,
+}
+
+/// Writes `{"col": value, ...}`.
+pub fn write_row(buf: &mut Vec<u8>, relation: &Relation, row: RowRef<'_>, placeholder: &str) {
+    buf.push(b'{');
+    for (i, column) in relation.columns.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(&column.member);
+        match row.cell(i) {
+            Cell::Null => buf.extend_from_slice(b"null"),
+            Cell::Text(text) => write_value(buf, &column.kind, text),
+            Cell::Unchanged => write_placeholder(buf, &column.kind, placeholder),
+        }
+    }
+    buf.push(b'}');
+}
+
+/// The key (`{"id":42}`), or `None` for a table without a primary key.
+pub fn key(relation: &Relation, row: RowRef<'_>, placeholder: &str) -> Option<Vec<u8>> {
+    if relation.key.is_empty() {
+        return None;
+    }
+    let mut buf = Vec::with_capacity(16 * relation.key.len());
+    buf.push(b'{');
+    for (n, &i) in relation.key.iter().enumerate() {
+        if n > 0 {
+            buf.push(b',');
+        }
+        let column = &relation.columns[i];
+        buf.extend_from_slice(&column.member);
+        match row.cell(i) {
+            Cell::Null => buf.extend_from_slice(b"null"),
+            Cell::Text(text) => write_value(&mut buf, &column.kind, text),
+            Cell::Unchanged => write_placeholder(&mut buf, &column.kind, placeholder),
+        }
+    }
+    buf.push(b'}');
+    Some(buf)
+}
+
+/// The primary key's values as PostgreSQL text, to compare with snapshot boundaries.
+pub fn key_text(relation: &Relation, row: RowRef<'_>) -> Option<Vec<String>> {
+    if relation.key.is_empty() {
+        return None;
+    }
+    Some(
+        relation
+            .key
+            .iter()
+            .map(|&i| match row.cell(i) {
+                Cell::Text(text) => String::from_utf8_lossy(text).into_owned(),
+                _ => String::new(),
+            })
+            .collect(),
+    )
+}
+
+/// Whether the primary key's values differ between two rows.
+pub fn key_changed(relation: &Relation, old: RowRef<'_>, new: RowRef<'_>) -> bool {
+    relation
+        .key
+        .iter()
+        .any(|&i| match (old.cell(i), new.cell(i)) {
+            (Cell::Text(a), Cell::Text(b)) => a != b,
+            (Cell::Unchanged, _) | (_, Cell::Unchanged) => false,
+            (a, b) => a != b,
+        })
+}
+
+/// The whole envelope.
+#[allow(clippy::too_many_arguments)]
+pub fn envelope(
+    relation: &Relation,
+    static_source: &[u8],
+    before: Option<RowRef<'_>>,
+    after: Option<RowRef<'_>>,
+    op: &str,
+    source: &Source,
+    now_ms: i64,
+    placeholder: &str,
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256 + 48 * relation.columns.len());
+    buf.extend_from_slice(b"{\"before\":");
+    match before {
+        Some(row) => write_row(&mut buf, relation, row, placeholder),
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"after\":");
+    match after {
+        Some(row) => write_row(&mut buf, relation, row, placeholder),
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"source\":");
+    write_source(&mut buf, relation, static_source, source);
+    buf.extend_from_slice(b",\"op\":");
+    json::push_str(&mut buf, op);
+    buf.extend_from_slice(b",\"ts_ms\":");
+    json::push_i64(&mut buf, now_ms);
+    buf.extend_from_slice(b",\"transaction\":null}");
+    buf
+}
+
+/// `static_source` is `{"version":...,"connector":"postgresql","name":...,"db":...,` (see
+/// [`static_source`]).
+fn write_source(buf: &mut Vec<u8>, relation: &Relation, static_source: &[u8], source: &Source) {
+    buf.extend_from_slice(static_source);
+    buf.extend_from_slice(b"\"ts_ms\":");
+    json::push_i64(buf, source.ts_ms);
+    buf.extend_from_slice(if source.snapshot {
+        b",\"snapshot\":\"true\",\"sequence\":"
+    } else {
+        b",\"snapshot\":\"false\",\"sequence\":"
+    });
+    let sequence = match source.last_commit_lsn {
+        Some(last) => format!("[\"{last}\",\"{}\"]", source.lsn),
+        None => format!("[null,\"{}\"]", source.lsn),
+    };
+    json::push_str(buf, &sequence);
+    buf.push(b',');
+    buf.extend_from_slice(&relation.source_names);
+    buf.extend_from_slice(b",\"txId\":");
+    match source.tx_id {
+        Some(tx) => json::push_i64(buf, tx as i64),
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"lsn\":");
+    json::push_i64(buf, source.lsn as i64);
+    buf.extend_from_slice(b",\"xmin\":null}");
+}
+
+/// The part of the source block that never changes for a process.
+pub fn static_source(version: &str, name: &str, db: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    buf.push(b'{');
+    json::push_key(&mut buf, "version");
+    json::push_str(&mut buf, version);
+    buf.extend_from_slice(b",\"connector\":\"postgresql\",");
+    json::push_key(&mut buf, "name");
+    json::push_str(&mut buf, name);
+    buf.push(b',');
+    json::push_key(&mut buf, "db");
+    json::push_str(&mut buf, db);
+    buf.push(b',');
+    buf
+}

@@ -1,0 +1,708 @@
+//! From pgoutput messages (and snapshot rows) to Kafka records: the relation cache, the type
+//! mapping ([`types`]), the Debezium envelope ([`envelope`]) and outbox routing.
+
+pub mod envelope;
+pub mod json;
+pub mod relation;
+pub mod types;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pg_walstream::TupleData;
+
+use self::envelope::{Cell, Row, RowRef, Source};
+use self::relation::{OutboxRoute, Relation, Role, sanitize_topic};
+use crate::config::CdcConfig;
+
+/// What an event is, for metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    Tombstone,
+    Truncate,
+    Read,
+    Outbox,
+    Heartbeat,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Tombstone => "tombstone",
+            Op::Truncate => "t",
+            Op::Read => "r",
+            Op::Outbox => "outbox",
+            Op::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+/// One Kafka message to send.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: Arc<str>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(Arc<str>, Vec<u8>)>,
+    /// `schema.table`, for metrics.
+    pub table: Arc<str>,
+    pub op: Op,
+    /// The primary key's text values, when asked for (snapshot windows).
+    pub key_text: Option<Vec<String>>,
+}
+
+/// The transaction an event belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct TxContext {
+    pub xid: u32,
+    pub commit_ts_ms: i64,
+    /// The LSN of the commit record (pgoutput Begin's `final_lsn`).
+    pub commit_lsn: u64,
+    /// The previous transaction's commit LSN (Debezium's `sequence`).
+    pub last_commit_lsn: Option<u64>,
+}
+
+/// Maps changes of known relations to records.
+pub struct Decoder {
+    relations: HashMap<u32, Arc<Relation>>,
+    config: Arc<CdcConfig>,
+    static_source: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn new(config: Arc<CdcConfig>) -> Self {
+        let static_source = envelope::static_source(
+            concat!("ficus-", env!("CARGO_PKG_VERSION")),
+            &config.topic_prefix,
+            &config.database_name(),
+        );
+        Self {
+            relations: HashMap::new(),
+            config,
+            static_source,
+        }
+    }
+
+    /// Installs (or replaces, on a schema change) a relation.
+    pub fn set_relation(&mut self, relation: Relation) -> Arc<Relation> {
+        let relation = Arc::new(relation);
+        self.relations.insert(relation.oid, relation.clone());
+        relation
+    }
+
+    pub fn relation(&self, oid: u32) -> Option<&Arc<Relation>> {
+        self.relations.get(&oid)
+    }
+
+    pub fn relations(&self) -> impl Iterator<Item = &Arc<Relation>> {
+        self.relations.values()
+    }
+
+    fn placeholder(&self) -> &str {
+        &self.config.toast_placeholder
+    }
+
+    fn source(&self, lsn: u64, tx: &TxContext) -> Source {
+        Source {
+            ts_ms: tx.commit_ts_ms,
+            snapshot: false,
+            tx_id: Some(u64::from(tx.xid)),
+            lsn,
+            last_commit_lsn: tx.last_commit_lsn,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn change(
+        &self,
+        relation: &Relation,
+        before: Option<RowRef<'_>>,
+        after: Option<RowRef<'_>>,
+        op: Op,
+        source: &Source,
+        with_key_text: bool,
+        out: &mut Vec<Record>,
+    ) {
+        let key_row = after.or(before).expect("a change has a row");
+        let key = envelope::key(relation, key_row, self.placeholder());
+        let value = envelope::envelope(
+            relation,
+            &self.static_source,
+            before,
+            after,
+            op.as_str(),
+            source,
+            now_ms(),
+            self.placeholder(),
+        );
+        let key_text = if with_key_text {
+            envelope::key_text(relation, key_row)
+        } else {
+            None
+        };
+        let tombstone = (op == Op::Delete).then(|| Record {
+            topic: relation.topic.clone(),
+            key: key.clone(),
+            value: None,
+            headers: Vec::new(),
+            table: relation.full_name.clone(),
+            op: Op::Tombstone,
+            key_text: key_text.clone(),
+        });
+        out.push(Record {
+            topic: relation.topic.clone(),
+            key,
+            value: Some(value),
+            headers: Vec::new(),
+            table: relation.full_name.clone(),
+            op,
+            key_text,
+        });
+        out.extend(tombstone);
+    }
+
+    /// An insert: a `c` event, or an outbox message.
+    pub fn insert(
+        &self,
+        relation: &Relation,
+        tuple: &TupleData,
+        lsn: u64,
+        tx: &TxContext,
+        with_key_text: bool,
+        out: &mut Vec<Record>,
+    ) {
+        match &relation.role {
+            Role::Table => {}
+            Role::Outbox(route) => {
+                if let Some(record) = outbox_record(relation, route, tuple) {
+                    out.push(record);
+                    return;
+                }
+                // A row that does not fit the declared outbox is still not lost: it goes out
+                // as an ordinary change event of its table.
+            }
+            Role::Heartbeat | Role::Ignored => return,
+        }
+        let after = RowRef::new(tuple);
+        let source = self.source(lsn, tx);
+        self.change(
+            relation,
+            None,
+            Some(after),
+            Op::Create,
+            &source,
+            with_key_text,
+            out,
+        );
+    }
+
+    /// An update: a `u` event, or, when the primary key changed, a delete (plus tombstone) of
+    /// the old key and a create of the new one (as Debezium does).
+    #[allow(clippy::too_many_arguments)] // The change, its position, where the records go.
+    pub fn update(
+        &self,
+        relation: &Relation,
+        old: Option<&TupleData>,
+        new: &TupleData,
+        lsn: u64,
+        tx: &TxContext,
+        with_key_text: bool,
+        out: &mut Vec<Record>,
+    ) {
+        if !matches!(relation.role, Role::Table) {
+            return;
+        }
+        let source = self.source(lsn, tx);
+        let old_ref = old.map(|o| RowRef::new(o as &dyn Row));
+        let new_ref = RowRef {
+            row: new,
+            fallback: if relation.identity_full {
+                old.map(|o| o as &dyn Row)
+            } else {
+                None
+            },
+        };
+        if let Some(old_ref) = old_ref
+            && relation.has_primary_key()
+            && envelope::key_changed(relation, old_ref, new_ref)
+        {
+            self.change(
+                relation,
+                Some(old_ref),
+                None,
+                Op::Delete,
+                &source,
+                with_key_text,
+                out,
+            );
+            self.change(
+                relation,
+                None,
+                Some(new_ref),
+                Op::Create,
+                &source,
+                with_key_text,
+                out,
+            );
+            return;
+        }
+        // The old row is "before" only when it is complete (REPLICA IDENTITY FULL).
+        let before = if relation.identity_full {
+            old_ref
+        } else {
+            None
+        };
+        self.change(
+            relation,
+            before,
+            Some(new_ref),
+            Op::Update,
+            &source,
+            with_key_text,
+            out,
+        );
+    }
+
+    /// A delete: a `d` event (before = the old key, or the whole old row with REPLICA IDENTITY
+    /// FULL) and a tombstone.
+    pub fn delete(
+        &self,
+        relation: &Relation,
+        old: &TupleData,
+        lsn: u64,
+        tx: &TxContext,
+        with_key_text: bool,
+        out: &mut Vec<Record>,
+    ) {
+        if !matches!(relation.role, Role::Table) {
+            return;
+        }
+        let source = self.source(lsn, tx);
+        self.change(
+            relation,
+            Some(RowRef::new(old)),
+            None,
+            Op::Delete,
+            &source,
+            with_key_text,
+            out,
+        );
+    }
+
+    /// A truncate: a `t` event with a null key (Debezium's shape).
+    pub fn truncate(&self, relation: &Relation, lsn: u64, tx: &TxContext, out: &mut Vec<Record>) {
+        if !matches!(relation.role, Role::Table) {
+            return;
+        }
+        let source = self.source(lsn, tx);
+        let value = envelope::envelope(
+            relation,
+            &self.static_source,
+            None,
+            None,
+            Op::Truncate.as_str(),
+            &source,
+            now_ms(),
+            self.placeholder(),
+        );
+        out.push(Record {
+            topic: relation.topic.clone(),
+            key: None,
+            value: Some(value),
+            headers: Vec::new(),
+            table: relation.full_name.clone(),
+            op: Op::Truncate,
+            key_text: None,
+        });
+    }
+
+    /// A snapshot row: an `r` event.
+    pub fn snapshot_read(
+        &self,
+        relation: &Relation,
+        row: &Vec<Option<String>>,
+        snapshot_lsn: u64,
+        snapshot_ts_ms: i64,
+        tx_id: Option<u64>,
+    ) -> Record {
+        let source = Source {
+            ts_ms: snapshot_ts_ms,
+            snapshot: true,
+            tx_id,
+            lsn: snapshot_lsn,
+            last_commit_lsn: None,
+        };
+        let after = RowRef::new(row);
+        let key = envelope::key(relation, after, self.placeholder());
+        let value = envelope::envelope(
+            relation,
+            &self.static_source,
+            None,
+            Some(after),
+            Op::Read.as_str(),
+            &source,
+            now_ms(),
+            self.placeholder(),
+        );
+        Record {
+            topic: relation.topic.clone(),
+            key,
+            value: Some(value),
+            headers: Vec::new(),
+            table: relation.full_name.clone(),
+            op: Op::Read,
+            key_text: None,
+        }
+    }
+}
+
+/// An outbox row as a message: topic from one column, key from another, payload as the value.
+fn outbox_record(relation: &Relation, route: &OutboxRoute, tuple: &TupleData) -> Option<Record> {
+    let text = |index: Option<usize>| -> Option<&[u8]> {
+        match tuple.cell(index?) {
+            Cell::Text(text) => Some(text),
+            _ => None,
+        }
+    };
+    let (Some(topic_index), Some(key_index), Some(payload_index)) =
+        (route.topic_column, route.key_column, route.payload_column)
+    else {
+        tracing::error!(
+            table = %relation.full_name,
+            topic_column = %route.names[0],
+            key_column = %route.names[1],
+            payload_column = %route.names[2],
+            "outbox table lacks a declared column; the row is sent as a change event instead"
+        );
+        return None;
+    };
+    let Some(topic_value) = text(Some(topic_index)) else {
+        tracing::error!(table = %relation.full_name, "outbox row without a topic value; sent as a change event instead");
+        return None;
+    };
+    let topic = sanitize_topic(&format!(
+        "{}{}",
+        route.topic_prefix,
+        String::from_utf8_lossy(topic_value)
+    ));
+    let key = text(Some(key_index)).map(<[u8]>::to_vec);
+    let value =
+        text(Some(payload_index)).map(|payload| match &relation.columns[payload_index].kind {
+            types::Kind::Bytea => payload
+                .strip_prefix(b"\\x")
+                .and_then(decode_hex)
+                .unwrap_or_else(|| payload.to_vec()),
+            _ => payload.to_vec(),
+        });
+    let headers = route
+        .headers
+        .iter()
+        .filter_map(|(name, index)| text(Some(*index)).map(|v| (name.clone(), v.to_vec())))
+        .collect();
+    Some(Record {
+        topic: Arc::from(topic.as_str()),
+        key,
+        value,
+        headers,
+        table: relation.full_name.clone(),
+        op: Op::Outbox,
+        key_text: None,
+    })
+}
+
+fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    hex.chunks_exact(2)
+        .map(|p| Some((nibble(p[0])? << 4) | nibble(p[1])?))
+        .collect()
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relation::{ColumnSpec, TableSpec};
+    use super::types::builtin_kind;
+    use super::*;
+    use pg_walstream::ColumnData;
+    use serde_json::{Value, json};
+
+    fn config() -> Arc<CdcConfig> {
+        let mut config: CdcConfig = serde_json::from_value(json!({
+            "database_url": "postgres://u:p@h/app",
+            "kafka": {"brokers": "b:9092"},
+            "outbox": [{"table": "public.outbox"}]
+        }))
+        .unwrap();
+        config.topic_prefix = "pfx".to_owned();
+        Arc::new(config)
+    }
+
+    fn relation(table: &str, identity_full: bool) -> Relation {
+        let columns = [("id", 20), ("name", 25), ("doc", 3802), ("blob", 17)];
+        let spec = TableSpec {
+            oid: 1,
+            schema: "public".to_owned(),
+            table: table.to_owned(),
+            columns: columns
+                .iter()
+                .map(|(n, t)| ColumnSpec {
+                    name: (*n).to_owned(),
+                    type_oid: *t,
+                    type_modifier: -1,
+                })
+                .collect(),
+            primary_key: vec!["id".to_owned()],
+            identity_full,
+        };
+        let kinds = spec
+            .columns
+            .iter()
+            .map(|c| builtin_kind(c.type_oid, c.type_modifier).unwrap())
+            .collect();
+        Relation::build(&spec, kinds, &config())
+    }
+
+    fn tuple(cells: &[Option<&str>]) -> TupleData {
+        TupleData::new(
+            cells
+                .iter()
+                .map(|c| match c {
+                    None => ColumnData::null(),
+                    Some("<unchanged>") => ColumnData::unchanged(),
+                    Some(text) => ColumnData::text(text.as_bytes().to_vec()),
+                })
+                .collect(),
+        )
+    }
+
+    const TX: TxContext = TxContext {
+        xid: 77,
+        commit_ts_ms: 1_700_000_000_000,
+        commit_lsn: 500,
+        last_commit_lsn: Some(400),
+    };
+
+    fn value(record: &Record) -> Value {
+        serde_json::from_slice(record.value.as_ref().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_insert_is_a_create_event_keyed_by_the_primary_key() {
+        let decoder = Decoder::new(config());
+        let rel = relation("people", false);
+        let mut out = Vec::new();
+        decoder.insert(
+            &rel,
+            &tuple(&[
+                Some("42"),
+                Some("Ada"),
+                Some(r#"{"a": 1}"#),
+                Some("\\x0102"),
+            ]),
+            450,
+            &TX,
+            false,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(&*out[0].topic, "pfx.public.people");
+        assert_eq!(out[0].key.as_deref(), Some(br#"{"id":42}"#.as_slice()));
+        let v = value(&out[0]);
+        assert_eq!(v["op"], "c");
+        assert_eq!(v["before"], Value::Null);
+        assert_eq!(
+            v["after"],
+            json!({"id": 42, "name": "Ada", "doc": "{\"a\": 1}", "blob": "AQI="})
+        );
+        let source = &v["source"];
+        assert_eq!(source["connector"], "postgresql");
+        assert_eq!(source["name"], "pfx");
+        assert_eq!(source["db"], "app");
+        assert_eq!(source["schema"], "public");
+        assert_eq!(source["table"], "people");
+        assert_eq!(source["txId"], 77);
+        assert_eq!(source["lsn"], 450);
+        assert_eq!(source["ts_ms"], 1_700_000_000_000_i64);
+        assert_eq!(source["snapshot"], "false");
+        assert_eq!(source["sequence"], "[\"400\",\"450\"]");
+        assert!(v["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_delete_is_followed_by_a_tombstone() {
+        let decoder = Decoder::new(config());
+        let rel = relation("people", false);
+        let mut out = Vec::new();
+        decoder.delete(
+            &rel,
+            &tuple(&[Some("42"), None, None, None]),
+            450,
+            &TX,
+            false,
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        let v = value(&out[0]);
+        assert_eq!(v["op"], "d");
+        assert_eq!(v["after"], Value::Null);
+        assert_eq!(v["before"]["id"], 42);
+        assert_eq!(out[1].op, Op::Tombstone);
+        assert_eq!(out[1].value, None);
+        assert_eq!(out[1].key, out[0].key);
+    }
+
+    #[test]
+    fn unchanged_toast_gets_the_placeholder_unless_the_old_row_is_full() {
+        let decoder = Decoder::new(config());
+        let mut out = Vec::new();
+        let new = tuple(&[
+            Some("1"),
+            Some("x"),
+            Some("<unchanged>"),
+            Some("<unchanged>"),
+        ]);
+        decoder.update(&relation("t", false), None, &new, 1, &TX, false, &mut out);
+        let v = value(&out[0]);
+        assert_eq!(v["op"], "u");
+        assert_eq!(v["after"]["doc"], "__debezium_unavailable_value");
+        assert_eq!(
+            v["after"]["blob"],
+            "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="
+        );
+        assert_eq!(v["before"], Value::Null);
+
+        out.clear();
+        let old = tuple(&[Some("1"), Some("w"), Some("[1]"), Some("\\x05")]);
+        decoder.update(
+            &relation("t", true),
+            Some(&old),
+            &new,
+            1,
+            &TX,
+            false,
+            &mut out,
+        );
+        let v = value(&out[0]);
+        assert_eq!(v["after"]["doc"], "[1]");
+        assert_eq!(v["after"]["blob"], "BQ==");
+        assert_eq!(v["before"]["name"], "w");
+    }
+
+    #[test]
+    fn a_primary_key_change_is_a_delete_tombstone_and_create() {
+        let decoder = Decoder::new(config());
+        let mut out = Vec::new();
+        let old = tuple(&[Some("1"), None, None, None]);
+        let new = tuple(&[Some("2"), Some("x"), None, None]);
+        decoder.update(
+            &relation("t", false),
+            Some(&old),
+            &new,
+            1,
+            &TX,
+            false,
+            &mut out,
+        );
+        let ops: Vec<Op> = out.iter().map(|r| r.op).collect();
+        assert_eq!(ops, vec![Op::Delete, Op::Tombstone, Op::Create]);
+        assert_eq!(out[0].key.as_deref(), Some(br#"{"id":1}"#.as_slice()));
+        assert_eq!(out[2].key.as_deref(), Some(br#"{"id":2}"#.as_slice()));
+    }
+
+    #[test]
+    fn outbox_rows_become_messages() {
+        let decoder = Decoder::new(config());
+        let spec = TableSpec {
+            oid: 9,
+            schema: "public".to_owned(),
+            table: "outbox".to_owned(),
+            columns: [
+                ("id", 2950),
+                ("aggregatetype", 25),
+                ("aggregateid", 25),
+                ("type", 25),
+                ("payload", 3802),
+            ]
+            .iter()
+            .map(|(n, t)| ColumnSpec {
+                name: (*n).to_owned(),
+                type_oid: *t,
+                type_modifier: -1,
+            })
+            .collect(),
+            primary_key: vec!["id".to_owned()],
+            identity_full: false,
+        };
+        let kinds = spec
+            .columns
+            .iter()
+            .map(|c| builtin_kind(c.type_oid, -1).unwrap())
+            .collect();
+        let rel = Relation::build(&spec, kinds, &config());
+        let mut out = Vec::new();
+        decoder.insert(
+            &rel,
+            &tuple(&[
+                Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+                Some("order"),
+                Some("o-17"),
+                Some("OrderPlaced"),
+                Some(r#"{"total": 3}"#),
+            ]),
+            1,
+            &TX,
+            false,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(&*out[0].topic, "outbox.event.order");
+        assert_eq!(out[0].key.as_deref(), Some(b"o-17".as_slice()));
+        assert_eq!(out[0].value.as_deref(), Some(br#"{"total": 3}"#.as_slice()));
+        let headers: Vec<&str> = out[0].headers.iter().map(|(k, _)| &**k).collect();
+        assert_eq!(headers, vec!["id", "type"]);
+        // Updates and deletes of an outbox are not messages.
+        out.clear();
+        let row = tuple(&[Some("x"), Some("order"), Some("k"), Some("T"), None]);
+        decoder.update(&rel, None, &row, 1, &TX, false, &mut out);
+        decoder.delete(&rel, &row, 1, &TX, false, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn tables_without_a_primary_key_are_keyed_null() {
+        let decoder = Decoder::new(config());
+        let mut rel = relation("nokey", false);
+        rel.key.clear();
+        let mut out = Vec::new();
+        decoder.insert(
+            &rel,
+            &tuple(&[Some("1"), None, None, None]),
+            1,
+            &TX,
+            false,
+            &mut out,
+        );
+        assert_eq!(out[0].key, None);
+    }
+}

@@ -1,0 +1,208 @@
+//! What the adapter knows about one table: its columns and how to map them, its primary key,
+//! its topic, and its role (an ordinary table, ficus's heartbeat, an outbox, or ignored).
+//! Rebuilt from every pgoutput Relation message, so added and dropped columns are picked up
+//! without a restart.
+
+use std::sync::Arc;
+
+use super::json;
+use super::types::Kind;
+use crate::config::{CdcConfig, split_table};
+
+/// One column.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: Arc<str>,
+    /// `"name":`, escaped once.
+    pub member: Vec<u8>,
+    pub kind: Kind,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+}
+
+/// What the adapter does with a table's changes.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Debezium-style change events on `<prefix>.<schema>.<table>`.
+    Table,
+    /// `ficus.heartbeat`: not published; its commits move the slot.
+    Heartbeat,
+    /// A declared outbox: inserted rows are messages.
+    Outbox(OutboxRoute),
+    /// ficus's other tables: skipped.
+    Ignored,
+}
+
+/// Where an outbox's columns are.
+#[derive(Debug, Clone)]
+pub struct OutboxRoute {
+    pub topic_prefix: Arc<str>,
+    pub topic_column: Option<usize>,
+    pub key_column: Option<usize>,
+    pub payload_column: Option<usize>,
+    pub headers: Vec<(Arc<str>, usize)>,
+    /// The names, for messages about a missing column.
+    pub names: [String; 3],
+}
+
+/// A table as the adapter maps it.
+#[derive(Debug, Clone)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: Arc<str>,
+    pub table: Arc<str>,
+    /// `schema.table`, the metrics label.
+    pub full_name: Arc<str>,
+    pub topic: Arc<str>,
+    pub columns: Vec<Column>,
+    /// Indexes of the primary key's columns, in key order; empty when there is none.
+    pub key: Vec<usize>,
+    /// `REPLICA IDENTITY FULL`: old rows carry every column.
+    pub identity_full: bool,
+    pub role: Role,
+    /// `"schema":"...","table":"..."` of the source block, escaped once.
+    pub source_names: Vec<u8>,
+}
+
+/// A column as the catalog or a Relation message describes it, before mapping.
+#[derive(Debug, Clone)]
+pub struct ColumnSpec {
+    pub name: String,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+}
+
+/// A table as the catalog or a Relation message describes it, before mapping.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub oid: u32,
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<ColumnSpec>,
+    /// The primary key's column names, in key order (empty: none).
+    pub primary_key: Vec<String>,
+    pub identity_full: bool,
+}
+
+impl Relation {
+    /// Builds the mapping; `kinds[i]` is column `i`'s resolved kind.
+    pub fn build(spec: &TableSpec, kinds: Vec<Kind>, config: &CdcConfig) -> Self {
+        let (schema, table) = (spec.schema.as_str(), spec.table.as_str());
+        let primary_key = &spec.primary_key;
+        let columns: Vec<Column> = spec
+            .columns
+            .iter()
+            .zip(kinds)
+            .map(|(spec, kind)| {
+                let mut member = Vec::with_capacity(spec.name.len() + 3);
+                json::push_key(&mut member, &spec.name);
+                Column {
+                    name: Arc::from(spec.name.as_str()),
+                    member,
+                    kind,
+                    type_oid: spec.type_oid,
+                    type_modifier: spec.type_modifier,
+                }
+            })
+            .collect();
+        let position = |name: &str| columns.iter().position(|c| &*c.name == name);
+        let key: Vec<usize> = primary_key.iter().filter_map(|k| position(k)).collect();
+        let key = if key.len() == primary_key.len() {
+            key
+        } else {
+            Vec::new()
+        };
+        let role = role_of(schema, table, config, &columns);
+        let mut source_names = Vec::new();
+        json::push_key(&mut source_names, "schema");
+        json::push_str(&mut source_names, schema);
+        source_names.push(b',');
+        json::push_key(&mut source_names, "table");
+        json::push_str(&mut source_names, table);
+        Self {
+            oid: spec.oid,
+            schema: Arc::from(schema),
+            table: Arc::from(table),
+            full_name: Arc::from(format!("{schema}.{table}").as_str()),
+            topic: Arc::from(topic_name(&config.topic_prefix, schema, table).as_str()),
+            columns,
+            key,
+            identity_full: spec.identity_full,
+            role,
+            source_names,
+        }
+    }
+
+    pub fn has_primary_key(&self) -> bool {
+        !self.key.is_empty()
+    }
+}
+
+fn role_of(schema: &str, table: &str, config: &CdcConfig, columns: &[Column]) -> Role {
+    for outbox in &config.outbox {
+        if split_table(&outbox.table) == Some((schema, table)) {
+            let find = |name: &str| columns.iter().position(|c| &*c.name == name);
+            return Role::Outbox(OutboxRoute {
+                topic_prefix: Arc::from(outbox.topic_prefix.as_str()),
+                topic_column: find(&outbox.topic_column),
+                key_column: find(&outbox.key_column),
+                payload_column: find(&outbox.payload_column),
+                headers: outbox
+                    .header_columns
+                    .iter()
+                    .filter_map(|h| find(h).map(|i| (Arc::from(h.as_str()), i)))
+                    .collect(),
+                names: [
+                    outbox.topic_column.clone(),
+                    outbox.key_column.clone(),
+                    outbox.payload_column.clone(),
+                ],
+            });
+        }
+    }
+    if schema == "ficus" {
+        if table == "heartbeat" {
+            return Role::Heartbeat;
+        }
+        return Role::Ignored;
+    }
+    Role::Table
+}
+
+/// `<prefix>.<schema>.<table>`, with characters Kafka does not allow replaced by `_`.
+pub fn topic_name(prefix: &str, schema: &str, table: &str) -> String {
+    sanitize_topic(&format!("{prefix}.{schema}.{table}"))
+}
+
+/// Kafka topic names allow `[a-zA-Z0-9._-]`, at most 249 characters.
+pub fn sanitize_topic(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    out.truncate(249);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_sanitized() {
+        assert_eq!(
+            topic_name("ficus", "public", "people"),
+            "ficus.public.people"
+        );
+        assert_eq!(
+            topic_name("ficus", "My Schema", "tâble$"),
+            "ficus.My_Schema.t_ble_"
+        );
+    }
+}

@@ -1,0 +1,615 @@
+//! PostgreSQL values (their text output, as pgoutput and `::text` give them) mapped to JSON the
+//! way Debezium's PostgreSQL connector does with its defaults (`time.precision.mode=adaptive`,
+//! `binary.handling.mode=bytes`, `interval.handling.mode=numeric`), except numeric, which is
+//! mapped as with `decimal.handling.mode=string` (exact, and readable without a schema).
+//!
+//! | PostgreSQL | JSON | Debezium logical type |
+//! |---|---|---|
+//! | `boolean` | `true` / `false` | |
+//! | `smallint`, `integer`, `bigint`, `oid` | number | |
+//! | `real`, `double precision` | number; `"NaN"`, `"Infinity"`, `"-Infinity"` as strings | |
+//! | `numeric`, `decimal` | string with every digit (`"12.3400"`, `"NaN"`) | decimal.handling.mode=string |
+//! | `money` | string as PostgreSQL prints it | |
+//! | `text`, `varchar`, `char`, `name`, `citext`, ... | string | |
+//! | `uuid` | string | io.debezium.data.Uuid |
+//! | enum types | string (the label) | io.debezium.data.Enum |
+//! | `json`, `jsonb` | string holding the JSON text | io.debezium.data.Json |
+//! | `bytea` | base64 string | bytes |
+//! | `date` | days since 1970-01-01 | io.debezium.time.Date |
+//! | `time(0..3)` / `time` | milliseconds / microseconds since midnight | io.debezium.time.Time / MicroTime |
+//! | `timestamp(0..3)` / `timestamp` | milliseconds / microseconds since the epoch (as if UTC) | io.debezium.time.Timestamp / MicroTimestamp |
+//! | `timestamptz` | ISO-8601 string in UTC, `"2024-05-01T10:00:00.123456Z"` | io.debezium.time.ZonedTimestamp |
+//! | `timetz` | ISO-8601 time in UTC, `"10:00:00.5Z"` | io.debezium.time.ZonedTime |
+//! | `interval` | microseconds, a month counted as 30.4375 days | io.debezium.time.MicroDuration |
+//! | arrays of any of these | JSON arrays (nested for several dimensions), `null` elements kept | |
+//! | domains | as their base type | |
+//! | anything else (`inet`, geometric, ranges, `xml`, composite, ...) | string, PostgreSQL's text | |
+//!
+//! Infinite dates and timestamps: `date`/`timestamp` give `i64::MAX`/`i64::MIN` (Debezium
+//! uses the same sentinels), `timestamptz` gives `"infinity"`/`"-infinity"`. A value the mapper
+//! cannot parse is emitted as its text rather than dropped.
+
+use base64::Engine as _;
+use chrono::{NaiveDate, NaiveTime, Timelike};
+
+use super::json;
+
+/// How a column's values are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    Int,
+    Float,
+    Numeric,
+    Text,
+    Uuid,
+    Enum,
+    Json,
+    Bytea,
+    Date,
+    /// `millis`: precision 0..=3 (Debezium `Time`), else micros (`MicroTime`).
+    Time {
+        millis: bool,
+    },
+    TimeTz,
+    /// `millis`: precision 0..=3 (Debezium `Timestamp`), else micros (`MicroTimestamp`).
+    Timestamp {
+        millis: bool,
+    },
+    TimestampTz,
+    Interval,
+    Array(Box<Kind>),
+}
+
+/// Built-in scalar types by OID; `typmod` is the column's type modifier (precision of time
+/// types). Arrays, domains and enums are resolved from the catalog (`crate::catalog`).
+pub fn builtin_kind(oid: u32, typmod: i32) -> Option<Kind> {
+    // For time/timestamp types, the modifier is the precision; -1 means the default (6).
+    let millis = (0..=3).contains(&typmod);
+    Some(match oid {
+        16 => Kind::Bool,
+        20 | 21 | 23 | 26 | 28 => Kind::Int,
+        700 | 701 => Kind::Float,
+        1700 => Kind::Numeric,
+        17 => Kind::Bytea,
+        114 | 3802 => Kind::Json,
+        2950 => Kind::Uuid,
+        1082 => Kind::Date,
+        1083 => Kind::Time { millis },
+        1266 => Kind::TimeTz,
+        1114 => Kind::Timestamp { millis },
+        1184 => Kind::TimestampTz,
+        1186 => Kind::Interval,
+        // text, varchar, bpchar, name, "char", money, xml, inet, cidr, macaddr, bit, varbit
+        25 | 1043 | 1042 | 19 | 18 | 790 | 142 | 869 | 650 | 829 | 774 | 1560 | 1562 => Kind::Text,
+        _ => return None,
+    })
+}
+
+/// Writes one non-null value of `kind` whose PostgreSQL text output is `text`.
+pub fn write_value(buf: &mut Vec<u8>, kind: &Kind, text: &[u8]) {
+    let Ok(s) = std::str::from_utf8(text) else {
+        json::push_bytes_as_str(buf, text);
+        return;
+    };
+    let start = buf.len();
+    if !try_write_value(buf, kind, s) {
+        buf.truncate(start);
+        json::push_str(buf, s);
+    }
+}
+
+/// Writes the TOAST placeholder in the column's shape: bytea gets the placeholder's bytes in
+/// base64, arrays a one-element array, everything else the string (as Debezium does).
+pub fn write_placeholder(buf: &mut Vec<u8>, kind: &Kind, placeholder: &str) {
+    match kind {
+        Kind::Bytea => json::push_str(
+            buf,
+            &base64::engine::general_purpose::STANDARD.encode(placeholder.as_bytes()),
+        ),
+        Kind::Array(_) => {
+            buf.push(b'[');
+            json::push_str(buf, placeholder);
+            buf.push(b']');
+        }
+        _ => json::push_str(buf, placeholder),
+    }
+}
+
+fn try_write_value(buf: &mut Vec<u8>, kind: &Kind, s: &str) -> bool {
+    match kind {
+        Kind::Bool => match s {
+            "t" | "true" => buf.extend_from_slice(b"true"),
+            "f" | "false" => buf.extend_from_slice(b"false"),
+            _ => return false,
+        },
+        Kind::Int => {
+            let digits = s.strip_prefix('-').unwrap_or(s);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            buf.extend_from_slice(s.as_bytes());
+        }
+        Kind::Float => match s {
+            "NaN" | "Infinity" | "-Infinity" => json::push_str(buf, s),
+            _ => {
+                if s.parse::<f64>().is_err() || !is_json_number(s) {
+                    return false;
+                }
+                buf.extend_from_slice(s.as_bytes());
+            }
+        },
+        Kind::Numeric | Kind::Text | Kind::Uuid | Kind::Enum | Kind::Json => json::push_str(buf, s),
+        Kind::Bytea => {
+            let Some(hex) = s.strip_prefix("\\x") else {
+                return false;
+            };
+            let Some(bytes) = decode_hex(hex) else {
+                return false;
+            };
+            json::push_str(
+                buf,
+                &base64::engine::general_purpose::STANDARD.encode(bytes),
+            );
+        }
+        Kind::Date => match s {
+            "infinity" => json::push_i64(buf, i64::MAX),
+            "-infinity" => json::push_i64(buf, i64::MIN),
+            _ => match parse_date(s) {
+                Some(date) => json::push_i64(buf, days_since_epoch(date)),
+                None => return false,
+            },
+        },
+        Kind::Time { millis } => match parse_time(s) {
+            Some(micros) => json::push_i64(buf, if *millis { micros / 1000 } else { micros }),
+            None => return false,
+        },
+        Kind::TimeTz => match parse_timetz_utc(s) {
+            Some(text) => json::push_str(buf, &text),
+            None => return false,
+        },
+        Kind::Timestamp { millis } => match s {
+            "infinity" => json::push_i64(buf, i64::MAX),
+            "-infinity" => json::push_i64(buf, i64::MIN),
+            _ => match parse_timestamp_micros(s) {
+                Some(micros) => json::push_i64(
+                    buf,
+                    if *millis {
+                        micros.div_euclid(1000)
+                    } else {
+                        micros
+                    },
+                ),
+                None => return false,
+            },
+        },
+        Kind::TimestampTz => match s {
+            "infinity" | "-infinity" => json::push_str(buf, s),
+            _ => match parse_timestamptz_utc(s) {
+                Some(text) => json::push_str(buf, &text),
+                None => return false,
+            },
+        },
+        Kind::Interval => match parse_interval_micros(s) {
+            Some(micros) => json::push_i64(buf, micros),
+            None => return false,
+        },
+        Kind::Array(elem) => return write_array(buf, elem, s),
+    }
+    true
+}
+
+/// JSON numbers: no leading '+', no leading '.', no "inf".
+fn is_json_number(s: &str) -> bool {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    body.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    hex.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
+        .collect()
+}
+
+const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+
+fn days_since_epoch(date: NaiveDate) -> i64 {
+    (date - EPOCH).num_days()
+}
+
+/// `YYYY-MM-DD[ BC]` (years may have more than four digits).
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    let (s, bc) = match s.strip_suffix(" BC") {
+        Some(rest) => (rest, true),
+        None => (s, false),
+    };
+    parse_ymd(s, bc)
+}
+
+fn parse_ymd(s: &str, bc: bool) -> Option<NaiveDate> {
+    let mut parts = s.splitn(3, '-');
+    let year: i32 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next()?.parse().ok()?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    // 1 BC is astronomical year 0.
+    let year = if bc { 1 - year } else { year };
+    NaiveDate::from_ymd_opt(year, month, day)
+}
+
+/// `HH:MM:SS[.ffffff]` to microseconds since midnight (`24:00:00` allowed).
+fn parse_time(s: &str) -> Option<i64> {
+    let mut parts = s.splitn(3, ':');
+    let hours: i64 = parts.next()?.parse().ok()?;
+    let minutes: i64 = parts.next()?.parse().ok()?;
+    let seconds = parts.next()?;
+    let (whole, fraction) = match seconds.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (seconds, ""),
+    };
+    let whole: i64 = whole.parse().ok()?;
+    let micros = parse_fraction_micros(fraction)?;
+    if !(0..=24).contains(&hours) || !(0..60).contains(&minutes) || !(0..=60).contains(&whole) {
+        return None;
+    }
+    Some(((hours * 60 + minutes) * 60 + whole) * 1_000_000 + micros)
+}
+
+/// Up to six fractional digits to microseconds.
+fn parse_fraction_micros(fraction: &str) -> Option<i64> {
+    if fraction.is_empty() {
+        return Some(0);
+    }
+    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = fraction.parse().ok()?;
+    Some(n * 10_i64.pow(6 - fraction.len() as u32))
+}
+
+/// Splits `HH:MM:SS[.f][+-HH[:MM[:SS]]]` into the time and the offset in seconds.
+fn split_offset(s: &str) -> Option<(&str, i64)> {
+    let at = s.find(['+', '-'])?;
+    let (time, offset) = s.split_at(at);
+    let sign = if offset.starts_with('-') { -1 } else { 1 };
+    let mut parts = offset[1..].split(':');
+    let hours: i64 = parts.next()?.parse().ok()?;
+    let minutes: i64 = parts.next().map(str::parse).transpose().ok()?.unwrap_or(0);
+    let seconds: i64 = parts.next().map(str::parse).transpose().ok()?.unwrap_or(0);
+    Some((time, sign * (hours * 3600 + minutes * 60 + seconds)))
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.f][ BC]` to microseconds since the epoch.
+fn parse_timestamp_micros(s: &str) -> Option<i64> {
+    let (s, bc) = match s.strip_suffix(" BC") {
+        Some(rest) => (rest, true),
+        None => (s, false),
+    };
+    let (date, time) = s.split_once(' ')?;
+    let date = parse_ymd(date, bc)?;
+    let time = parse_time(time)?;
+    days_since_epoch(date)
+        .checked_mul(86_400_000_000)?
+        .checked_add(time)
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.f]+OFFSET[ BC]` to ISO-8601 in UTC.
+fn parse_timestamptz_utc(s: &str) -> Option<String> {
+    let (s, bc) = match s.strip_suffix(" BC") {
+        Some(rest) => (rest, true),
+        None => (s, false),
+    };
+    let (date, rest) = s.split_once(' ')?;
+    let (time, offset_secs) = split_offset(rest)?;
+    let date = parse_ymd(date, bc)?;
+    let micros = days_since_epoch(date)
+        .checked_mul(86_400_000_000)?
+        .checked_add(parse_time(time)?)?
+        .checked_sub(offset_secs * 1_000_000)?;
+    let utc = chrono::DateTime::from_timestamp_micros(micros)?;
+    Some(utc.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
+}
+
+/// `HH:MM:SS[.f]+OFFSET` to `HH:MM:SS[.f]Z` in UTC.
+fn parse_timetz_utc(s: &str) -> Option<String> {
+    let (time, offset_secs) = split_offset(s)?;
+    let micros = parse_time(time)? - offset_secs * 1_000_000;
+    let micros = micros.rem_euclid(86_400_000_000);
+    let secs = (micros / 1_000_000) as u32;
+    let nanos = ((micros % 1_000_000) * 1000) as u32;
+    let t = NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)?;
+    let mut out = format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
+    if nanos > 0 {
+        let frac = format!("{:06}", nanos / 1000);
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push('Z');
+    Some(out)
+}
+
+/// An interval in PostgreSQL's default output style (`1 year 2 mons -3 days +04:05:06.7`) to
+/// microseconds, a month being 30.4375 days (Debezium's `MicroDuration`).
+fn parse_interval_micros(s: &str) -> Option<i64> {
+    const MONTH_MICROS: i128 = 2_629_800_000_000; // 30.4375 days
+    const DAY_MICROS: i128 = 86_400_000_000;
+    let mut total: i128 = 0;
+    let mut tokens = s.split_whitespace();
+    let mut seen = false;
+    while let Some(token) = tokens.next() {
+        seen = true;
+        if token.contains(':') {
+            let (sign, body) = match token.as_bytes()[0] {
+                b'-' => (-1, &token[1..]),
+                b'+' => (1, &token[1..]),
+                _ => (1, token),
+            };
+            // Hours may exceed 24 here.
+            let mut parts = body.splitn(3, ':');
+            let hours: i128 = parts.next()?.parse().ok()?;
+            let minutes: i128 = parts.next()?.parse().ok()?;
+            let seconds = parts.next().unwrap_or("0");
+            let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, ""));
+            let whole: i128 = whole.parse().ok()?;
+            let fraction = i128::from(parse_fraction_micros(fraction)?);
+            total += sign * (((hours * 60 + minutes) * 60 + whole) * 1_000_000 + fraction);
+        } else {
+            let n: i128 = token.parse().ok()?;
+            let unit = tokens.next()?;
+            let factor = match unit.trim_end_matches('s') {
+                "year" => 12 * MONTH_MICROS,
+                "mon" => MONTH_MICROS,
+                "day" => DAY_MICROS,
+                _ => return None,
+            };
+            total += n * factor;
+        }
+    }
+    if !seen {
+        return None;
+    }
+    i64::try_from(total).ok()
+}
+
+/// A PostgreSQL array literal (`{1,2,NULL}`, `{{"a b",c},{d,"e\"f"}}`, `[0:1]={1,2}`) as a
+/// JSON array whose elements are mapped as `elem`.
+fn write_array(buf: &mut Vec<u8>, elem: &Kind, s: &str) -> bool {
+    let s = match s.find('=') {
+        Some(eq) if s.starts_with('[') => &s[eq + 1..],
+        _ => s,
+    };
+    let bytes = s.as_bytes();
+    let mut pos = 0;
+    if !parse_array_level(buf, elem, bytes, &mut pos) {
+        return false;
+    }
+    pos == bytes.len()
+}
+
+fn parse_array_level(buf: &mut Vec<u8>, elem: &Kind, s: &[u8], pos: &mut usize) -> bool {
+    if s.get(*pos) != Some(&b'{') {
+        return false;
+    }
+    *pos += 1;
+    buf.push(b'[');
+    if s.get(*pos) == Some(&b'}') {
+        *pos += 1;
+        buf.push(b']');
+        return true;
+    }
+    let mut first = true;
+    loop {
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        match s.get(*pos) {
+            Some(b'{') => {
+                if !parse_array_level(buf, elem, s, pos) {
+                    return false;
+                }
+            }
+            Some(b'"') => {
+                *pos += 1;
+                let mut value = Vec::new();
+                loop {
+                    match s.get(*pos) {
+                        Some(b'\\') => {
+                            let Some(&c) = s.get(*pos + 1) else {
+                                return false;
+                            };
+                            value.push(c);
+                            *pos += 2;
+                        }
+                        Some(b'"') => {
+                            *pos += 1;
+                            break;
+                        }
+                        Some(&c) => {
+                            value.push(c);
+                            *pos += 1;
+                        }
+                        None => return false,
+                    }
+                }
+                write_value(buf, elem, &value);
+            }
+            Some(_) => {
+                let start = *pos;
+                while let Some(&c) = s.get(*pos) {
+                    if c == b',' || c == b'}' {
+                        break;
+                    }
+                    *pos += 1;
+                }
+                let raw = &s[start..*pos];
+                if raw.eq_ignore_ascii_case(b"NULL") {
+                    buf.extend_from_slice(b"null");
+                } else {
+                    write_value(buf, elem, raw);
+                }
+            }
+            None => return false,
+        }
+        match s.get(*pos) {
+            Some(b',') => *pos += 1,
+            Some(b'}') => {
+                *pos += 1;
+                buf.push(b']');
+                return true;
+            }
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(kind: &Kind, text: &str) -> serde_json::Value {
+        let mut buf = Vec::new();
+        write_value(&mut buf, kind, text.as_bytes());
+        serde_json::from_slice(&buf)
+            .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&buf)))
+    }
+
+    use serde_json::json;
+
+    #[test]
+    fn scalars() {
+        assert_eq!(out(&Kind::Bool, "t"), json!(true));
+        assert_eq!(out(&Kind::Bool, "f"), json!(false));
+        assert_eq!(out(&Kind::Int, "-9223372036854775808"), json!(i64::MIN));
+        assert_eq!(out(&Kind::Float, "1.5"), json!(1.5));
+        assert_eq!(out(&Kind::Float, "1e+100"), json!(1e100));
+        assert_eq!(out(&Kind::Float, "NaN"), json!("NaN"));
+        assert_eq!(out(&Kind::Float, "-Infinity"), json!("-Infinity"));
+        assert_eq!(
+            out(&Kind::Numeric, "123456789012345678901234567890.123400"),
+            json!("123456789012345678901234567890.123400")
+        );
+        assert_eq!(
+            out(&Kind::Json, r#"{"a": [1, 2]}"#),
+            json!(r#"{"a": [1, 2]}"#)
+        );
+        assert_eq!(out(&Kind::Bytea, "\\x00ff10"), json!("AP8Q"));
+        assert_eq!(
+            out(&Kind::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+        );
+    }
+
+    #[test]
+    fn dates_and_times() {
+        assert_eq!(out(&Kind::Date, "1970-01-02"), json!(1));
+        assert_eq!(out(&Kind::Date, "1969-12-31"), json!(-1));
+        assert_eq!(out(&Kind::Date, "2024-02-29"), json!(19782));
+        assert_eq!(out(&Kind::Date, "0001-01-01 BC"), json!(-719528));
+        assert_eq!(out(&Kind::Date, "infinity"), json!(i64::MAX));
+        assert_eq!(
+            out(&Kind::Time { millis: false }, "01:02:03.5"),
+            json!(3_723_500_000_i64)
+        );
+        assert_eq!(
+            out(&Kind::Time { millis: true }, "01:02:03.5"),
+            json!(3_723_500)
+        );
+        assert_eq!(
+            out(&Kind::Time { millis: false }, "24:00:00"),
+            json!(86_400_000_000_i64)
+        );
+        assert_eq!(
+            out(
+                &Kind::Timestamp { millis: false },
+                "1970-01-01 00:00:01.000001"
+            ),
+            json!(1_000_001)
+        );
+        assert_eq!(
+            out(
+                &Kind::Timestamp { millis: true },
+                "1969-12-31 23:59:59.9995"
+            ),
+            json!(-1)
+        );
+        assert_eq!(
+            out(&Kind::TimestampTz, "2024-05-01 12:30:00.123456+02"),
+            json!("2024-05-01T10:30:00.123456Z")
+        );
+        assert_eq!(
+            out(&Kind::TimestampTz, "2024-05-01 00:10:00-05:30"),
+            json!("2024-05-01T05:40:00Z")
+        );
+        assert_eq!(out(&Kind::TimestampTz, "infinity"), json!("infinity"));
+        assert_eq!(out(&Kind::TimeTz, "01:00:00.5+02"), json!("23:00:00.5Z"));
+        assert_eq!(out(&Kind::TimeTz, "10:00:00-01:30"), json!("11:30:00Z"));
+    }
+
+    #[test]
+    fn intervals_count_a_month_as_30_4375_days() {
+        let day = 86_400_000_000_i64;
+        assert_eq!(out(&Kind::Interval, "1 day"), json!(day));
+        assert_eq!(
+            out(&Kind::Interval, "-1 days +02:00:00"),
+            json!(-day + 7_200_000_000)
+        );
+        assert_eq!(out(&Kind::Interval, "1 mon"), json!(2_629_800_000_000_i64));
+        assert_eq!(
+            out(&Kind::Interval, "1 year 2 mons 3 days 04:05:06.789"),
+            json!(14 * 2_629_800_000_000_i64 + 3 * day + 14_706_789_000)
+        );
+        assert_eq!(out(&Kind::Interval, "-00:00:01.5"), json!(-1_500_000));
+        assert_eq!(out(&Kind::Interval, "00:00:00"), json!(0));
+    }
+
+    #[test]
+    fn arrays() {
+        let ints = Kind::Array(Box::new(Kind::Int));
+        assert_eq!(out(&ints, "{1,2,NULL}"), json!([1, 2, null]));
+        assert_eq!(out(&ints, "{}"), json!([]));
+        assert_eq!(out(&ints, "{{1,2},{3,4}}"), json!([[1, 2], [3, 4]]));
+        assert_eq!(out(&ints, "[0:1]={5,6}"), json!([5, 6]));
+        let texts = Kind::Array(Box::new(Kind::Text));
+        assert_eq!(
+            out(
+                &texts,
+                r#"{plain,"with space","quote\"back\\slash","NULL",NULL}"#
+            ),
+            json!(["plain", "with space", "quote\"back\\slash", "NULL", null])
+        );
+        let dates = Kind::Array(Box::new(Kind::Date));
+        assert_eq!(out(&dates, "{1970-01-02,1970-01-03}"), json!([1, 2]));
+        // Unparsable: kept as text rather than lost.
+        assert_eq!(out(&ints, "{1,2"), json!("{1,2"));
+    }
+
+    #[test]
+    fn unparsable_values_fall_back_to_their_text() {
+        assert_eq!(out(&Kind::Int, "12abc"), json!("12abc"));
+        assert_eq!(out(&Kind::Date, "someday"), json!("someday"));
+        assert_eq!(out(&Kind::Bytea, "not hex"), json!("not hex"));
+    }
+
+    #[test]
+    fn placeholders_keep_the_shape() {
+        let mut buf = Vec::new();
+        write_placeholder(&mut buf, &Kind::Array(Box::new(Kind::Int)), "__x");
+        assert_eq!(buf, br#"["__x"]"#);
+        buf.clear();
+        write_placeholder(&mut buf, &Kind::Bytea, "__debezium_unavailable_value");
+        assert_eq!(buf, br#""X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==""#);
+    }
+}

@@ -1,0 +1,228 @@
+//! Prometheus metrics of the adapter (`ficus_cdc_*`), served on `metrics_listen` at `/metrics`,
+//! with `/healthz` beside them. Names are constants, described once here.
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `ficus_cdc_events_total{table,op}` | counter | events sent (op: c, u, d, tombstone, t, r, outbox, heartbeat) |
+//! | `ficus_cdc_acked_events_total` | counter | events the broker acknowledged |
+//! | `ficus_cdc_sent_bytes_total` | counter | key and value bytes of the events sent |
+//! | `ficus_cdc_inflight_events` | gauge | sent, not yet acknowledged |
+//! | `ficus_cdc_confirmed_lsn_bytes` | gauge | the WAL position confirmed to PostgreSQL |
+//! | `ficus_cdc_slot_lag_bytes` | gauge | WAL between the server's current position and the slot's confirmed position |
+//! | `ficus_cdc_lag_seconds` | gauge | commit time of the last confirmed transaction to its acknowledgement |
+//! | `ficus_cdc_commit_to_ack_seconds` | histogram | per transaction: PostgreSQL commit to the broker's acknowledgement of its last event |
+//! | `ficus_cdc_snapshot_rows_total{table}` | counter | snapshot rows sent |
+//! | `ficus_cdc_snapshot_progress_ratio{table}` | gauge | rows done / estimated rows (1 when the table is done) |
+//! | `ficus_cdc_broker_errors_total{kind}` | counter | client-level broker errors (transport, delivery) |
+//! | `ficus_cdc_restarts_total{reason}` | counter | pipeline restarts (postgres, kafka, other) |
+//! | `ficus_cdc_heartbeats_total` | counter | heartbeats written |
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+pub const EVENTS: &str = "ficus_cdc_events";
+pub const ACKED_EVENTS: &str = "ficus_cdc_acked_events";
+pub const SENT_BYTES: &str = "ficus_cdc_sent_bytes";
+pub const INFLIGHT: &str = "ficus_cdc_inflight_events";
+pub const CONFIRMED_LSN: &str = "ficus_cdc_confirmed_lsn_bytes";
+pub const SLOT_LAG: &str = "ficus_cdc_slot_lag_bytes";
+pub const LAG_SECONDS: &str = "ficus_cdc_lag_seconds";
+pub const COMMIT_TO_ACK: &str = "ficus_cdc_commit_to_ack_seconds";
+pub const SNAPSHOT_ROWS: &str = "ficus_cdc_snapshot_rows";
+pub const SNAPSHOT_PROGRESS: &str = "ficus_cdc_snapshot_progress_ratio";
+pub const BROKER_ERRORS: &str = "ficus_cdc_broker_errors";
+pub const RESTARTS: &str = "ficus_cdc_restarts";
+pub const HEARTBEATS: &str = "ficus_cdc_heartbeats";
+
+/// Buckets of the latency histogram: fine below 100 ms, where the goal is.
+pub const LATENCY_BUCKETS: [f64; 22] = [
+    0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableOpLabels {
+    pub table: String,
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// The adapter's metric families.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub events: Family<TableOpLabels, Counter>,
+    pub acked_events: Counter,
+    pub sent_bytes: Counter,
+    pub inflight: Gauge,
+    pub confirmed_lsn: Gauge,
+    pub slot_lag_bytes: Gauge,
+    pub lag_seconds: Gauge<f64, AtomicU64>,
+    pub commit_to_ack: Histogram,
+    pub snapshot_rows: Family<TableLabels, Counter>,
+    pub snapshot_progress: Family<TableLabels, Gauge<f64, AtomicU64>>,
+    pub broker_errors: Family<KindLabels, Counter>,
+    pub restarts: Family<ReasonLabels, Counter>,
+    pub heartbeats: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let events = Family::<TableOpLabels, Counter>::default();
+        registry.register(EVENTS, "Events sent, by table and op", events.clone());
+        let acked_events = Counter::default();
+        registry.register(
+            ACKED_EVENTS,
+            "Events the broker acknowledged",
+            acked_events.clone(),
+        );
+        let sent_bytes = Counter::default();
+        registry.register(
+            SENT_BYTES,
+            "Key and value bytes of the events sent",
+            sent_bytes.clone(),
+        );
+        let inflight = Gauge::default();
+        registry.register(
+            INFLIGHT,
+            "Events sent and not yet acknowledged",
+            inflight.clone(),
+        );
+        let confirmed_lsn = Gauge::default();
+        registry.register(
+            CONFIRMED_LSN,
+            "The WAL position confirmed to PostgreSQL",
+            confirmed_lsn.clone(),
+        );
+        let slot_lag_bytes = Gauge::default();
+        registry.register(
+            SLOT_LAG,
+            "WAL bytes between the server's current position and the slot's confirmed position",
+            slot_lag_bytes.clone(),
+        );
+        let lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            LAG_SECONDS,
+            "Seconds from the commit of the last confirmed transaction to its acknowledgement",
+            lag_seconds.clone(),
+        );
+        let commit_to_ack = Histogram::new(LATENCY_BUCKETS);
+        registry.register(
+            COMMIT_TO_ACK,
+            "Per transaction, PostgreSQL commit to the broker's acknowledgement of its last event",
+            commit_to_ack.clone(),
+        );
+        let snapshot_rows = Family::<TableLabels, Counter>::default();
+        registry.register(
+            SNAPSHOT_ROWS,
+            "Snapshot rows sent, by table",
+            snapshot_rows.clone(),
+        );
+        let snapshot_progress = Family::<TableLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            SNAPSHOT_PROGRESS,
+            "Snapshot progress by table: rows done over estimated rows, 1 when done",
+            snapshot_progress.clone(),
+        );
+        let broker_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            BROKER_ERRORS,
+            "Broker errors, by kind",
+            broker_errors.clone(),
+        );
+        let restarts = Family::<ReasonLabels, Counter>::default();
+        registry.register(RESTARTS, "Pipeline restarts, by reason", restarts.clone());
+        let heartbeats = Counter::default();
+        registry.register(HEARTBEATS, "Heartbeats written", heartbeats.clone());
+        Self {
+            registry: Mutex::new(registry),
+            events,
+            acked_events,
+            sent_bytes,
+            inflight,
+            confirmed_lsn,
+            slot_lag_bytes,
+            lag_seconds,
+            commit_to_ack,
+            snapshot_rows,
+            snapshot_progress,
+            broker_errors,
+            restarts,
+            heartbeats,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics registry");
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    /// The counter of `(table, op)`: callers keep the handle, the hot path only increments.
+    pub fn events_counter(&self, table: &str, op: &'static str) -> Counter {
+        self.events
+            .get_or_create(&TableOpLabels {
+                table: table.to_owned(),
+                op,
+            })
+            .clone()
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "metrics listener failed");
+    }
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, crate::CdcError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::CdcError::Listen { addr, source })
+}

@@ -1,0 +1,190 @@
+//! The supervisor: set up, snapshot when needed, stream; on any retriable failure (PostgreSQL
+//! restarting, the connection dropped, a delivery refused), wait with exponential backoff and
+//! start over from the last confirmed position. The process never exits on its own for those:
+//! no crash loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pg_walstream::CancellationToken;
+use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::catalog::Catalog;
+use crate::config::CdcConfig;
+use crate::decode::Decoder;
+use crate::error::CdcError;
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::sink::Sink;
+use crate::snapshot::filter::SnapshotFilter;
+use crate::source::Streamer;
+use crate::source::setup;
+use crate::{heartbeat, metrics, migrations, snapshot};
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the adapter until `shutdown` is cancelled: binds the metrics listener from the
+/// configuration, then [`run_with_listener`].
+pub async fn run(config: CdcConfig, shutdown: CancellationToken) -> Result<(), CdcError> {
+    config.validate()?;
+    let listener = metrics::bind(config.metrics_addr()).await?;
+    run_with_listener(config, listener, Arc::new(Metrics::default()), shutdown).await
+}
+
+/// Runs the adapter with a metrics listener the caller bound (tests bind `127.0.0.1:0`).
+pub async fn run_with_listener(
+    config: CdcConfig,
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), CdcError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    tracing::info!(
+        slot = %config.slot,
+        metrics = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "ficus cdc starting"
+    );
+    let _metrics_task = AbortOnDrop(tokio::spawn(metrics::serve(listener, metrics.clone())));
+    let span = tracing::info_span!("cdc", slot = %config.slot);
+    supervise(config, metrics, shutdown).instrument(span).await
+}
+
+async fn supervise(
+    config: Arc<CdcConfig>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), CdcError> {
+    let mut sink: Option<Sink> = None;
+    let initial = Duration::from_millis(500);
+    let mut backoff = initial;
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            result = attempt(&config, &metrics, &mut sink, &shutdown) => result,
+            // Setup and snapshot steps are not cancellation-aware on their own; their progress
+            // is recorded as they go, so dropping them is safe.
+            () = shutdown.cancelled() => Err(CdcError::Stopped),
+        };
+        match result {
+            Ok(()) | Err(CdcError::Stopped) => return Ok(()),
+            Err(error) if !error.is_retriable() => return Err(error),
+            Err(error) => {
+                let reason = match &error {
+                    CdcError::Postgres { .. } | CdcError::Replication(_) | CdcError::Setup(_) => {
+                        "postgres"
+                    }
+                    CdcError::Kafka { .. } | CdcError::Delivery(_) => "kafka",
+                    _ => "other",
+                };
+                metrics
+                    .restarts
+                    .get_or_create(&ReasonLabels { reason })
+                    .inc();
+                if matches!(error, CdcError::Delivery(_)) {
+                    // The producer's state is suspect: a fresh one, and the stream starts
+                    // again from the last position confirmed to PostgreSQL.
+                    sink = None;
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = initial;
+                }
+                tracing::warn!(
+                    error = %error,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "pipeline interrupted; restarting"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(config.max_backoff());
+            }
+        }
+    }
+}
+
+async fn attempt(
+    config: &Arc<CdcConfig>,
+    metrics: &Arc<Metrics>,
+    sink_slot: &mut Option<Sink>,
+    shutdown: &CancellationToken,
+) -> Result<(), CdcError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&config.database_url)
+        .await
+        .map_err(CdcError::pg("connecting to the database"))?;
+    setup::check_server(&pool).await?;
+    migrations::apply(&pool).await?;
+    setup::ensure_publication(&pool, config).await?;
+    let slot_created = setup::ensure_slot(&pool, &config.slot).await?;
+    if sink_slot.is_none() {
+        *sink_slot = Some(Sink::new(config, metrics.clone())?);
+    }
+    let sink = sink_slot.as_mut().expect("a sink");
+    let mut catalog = Catalog::new(pool.clone());
+    if snapshot::needed(&pool, config, slot_created).await? {
+        let decoder = Decoder::new(config.clone());
+        snapshot::run(config, &mut catalog, &decoder, sink, metrics).await?;
+    }
+    let filter = if config.snapshot.mode == crate::config::SnapshotMode::Never {
+        SnapshotFilter::none()
+    } else {
+        SnapshotFilter::load(&mut catalog, &config.slot).await?
+    };
+    let _heartbeat =
+        (config.heartbeat.interval_ms > 0 && config.heartbeat.write_table).then(|| {
+            AbortOnDrop(heartbeat::spawn_heartbeat(
+                pool.clone(),
+                config.slot.clone(),
+                Duration::from_millis(config.heartbeat.interval_ms),
+                metrics.clone(),
+            ))
+        });
+    let _lag = AbortOnDrop(heartbeat::spawn_lag_monitor(
+        pool.clone(),
+        config.slot.clone(),
+        Duration::from_secs(5),
+        metrics.clone(),
+    ));
+    let streamer = Streamer::connect(
+        config.clone(),
+        catalog,
+        sink,
+        filter,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    streamer.run().await
+}
+
+#[allow(dead_code)]
+fn assert_futures_are_send(
+    config: &Arc<CdcConfig>,
+    metrics: &Arc<Metrics>,
+    catalog: &mut Catalog,
+    decoder: &Decoder,
+    sink: &mut Sink,
+    pool: &sqlx::PgPool,
+) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(snapshot::run(config, catalog, decoder, sink, metrics));
+    is_send(migrations::apply(pool));
+    is_send(SnapshotFilter::load(catalog, "x"));
+    is_send(setup::ensure_publication(pool, config));
+    is_send(snapshot::needed(pool, config, true));
+}

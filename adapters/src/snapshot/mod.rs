@@ -1,0 +1,625 @@
+//! The initial snapshot: every published table read at one exported snapshot, chunk by chunk in
+//! primary-key order, each row sent as an `r` event, progress recorded in
+//! `ficus.snapshot_progress` once a chunk's events are all acknowledged.
+//!
+//! - Consistency: the snapshot is exported by a temporary replication slot; its consistent
+//!   point is the LSN at which the snapshot's rows hold. The stream starts after the snapshot,
+//!   at the main slot's position (created earlier, so at or before that point), and
+//!   [`filter::SnapshotFilter`] skips the changes the snapshot already contains.
+//! - Resumption: after a crash the tables done stay done; an unfinished table continues after
+//!   its last finished chunk, at a new exported snapshot (a new segment; see [`filter`]).
+//! - Memory: one chunk (`snapshot.chunk_rows` rows) at a time, plus at most
+//!   `kafka.max_inflight_events` unacknowledged events.
+//! - Tables without a primary key cannot be chunked by key: they are read whole through a
+//!   cursor (still `chunk_rows` at a time) and restart from their beginning after a crash.
+
+pub mod filter;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pg_walstream::{PgReplicationConnection, ReplicationSlotOptions, SlotType};
+use sqlx::{Connection, Executor, PgConnection, Row as _};
+use tracing::Instrument;
+
+use crate::catalog::{Catalog, SnapshotTable, quote_ident, quote_literal};
+use crate::config::{CdcConfig, ProgressBarMode, SnapshotMode, split_table};
+use crate::decode::relation::Relation;
+use crate::decode::{Decoder, now_ms};
+use crate::error::CdcError;
+use crate::metrics::{Metrics, TableLabels};
+use crate::sink::Sink;
+
+/// Whether a snapshot is to be taken now. With `when_needed`, a slot that had to be created
+/// anew also resets earlier progress (the old position is gone, so is the old baseline).
+pub async fn needed(
+    pool: &sqlx::PgPool,
+    config: &CdcConfig,
+    slot_created: bool,
+) -> Result<bool, CdcError> {
+    if config.snapshot.mode == SnapshotMode::Never {
+        return Ok(false);
+    }
+    if config.snapshot.mode == SnapshotMode::WhenNeeded && slot_created {
+        sqlx::query("DELETE FROM ficus.snapshot_progress WHERE slot_name = $1")
+            .bind(&config.slot)
+            .execute(pool)
+            .await
+            .map_err(CdcError::pg("resetting snapshot progress"))?;
+        sqlx::query("DELETE FROM ficus.snapshots WHERE slot_name = $1")
+            .bind(&config.slot)
+            .execute(pool)
+            .await
+            .map_err(CdcError::pg("resetting snapshot state"))?;
+        return Ok(true);
+    }
+    let state: Option<(Option<chrono::DateTime<chrono::Utc>>,)> =
+        sqlx::query_as("SELECT completed_at FROM ficus.snapshots WHERE slot_name = $1")
+            .bind(&config.slot)
+            .fetch_optional(pool)
+            .await
+            .map_err(CdcError::pg("reading snapshot state"))?;
+    Ok(match state {
+        None => true,
+        Some((completed,)) => completed.is_none(),
+    })
+}
+
+/// A snapshot exported by a temporary replication slot; valid while this value lives.
+struct ExportedSnapshot {
+    _connection: PgReplicationConnection,
+    name: String,
+    lsn: u64,
+}
+
+impl ExportedSnapshot {
+    fn create(replication_url: &str, slot: &str) -> Result<Self, CdcError> {
+        let mut connection = PgReplicationConnection::connect(replication_url)?;
+        let options = ReplicationSlotOptions {
+            temporary: true,
+            snapshot: Some("export".to_owned()),
+            ..Default::default()
+        };
+        let temp = format!("{slot}_snapshot_{}", std::process::id());
+        let temp: String = temp.chars().take(63).collect();
+        let result = connection.create_replication_slot_with_options(
+            &temp,
+            SlotType::Logical,
+            Some("pgoutput"),
+            &options,
+        )?;
+        if !result.is_ok() {
+            return Err(CdcError::Snapshot(format!(
+                "creating the temporary slot {temp}: {}",
+                result.error_message().unwrap_or_default()
+            )));
+        }
+        let lsn_text = result.get_value(0, 1).unwrap_or_default();
+        let lsn = pg_walstream::parse_lsn(&lsn_text)?;
+        let name = result
+            .get_value(0, 2)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| CdcError::Snapshot("the server exported no snapshot".to_owned()))?;
+        Ok(Self {
+            _connection: connection,
+            name,
+            lsn,
+        })
+    }
+}
+
+struct Progress {
+    segment: i32,
+    last_key: Option<Vec<String>>,
+    done: bool,
+}
+
+/// Takes (or resumes) the snapshot of every published table.
+pub async fn run(
+    config: &CdcConfig,
+    catalog: &mut Catalog,
+    decoder: &Decoder,
+    sink: &mut Sink,
+    metrics: &Arc<Metrics>,
+) -> Result<(), CdcError> {
+    let pool = catalog.pool().clone();
+    sqlx::query("INSERT INTO ficus.snapshots (slot_name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(&config.slot)
+        .execute(&pool)
+        .await
+        .map_err(CdcError::pg("recording the snapshot"))?;
+    let outboxes: Vec<(&str, &str)> = config
+        .outbox
+        .iter()
+        .filter_map(|o| split_table(&o.table))
+        .collect();
+    let tables: Vec<(String, String)> = catalog
+        .publication_tables(&config.publication)
+        .await?
+        .into_iter()
+        .filter(|(schema, table)| {
+            schema != "ficus" && !outboxes.contains(&(schema.as_str(), table.as_str()))
+        })
+        .collect();
+
+    type ProgressRow = (String, String, i32, Option<Vec<String>>, bool);
+    let rows: Vec<ProgressRow> = sqlx::query_as(
+        "SELECT table_schema, table_name, segment, last_key, done FROM ficus.snapshot_progress \
+         WHERE slot_name = $1 ORDER BY segment",
+    )
+    .bind(&config.slot)
+    .fetch_all(&pool)
+    .await
+    .map_err(CdcError::pg("reading snapshot progress"))?;
+    let progress_of = |schema: &str, table: &str| -> Vec<Progress> {
+        rows.iter()
+            .filter(|r| r.0 == schema && r.1 == table)
+            .map(|r| Progress {
+                segment: r.2,
+                last_key: r.3.clone(),
+                done: r.4,
+            })
+            .collect()
+    };
+    let pending: Vec<&(String, String)> = tables
+        .iter()
+        .filter(|(s, t)| !progress_of(s, t).iter().any(|p| p.done))
+        .collect();
+    for (schema, table) in &tables {
+        if !pending.contains(&&(schema.clone(), table.clone())) {
+            metrics
+                .snapshot_progress
+                .get_or_create(&TableLabels {
+                    table: format!("{schema}.{table}"),
+                })
+                .set(1.0);
+        }
+    }
+    if pending.is_empty() {
+        mark_complete(&pool, &config.slot).await?;
+        return Ok(());
+    }
+
+    let replication_url = config.replication_url();
+    let slot = config.slot.clone();
+    let export = ExportedSnapshot::create(&replication_url, &slot)?;
+    tracing::info!(
+        snapshot = %export.name,
+        lsn = %pg_walstream::format_lsn(export.lsn),
+        tables = pending.len(),
+        "snapshot exported; reading tables"
+    );
+    let mut conn = PgConnection::connect(&config.database_url)
+        .await
+        .map_err(CdcError::pg("connecting for the snapshot"))?;
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(CdcError::pg("starting the snapshot transaction"))?;
+    conn.execute(format!("SET TRANSACTION SNAPSHOT {}", quote_literal(&export.name)).as_str())
+        .await
+        .map_err(CdcError::pg("importing the exported snapshot"))?;
+    let (xmin,): (i64,) =
+        sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(CdcError::pg("reading the snapshot's xmin"))?;
+    let started_ms = now_ms();
+
+    let snapshotter = Snapshotter {
+        config,
+        decoder,
+        metrics,
+        pool: pool.clone(),
+        snapshot_lsn: export.lsn,
+        started_ms,
+        xmin,
+    };
+    for (schema, table) in pending {
+        let span = tracing::info_span!("snapshot", slot = %config.slot, table = %format!("{schema}.{table}"));
+        let previous = progress_of(schema, table);
+        let step: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), CdcError>> + Send + '_>,
+        > = Box::pin(snapshotter.table(catalog, sink, &mut conn, schema, table, previous));
+        step.instrument(span).await?;
+    }
+    conn.execute("COMMIT")
+        .await
+        .map_err(CdcError::pg("ending the snapshot transaction"))?;
+    conn.close().await.ok();
+    drop(export);
+    mark_complete(&pool, &config.slot).await?;
+    tracing::info!("snapshot complete");
+    Ok(())
+}
+
+/// What every table of one snapshot shares.
+struct Snapshotter<'a> {
+    config: &'a CdcConfig,
+    decoder: &'a Decoder,
+    metrics: &'a Arc<Metrics>,
+    pool: sqlx::PgPool,
+    snapshot_lsn: u64,
+    started_ms: i64,
+    xmin: i64,
+}
+
+impl Snapshotter<'_> {
+    /// One table: a new segment after the previous ones' last key.
+    async fn table(
+        &self,
+        catalog: &mut Catalog,
+        sink: &mut Sink,
+        conn: &mut PgConnection,
+        schema: &str,
+        table: &str,
+        previous: Vec<Progress>,
+    ) -> Result<(), CdcError> {
+        let config = self.config;
+        let Some(info) = catalog.table(schema, table).await? else {
+            tracing::warn!("table vanished before its snapshot; skipped");
+            return Ok(());
+        };
+        let kinds = catalog.kinds(&info.spec.columns).await?;
+        let relation = Relation::build(&info.spec, kinds, config);
+        if !relation.has_primary_key() {
+            tracing::warn!(
+                "table has no primary key: its snapshot cannot be chunked by key (read through a cursor, restarted whole after a crash) and its events are keyed null"
+            );
+        }
+        let segment = previous.iter().map(|p| p.segment).max().unwrap_or(0) + 1;
+        let lower = if relation.has_primary_key() {
+            previous.iter().rev().find_map(|p| p.last_key.clone())
+        } else {
+            None
+        };
+        let (estimate,): (i64,) = sqlx::query_as(
+            "SELECT GREATEST(c.reltuples, 0)::int8 FROM pg_class c WHERE c.oid = $1::int8::oid",
+        )
+        .bind(i64::from(info.spec.oid))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(CdcError::pg("estimating rows"))?;
+        sqlx::query(
+            "INSERT INTO ficus.snapshot_progress \
+             (slot_name, table_schema, table_name, segment, snapshot_lsn, rows_estimate) \
+             VALUES ($1, $2, $3, $4, $5::pg_lsn, $6)",
+        )
+        .bind(&config.slot)
+        .bind(schema)
+        .bind(table)
+        .bind(segment)
+        .bind(pg_walstream::format_lsn(self.snapshot_lsn))
+        .bind(estimate)
+        .execute(&self.pool)
+        .await
+        .map_err(CdcError::pg("recording a snapshot segment"))?;
+        sink.ensure_topic(&relation.topic, Duration::from_secs(10))
+            .await?;
+        let reader = TableReader {
+            config,
+            info: &info,
+            relation: &relation,
+            decoder: self.decoder,
+            metrics: self.metrics,
+            segment,
+            snapshot_lsn: self.snapshot_lsn,
+            started_ms: self.started_ms,
+            xmin: self.xmin,
+            estimate,
+        };
+        reader.read(conn, sink, &self.pool, lower).await
+    }
+}
+
+async fn mark_complete(pool: &sqlx::PgPool, slot: &str) -> Result<(), CdcError> {
+    sqlx::query(
+        "UPDATE ficus.snapshots SET completed_at = now() WHERE slot_name = $1 AND completed_at IS NULL",
+    )
+    .bind(slot)
+    .execute(pool)
+    .await
+    .map_err(CdcError::pg("recording the snapshot's completion"))?;
+    Ok(())
+}
+
+struct TableReader<'a> {
+    config: &'a CdcConfig,
+    info: &'a SnapshotTable,
+    relation: &'a Relation,
+    decoder: &'a Decoder,
+    metrics: &'a Arc<Metrics>,
+    segment: i32,
+    snapshot_lsn: u64,
+    started_ms: i64,
+    xmin: i64,
+    estimate: i64,
+}
+
+impl TableReader<'_> {
+    async fn read(
+        &self,
+        conn: &mut PgConnection,
+        sink: &mut Sink,
+        pool: &sqlx::PgPool,
+        mut lower: Option<Vec<String>>,
+    ) -> Result<(), CdcError> {
+        let spec = &self.info.spec;
+        let name = format!("{}.{}", spec.schema, spec.table);
+        let chunk = i64::from(self.config.snapshot.chunk_rows);
+        // Output columns are renamed (c0, c1, ...) and key columns qualified: ORDER BY "id"
+        // would otherwise sort by the output column `"id"::text`, in text order.
+        let select: Vec<String> = spec
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("s.{}::text AS c{i}", quote_ident(&c.name)))
+            .collect();
+        let from = format!(
+            "{}.{} AS s",
+            quote_ident(&spec.schema),
+            quote_ident(&spec.table)
+        );
+        let keyed = self.relation.has_primary_key();
+        let key_cols: Vec<String> = spec
+            .primary_key
+            .iter()
+            .map(|k| format!("s.{}", quote_ident(k)))
+            .collect();
+        let key_types = self.info.key_sql_types();
+        if !keyed {
+            conn.execute(
+                format!(
+                    "DECLARE ficus_snapshot NO SCROLL CURSOR FOR SELECT {} FROM {from}",
+                    select.join(", ")
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(CdcError::pg(format!("opening a cursor on {name}")))?;
+        }
+        let rows_counter = self
+            .metrics
+            .snapshot_rows
+            .get_or_create(&TableLabels {
+                table: name.clone(),
+            })
+            .clone();
+        let events_counter = self.metrics.events_counter(&name, "r");
+        let ratio = self
+            .metrics
+            .snapshot_progress
+            .get_or_create(&TableLabels {
+                table: name.clone(),
+            })
+            .clone();
+        let progress = ProgressReport::new(
+            &name,
+            self.estimate.max(0) as u64,
+            self.config.snapshot.progress_bar,
+        );
+        let mut done: i64 = 0;
+        loop {
+            let rows: Vec<Vec<Option<String>>> = if keyed {
+                let mut sql = format!("SELECT {} FROM {from}", select.join(", "));
+                if let Some(lower) = &lower {
+                    let bounds: Vec<String> = (0..lower.len())
+                        .map(|i| format!("(${}::text)::{}", i + 1, key_types[i]))
+                        .collect();
+                    sql.push_str(&format!(
+                        " WHERE ({}) > ({})",
+                        key_cols.join(", "),
+                        bounds.join(", ")
+                    ));
+                }
+                sql.push_str(&format!(" ORDER BY {} LIMIT {chunk}", key_cols.join(", ")));
+                let mut query = sqlx::query(&sql);
+                if let Some(lower) = &lower {
+                    for value in lower {
+                        query = query.bind(value);
+                    }
+                }
+                let fetched = query
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(CdcError::pg(format!("reading a chunk of {name}")))?;
+                fetched.iter().map(row_texts).collect::<Result<_, _>>()?
+            } else {
+                let fetched = sqlx::query(&format!("FETCH {chunk} FROM ficus_snapshot"))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(CdcError::pg(format!("reading a chunk of {name}")))?;
+                fetched.iter().map(row_texts).collect::<Result<_, _>>()?
+            };
+            if rows.is_empty() {
+                break;
+            }
+            tracing::debug!(
+                rows = rows.len(),
+                after = ?lower,
+                first = ?rows.first().map(|r| self.relation.key.iter().map(|&i| r[i].clone()).collect::<Vec<_>>()),
+                "chunk read"
+            );
+            if keyed {
+                // Before sending: this chunk's keys may reach the topic from now on.
+                let last = rows.last().expect("a non-empty chunk");
+                let inflight: Vec<String> = self
+                    .relation
+                    .key
+                    .iter()
+                    .map(|&i| last[i].clone().unwrap_or_default())
+                    .collect();
+                sqlx::query(
+                    "UPDATE ficus.snapshot_progress SET inflight_key = $5, updated_at = now() \
+                     WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3 AND segment = $4",
+                )
+                .bind(&self.config.slot)
+                .bind(&spec.schema)
+                .bind(&spec.table)
+                .bind(self.segment)
+                .bind(&inflight)
+                .execute(pool)
+                .await
+                .map_err(CdcError::pg("recording the chunk in flight"))?;
+            }
+            for row in &rows {
+                let record = self.decoder.snapshot_read(
+                    self.relation,
+                    row,
+                    self.snapshot_lsn,
+                    self.started_ms,
+                    Some(self.xmin as u64),
+                );
+                sink.send(&record, self.config.kafka.max_inflight_events)
+                    .await?;
+            }
+            // The chunk counts as done once the broker has every one of its events.
+            let bound = sink.tracker().next_seq();
+            loop {
+                if sink
+                    .tracker()
+                    .wait_until(Duration::from_secs(5), |t| t.acked_below(bound))
+                    .await
+                {
+                    break;
+                }
+                if let Some(failure) = sink.tracker().failure() {
+                    return Err(CdcError::Delivery(failure));
+                }
+                tracing::info!("waiting for the broker to acknowledge the chunk");
+            }
+            done += rows.len() as i64;
+            rows_counter.inc_by(rows.len() as u64);
+            events_counter.inc_by(rows.len() as u64);
+            if keyed {
+                let last = rows.last().expect("a non-empty chunk");
+                let key: Vec<String> = self
+                    .relation
+                    .key
+                    .iter()
+                    .map(|&i| last[i].clone().unwrap_or_default())
+                    .collect();
+                lower = Some(key);
+            }
+            sqlx::query(
+                "UPDATE ficus.snapshot_progress SET last_key = $5, inflight_key = NULL, \
+                 rows_done = rows_done + $6, updated_at = now() WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3 AND segment = $4",
+            )
+            .bind(&self.config.slot)
+            .bind(&spec.schema)
+            .bind(&spec.table)
+            .bind(self.segment)
+            .bind(&lower)
+            .bind(rows.len() as i64)
+            .execute(pool)
+            .await
+            .map_err(CdcError::pg("recording snapshot progress"))?;
+            if self.estimate > 0 {
+                ratio.set((done as f64 / self.estimate as f64).min(0.999));
+            }
+            progress.advance(rows.len() as u64);
+            if (rows.len() as i64) < chunk {
+                break;
+            }
+        }
+        if !keyed {
+            conn.execute("CLOSE ficus_snapshot")
+                .await
+                .map_err(CdcError::pg("closing the snapshot cursor"))?;
+        }
+        sqlx::query(
+            "UPDATE ficus.snapshot_progress SET done = true, updated_at = now() \
+             WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3 AND segment = $4",
+        )
+        .bind(&self.config.slot)
+        .bind(&spec.schema)
+        .bind(&spec.table)
+        .bind(self.segment)
+        .execute(pool)
+        .await
+        .map_err(CdcError::pg("recording a finished table"))?;
+        ratio.set(1.0);
+        progress.finish(done as u64);
+        Ok(())
+    }
+}
+
+fn row_texts(row: &sqlx::postgres::PgRow) -> Result<Vec<Option<String>>, CdcError> {
+    (0..row.len())
+        .map(|i| {
+            row.try_get::<Option<String>, _>(i)
+                .map_err(CdcError::pg("decoding a snapshot row"))
+        })
+        .collect()
+}
+
+/// Rows/s and ETA: a progress bar on a terminal, a log line every 10 s otherwise.
+struct ProgressReport {
+    bar: Option<ProgressBar>,
+    table: String,
+    total: u64,
+    done: std::cell::Cell<u64>,
+    started: Instant,
+    last_log: std::cell::Cell<Instant>,
+}
+
+impl ProgressReport {
+    fn new(table: &str, total: u64, mode: ProgressBarMode) -> Self {
+        let bar = (mode == ProgressBarMode::Auto && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(table.to_owned());
+            bar
+        });
+        Self {
+            bar,
+            table: table.to_owned(),
+            total,
+            done: std::cell::Cell::new(0),
+            started: Instant::now(),
+            last_log: std::cell::Cell::new(Instant::now()),
+        }
+    }
+
+    fn advance(&self, rows: u64) {
+        self.done.set(self.done.get() + rows);
+        if let Some(bar) = &self.bar {
+            if self.done.get() > bar.length().unwrap_or(0) {
+                bar.set_length(self.done.get());
+            }
+            bar.inc(rows);
+            return;
+        }
+        if self.last_log.get().elapsed() >= Duration::from_secs(10) {
+            self.last_log.set(Instant::now());
+            let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+            let rate = self.done.get() as f64 / elapsed;
+            let eta = if rate > 0.0 && self.total > self.done.get() {
+                format!("{:.0}s", (self.total - self.done.get()) as f64 / rate)
+            } else {
+                "?".to_owned()
+            };
+            tracing::info!(table = %self.table, rows = self.done.get(), estimate = self.total, rows_per_sec = rate as u64, %eta, "snapshot progress");
+        }
+    }
+
+    fn finish(&self, rows: u64) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        tracing::info!(
+            table = %self.table,
+            rows,
+            rows_per_sec = (rows as f64 / elapsed) as u64,
+            "table snapshot done"
+        );
+    }
+}

@@ -1,0 +1,583 @@
+//! The stream: pgoutput over PostgreSQL's streaming replication protocol (`pg_walstream`
+//! connects, authenticates, answers keepalives), decoded here (relation cache, changes in
+//! commit order) and handed to the sink; the position confirmed to PostgreSQL is the tracker's
+//! (everything up to it acknowledged by the broker).
+//!
+//! Liveness while waiting: a ticker cancels the stream's read every `feedback_interval_ms`
+//! (pg_walstream's multi-thread driver returns buffered frames first, so nothing is lost), which
+//! is when feedback goes out, idle positions are confirmed and heartbeats are sent. While the
+//! sink applies backpressure (broker down, queue full), the loop keeps sending feedback so the
+//! walsender does not time the connection out.
+
+pub mod setup;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pg_walstream::{
+    CancellationToken, ColumnInfo, LogicalReplicationMessage, LogicalReplicationParser,
+    LogicalReplicationStream, RawXLogData, ReplicationError, ReplicationStreamConfig, RetryConfig,
+    StreamingMode,
+};
+use prometheus_client::metrics::counter::Counter;
+use tracing::Instrument;
+
+use crate::catalog::Catalog;
+use crate::config::CdcConfig;
+use crate::decode::relation::{ColumnSpec, Relation, Role, TableSpec};
+use crate::decode::{Decoder, Op, Record, TxContext, now_ms};
+use crate::error::CdcError;
+use crate::metrics::Metrics;
+use crate::sink::{Sink, TrySend};
+use crate::snapshot::filter::SnapshotFilter;
+
+/// PostgreSQL timestamps count from 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// One replication connection's worth of streaming.
+pub struct Streamer<'a> {
+    config: Arc<CdcConfig>,
+    stream: LogicalReplicationStream,
+    parser: LogicalReplicationParser,
+    decoder: Decoder,
+    catalog: Catalog,
+    sink: &'a mut Sink,
+    filter: SnapshotFilter,
+    metrics: Arc<Metrics>,
+    counters: HashMap<(Arc<str>, Op), Counter>,
+    tx: Option<TxContext>,
+    tx_commit_micros: i64,
+    last_commit_lsn: Option<u64>,
+    token: Arc<Mutex<CancellationToken>>,
+    shutdown: CancellationToken,
+    ticker: tokio::task::JoinHandle<()>,
+    last_keepalive: Instant,
+    last_heartbeat: Instant,
+    heartbeat_topic: Arc<str>,
+    heartbeat_key: Vec<u8>,
+    records: Vec<Record>,
+}
+
+impl Drop for Streamer<'_> {
+    fn drop(&mut self) {
+        self.ticker.abort();
+    }
+}
+
+impl<'a> Streamer<'a> {
+    /// Opens the replication connection and starts streaming from the slot (or from
+    /// `start_lsn`, when everything below it is known to be acknowledged).
+    pub async fn connect(
+        config: Arc<CdcConfig>,
+        catalog: Catalog,
+        sink: &'a mut Sink,
+        filter: SnapshotFilter,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Result<Streamer<'a>, CdcError> {
+        let stream_config = ReplicationStreamConfig::builder(&config.slot, &config.publication)
+            .with_protocol_version(1)
+            .with_streaming_mode(StreamingMode::Off)
+            .with_feedback_interval(config.feedback_interval())
+            .with_connection_timeout(Duration::from_secs(30))
+            .with_health_check_interval(Duration::from_secs(3600))
+            .with_retry_config(RetryConfig {
+                max_attempts: 1,
+                initial_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
+                multiplier: 2.0,
+                max_duration: Duration::from_secs(30),
+                jitter: false,
+            });
+        let mut stream =
+            LogicalReplicationStream::new(&config.replication_url(), stream_config).await?;
+        let confirmed = sink.tracker().confirmed();
+        stream.start((confirmed > 0).then_some(confirmed)).await?;
+        tracing::info!(
+            slot = %config.slot,
+            publication = %config.publication,
+            from = %if confirmed > 0 { pg_walstream::format_lsn(confirmed) } else { "the slot's position".to_owned() },
+            "streaming"
+        );
+        let token = Arc::new(Mutex::new(CancellationToken::new()));
+        let ticker = {
+            let token = token.clone();
+            let shutdown = shutdown.clone();
+            let interval = config.feedback_interval();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(interval) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    token.lock().expect("tick token").cancel();
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                }
+            })
+        };
+        let heartbeat_topic: Arc<str> = Arc::from(config.heartbeat_topic().as_str());
+        let mut heartbeat_key = Vec::new();
+        heartbeat_key.extend_from_slice(b"{\"serverName\":");
+        crate::decode::json::push_str(&mut heartbeat_key, &config.topic_prefix);
+        heartbeat_key.push(b'}');
+        Ok(Self {
+            decoder: Decoder::new(config.clone()),
+            config,
+            stream,
+            parser: LogicalReplicationParser::with_protocol_version(1),
+            catalog,
+            sink,
+            filter,
+            metrics,
+            counters: HashMap::new(),
+            tx: None,
+            tx_commit_micros: 0,
+            last_commit_lsn: None,
+            token,
+            shutdown,
+            ticker,
+            last_keepalive: Instant::now(),
+            last_heartbeat: Instant::now(),
+            heartbeat_topic,
+            heartbeat_key,
+            records: Vec::with_capacity(16),
+        })
+    }
+
+    /// Streams until shutdown (`Ok`) or an error (the supervisor reconnects).
+    pub async fn run(mut self) -> Result<(), CdcError> {
+        let result = self.stream_loop().await;
+        match result {
+            Ok(()) | Err(CdcError::Stopped) => {
+                self.finish().await;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn stream_loop(&mut self) -> Result<(), CdcError> {
+        loop {
+            let token = self.token.lock().expect("tick token").clone();
+            match self.stream.next_raw_event(&token).await {
+                Ok(raw) => {
+                    self.handle(raw).await?;
+                    self.push_feedback();
+                }
+                Err(ReplicationError::Cancelled(_)) => {
+                    if self.shutdown.is_cancelled() {
+                        return Ok(());
+                    }
+                    {
+                        let mut slot = self.token.lock().expect("tick token");
+                        if slot.is_cancelled() {
+                            *slot = CancellationToken::new();
+                        }
+                    }
+                    self.tick().await?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// On shutdown: give in-flight events a moment to be acknowledged, confirm, say goodbye.
+    async fn finish(&mut self) {
+        let tracker = self.sink.tracker().clone();
+        if !tracker
+            .wait_until(Duration::from_secs(10), |t| t.drained())
+            .await
+        {
+            tracing::warn!(
+                outstanding = tracker.outstanding(),
+                "stopping with unacknowledged events; they are sent again at the next start"
+            );
+        }
+        self.push_feedback();
+        if self.tx.is_none() && tracker.drained() {
+            let current = self.stream.current_lsn();
+            self.stream.shared_lsn_feedback.update_flushed_lsn(current);
+            self.stream.shared_lsn_feedback.update_applied_lsn(current);
+        }
+        if let Err(error) = self.stream.send_feedback().await {
+            tracing::debug!(%error, "final feedback not sent");
+        }
+        tracing::info!(
+            confirmed = %pg_walstream::format_lsn(tracker.confirmed()),
+            "stream stopped"
+        );
+    }
+
+    /// Copies the tracker's confirmed position into the feedback PostgreSQL receives.
+    fn push_feedback(&self) {
+        let confirmed = self.sink.tracker().confirmed();
+        if confirmed > 0 {
+            self.stream
+                .shared_lsn_feedback
+                .update_flushed_lsn(confirmed);
+            self.stream
+                .shared_lsn_feedback
+                .update_applied_lsn(confirmed);
+        }
+    }
+
+    async fn tick(&mut self) -> Result<(), CdcError> {
+        if let Some(failure) = self.sink.tracker().failure() {
+            return Err(CdcError::Delivery(failure));
+        }
+        self.push_feedback();
+        // Nothing open, nothing unacknowledged: everything the server sent so far (its
+        // keepalives' positions included) is done, filtered or not. Confirming it lets an idle
+        // or filtered database release WAL.
+        if self.tx.is_none() && self.sink.tracker().drained() {
+            let current = self.stream.current_lsn();
+            self.stream.shared_lsn_feedback.update_flushed_lsn(current);
+            self.stream.shared_lsn_feedback.update_applied_lsn(current);
+        }
+        self.stream.maybe_send_feedback().await;
+        self.last_keepalive = Instant::now();
+        let interval = self.config.heartbeat.interval_ms;
+        if interval > 0 && self.last_heartbeat.elapsed() >= Duration::from_millis(interval) {
+            self.last_heartbeat = Instant::now();
+            let mut value = b"{\"ts_ms\":".to_vec();
+            crate::decode::json::push_i64(&mut value, now_ms());
+            value.push(b'}');
+            let record = Record {
+                topic: self.heartbeat_topic.clone(),
+                key: Some(self.heartbeat_key.clone()),
+                value: Some(value),
+                headers: Vec::new(),
+                table: Arc::from("heartbeat"),
+                op: Op::Heartbeat,
+                key_text: None,
+            };
+            self.send(&record).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the replication connection alive while the sink holds us up.
+    async fn keepalive(&mut self) -> Result<(), CdcError> {
+        if self.shutdown.is_cancelled() {
+            return Err(CdcError::Stopped);
+        }
+        if let Some(failure) = self.sink.tracker().failure() {
+            return Err(CdcError::Delivery(failure));
+        }
+        if self.last_keepalive.elapsed() >= Duration::from_secs(5) {
+            self.last_keepalive = Instant::now();
+            self.push_feedback();
+            self.stream.send_feedback().await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, raw: RawXLogData) -> Result<(), CdcError> {
+        if raw.data.is_empty() {
+            return Ok(());
+        }
+        let lsn = raw.wal_start.value();
+        let message = self.parser.parse_wal_message_bytes(raw.data)?.message;
+        match message {
+            LogicalReplicationMessage::Begin {
+                final_lsn,
+                timestamp,
+                xid,
+            } => {
+                let micros = timestamp.saturating_add(PG_EPOCH_MICROS);
+                self.tx_commit_micros = micros;
+                self.tx = Some(TxContext {
+                    xid,
+                    commit_ts_ms: micros.div_euclid(1000),
+                    commit_lsn: final_lsn,
+                    last_commit_lsn: self.last_commit_lsn,
+                });
+            }
+            LogicalReplicationMessage::Commit {
+                commit_lsn,
+                end_lsn,
+                ..
+            } => {
+                self.sink.tracker().commit(end_lsn, self.tx_commit_micros);
+                self.last_commit_lsn = Some(commit_lsn);
+                self.tx = None;
+            }
+            LogicalReplicationMessage::Relation {
+                relation_id,
+                namespace,
+                relation_name,
+                replica_identity,
+                columns,
+            } => {
+                self.on_relation(
+                    relation_id,
+                    &namespace,
+                    &relation_name,
+                    replica_identity,
+                    &columns,
+                )
+                .await?;
+            }
+            LogicalReplicationMessage::Insert { relation_id, tuple } => {
+                let (relation, tx, check) = self.context(relation_id)?;
+                self.decoder
+                    .insert(&relation, &tuple, lsn, &tx, check, &mut self.records);
+                self.emit(&relation, &tx, check).await?;
+            }
+            LogicalReplicationMessage::Update {
+                relation_id,
+                old_tuple,
+                new_tuple,
+                ..
+            } => {
+                let (relation, tx, check) = self.context(relation_id)?;
+                self.decoder.update(
+                    &relation,
+                    old_tuple.as_ref(),
+                    &new_tuple,
+                    lsn,
+                    &tx,
+                    check,
+                    &mut self.records,
+                );
+                self.emit(&relation, &tx, check).await?;
+            }
+            LogicalReplicationMessage::Delete {
+                relation_id,
+                old_tuple,
+                ..
+            } => {
+                let (relation, tx, check) = self.context(relation_id)?;
+                self.decoder
+                    .delete(&relation, &old_tuple, lsn, &tx, check, &mut self.records);
+                self.emit(&relation, &tx, check).await?;
+            }
+            LogicalReplicationMessage::Truncate { relation_ids, .. } => {
+                for relation_id in relation_ids {
+                    let (relation, tx, _) = self.context(relation_id)?;
+                    if !self
+                        .filter
+                        .keep_truncate(&relation.schema, &relation.table, tx.commit_lsn)
+                    {
+                        continue;
+                    }
+                    self.decoder
+                        .truncate(&relation, lsn, &tx, &mut self.records);
+                    self.emit(&relation, &tx, false).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The relation and transaction of a change, and whether it needs the snapshot filter.
+    fn context(&self, relation_id: u32) -> Result<(Arc<Relation>, TxContext, bool), CdcError> {
+        let relation = self.decoder.relation(relation_id).cloned().ok_or_else(|| {
+            CdcError::Replication(ReplicationError::protocol(format!(
+                "a change of relation {relation_id} arrived before its Relation message"
+            )))
+        })?;
+        let tx = self.tx.ok_or_else(|| {
+            CdcError::Replication(ReplicationError::protocol(
+                "a change arrived outside a transaction".to_owned(),
+            ))
+        })?;
+        let check = self.filter.active(tx.commit_lsn);
+        Ok((relation, tx, check))
+    }
+
+    async fn on_relation(
+        &mut self,
+        oid: u32,
+        schema: &str,
+        table: &str,
+        replica_identity: u8,
+        columns: &[ColumnInfo],
+    ) -> Result<(), CdcError> {
+        let specs: Vec<ColumnSpec> = columns
+            .iter()
+            .map(|c| ColumnSpec {
+                name: c.name.to_string(),
+                type_oid: c.type_id,
+                type_modifier: c.type_modifier,
+            })
+            .collect();
+        let identity_full = replica_identity == b'f';
+        if let Some(existing) = self.decoder.relation(oid)
+            && &*existing.schema == schema
+            && &*existing.table == table
+            && existing.identity_full == identity_full
+            && same_columns(existing, &specs, columns)
+        {
+            return Ok(());
+        }
+        let span = tracing::info_span!("relation", slot = %self.config.slot, table = %format!("{schema}.{table}"));
+        self.rebuild_relation(oid, schema, table, specs, identity_full)
+            .instrument(span)
+            .await
+    }
+
+    async fn rebuild_relation(
+        &mut self,
+        oid: u32,
+        schema: &str,
+        table: &str,
+        specs: Vec<ColumnSpec>,
+        identity_full: bool,
+    ) -> Result<(), CdcError> {
+        let primary_key = self.catalog.primary_key(oid).await?;
+        let spec = TableSpec {
+            oid,
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            columns: specs,
+            primary_key,
+            identity_full,
+        };
+        let kinds = self.catalog.kinds(&spec.columns).await?;
+        let relation = Relation::build(&spec, kinds, &self.config);
+        if let Some(previous) = self.decoder.relation(oid) {
+            let added: Vec<&str> = relation
+                .columns
+                .iter()
+                .filter(|c| !previous.columns.iter().any(|p| p.name == c.name))
+                .map(|c| &*c.name)
+                .collect();
+            let dropped: Vec<&str> = previous
+                .columns
+                .iter()
+                .filter(|p| !relation.columns.iter().any(|c| c.name == p.name))
+                .map(|p| &*p.name)
+                .collect();
+            tracing::info!(?added, ?dropped, "schema change picked up");
+        }
+        if matches!(relation.role, Role::Table) && !relation.has_primary_key() {
+            tracing::warn!(
+                "table has no primary key: its events are keyed null (no per-row ordering across partitions); updates and deletes need REPLICA IDENTITY FULL to carry the old row"
+            );
+        }
+        self.decoder.set_relation(relation);
+        Ok(())
+    }
+
+    /// Sends what the decoder produced for one change.
+    async fn emit(
+        &mut self,
+        relation: &Relation,
+        tx: &TxContext,
+        check: bool,
+    ) -> Result<(), CdcError> {
+        let mut records = std::mem::take(&mut self.records);
+        let mut result = Ok(());
+        for record in records.drain(..) {
+            if check
+                && record.op != Op::Outbox
+                && !self
+                    .filter
+                    .keep(
+                        &relation.schema,
+                        &relation.table,
+                        record.key_text.as_deref(),
+                        tx.commit_lsn,
+                    )
+                    .await?
+            {
+                continue;
+            }
+            if let Err(error) = self.send(&record).await {
+                result = Err(error);
+                break;
+            }
+        }
+        records.clear();
+        self.records = records;
+        result
+    }
+
+    /// Sends one record, waiting (and keeping PostgreSQL's connection alive) while the broker
+    /// or the in-flight bound holds it back.
+    async fn send(&mut self, record: &Record) -> Result<(), CdcError> {
+        if !self.sink.has_topic(&record.topic) {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match self
+                    .sink
+                    .ensure_topic(&record.topic, Duration::from_secs(5))
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, topic = %record.topic, "topic not ready; retrying");
+                        self.keepalive().await?;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        let tracker = self.sink.tracker().clone();
+        let max = self.config.kafka.max_inflight_events as u64;
+        // Resume below a low-water mark, not at the first acknowledgement: one wake-up per
+        // batch of acknowledgements instead of one per message.
+        let resume = max - max / 10;
+        if tracker.outstanding() >= max {
+            while tracker.outstanding() >= resume {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                self.keepalive().await?;
+            }
+        }
+        let seq = tracker.register();
+        loop {
+            match self.sink.try_send(record, seq)? {
+                TrySend::Sent => break,
+                TrySend::Full => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    self.keepalive().await?;
+                }
+            }
+        }
+        let key = (record.table.clone(), record.op);
+        match self.counters.get(&key) {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                let counter = self
+                    .metrics
+                    .events_counter(&record.table, record.op.as_str());
+                counter.inc();
+                self.counters.insert(key, counter);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn same_columns(existing: &Relation, specs: &[ColumnSpec], columns: &[ColumnInfo]) -> bool {
+    if existing.columns.len() != specs.len()
+        || !existing.columns.iter().zip(specs).all(|(c, s)| {
+            &*c.name == s.name.as_str()
+                && c.type_oid == s.type_oid
+                && c.type_modifier == s.type_modifier
+        })
+    {
+        return false;
+    }
+    if existing.identity_full {
+        return true;
+    }
+    // pgoutput flags the replica identity's columns: a new primary key changes them.
+    let flagged: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_key())
+        .map(|(i, _)| i)
+        .collect();
+    let mut key = existing.key.clone();
+    key.sort_unstable();
+    flagged == key
+}

@@ -1,0 +1,138 @@
+//! Before streaming: logical decoding is on, the publication exists (created when missing, for
+//! all tables or the listed ones, plus ficus's heartbeat and the outboxes), and the slot exists
+//! (created with `pgoutput` when missing).
+
+use sqlx::PgPool;
+
+use crate::catalog::quote_ident;
+use crate::config::{CdcConfig, split_table};
+use crate::error::CdcError;
+
+/// PostgreSQL's `duplicate_object`: someone created it first.
+const DUPLICATE_OBJECT: &str = "42710";
+
+/// Refuses a server without `wal_level = logical`.
+pub async fn check_server(pool: &PgPool) -> Result<(), CdcError> {
+    let (wal_level,): (String,) = sqlx::query_as("SHOW wal_level")
+        .fetch_one(pool)
+        .await
+        .map_err(CdcError::pg("reading wal_level"))?;
+    if wal_level != "logical" {
+        return Err(CdcError::Setup(format!(
+            "the server runs with wal_level = {wal_level}; logical decoding needs wal_level = logical (and a restart)"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates the publication when missing; adds missing listed tables to a listed one.
+pub async fn ensure_publication(pool: &PgPool, config: &CdcConfig) -> Result<(), CdcError> {
+    let existing: Option<(bool,)> =
+        sqlx::query_as("SELECT puballtables FROM pg_publication WHERE pubname = $1")
+            .bind(&config.publication)
+            .fetch_optional(pool)
+            .await
+            .map_err(CdcError::pg("reading pg_publication"))?;
+    let mut wanted: Vec<String> = config.tables.clone();
+    if !wanted.is_empty() {
+        wanted.push("ficus.heartbeat".to_owned());
+        wanted.extend(config.outbox.iter().map(|o| o.table.clone()));
+        wanted.dedup();
+    }
+    let qualified = |name: &str| {
+        let (schema, table) = split_table(name).unwrap_or(("public", name));
+        format!("{}.{}", quote_ident(schema), quote_ident(table))
+    };
+    match existing {
+        Some((true,)) => Ok(()),
+        Some((false,)) => {
+            if wanted.is_empty() {
+                return Ok(());
+            }
+            let present: Vec<(String,)> = sqlx::query_as(
+                "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1",
+            )
+            .bind(&config.publication)
+            .fetch_all(pool)
+            .await
+            .map_err(CdcError::pg("reading the publication's tables"))?;
+            for table in &wanted {
+                if present.iter().any(|(p,)| p == table) {
+                    continue;
+                }
+                let sql = format!(
+                    "ALTER PUBLICATION {} ADD TABLE {}",
+                    quote_ident(&config.publication),
+                    qualified(table)
+                );
+                sqlx::query(&sql)
+                    .execute(pool)
+                    .await
+                    .map_err(CdcError::pg(format!("adding {table} to the publication")))?;
+                tracing::info!(publication = %config.publication, %table, "table added to the publication");
+            }
+            Ok(())
+        }
+        None => {
+            let sql = if wanted.is_empty() {
+                format!(
+                    "CREATE PUBLICATION {} FOR ALL TABLES",
+                    quote_ident(&config.publication)
+                )
+            } else {
+                let tables: Vec<String> = wanted.iter().map(|t| qualified(t)).collect();
+                format!(
+                    "CREATE PUBLICATION {} FOR TABLE {}",
+                    quote_ident(&config.publication),
+                    tables.join(", ")
+                )
+            };
+            match sqlx::query(&sql).execute(pool).await {
+                Ok(_) => {
+                    tracing::info!(publication = %config.publication, "publication created");
+                    Ok(())
+                }
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(DUPLICATE_OBJECT) => {
+                    Ok(())
+                }
+                Err(e) => Err(CdcError::pg(format!(
+                    "creating publication {}",
+                    config.publication
+                ))(e)),
+            }
+        }
+    }
+}
+
+/// Creates the slot when missing; says whether it did. An existing slot must be a logical
+/// `pgoutput` slot of this database.
+pub async fn ensure_slot(pool: &PgPool, slot: &str) -> Result<bool, CdcError> {
+    let existing: Option<(Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT plugin::text, database::text, current_database()::text \
+         FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(pool)
+    .await
+    .map_err(CdcError::pg("reading pg_replication_slots"))?;
+    if let Some((plugin, database, current)) = existing {
+        if plugin.as_deref() != Some("pgoutput") || database.as_deref() != Some(current.as_str()) {
+            return Err(CdcError::Setup(format!(
+                "slot {slot} exists but is not a pgoutput slot of database {current} (plugin {plugin:?}, database {database:?})"
+            )));
+        }
+        return Ok(false);
+    }
+    match sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+        .bind(slot)
+        .execute(pool)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(%slot, "replication slot created");
+            Ok(true)
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(DUPLICATE_OBJECT) => Ok(false),
+        Err(e) => Err(CdcError::pg(format!("creating replication slot {slot}"))(e)),
+    }
+}

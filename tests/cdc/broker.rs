@@ -1,0 +1,227 @@
+//! The broker stopped for a while during writes, then started again: the adapter waits (no
+//! crash, no drop) and delivers everything. The broker is a private Tansu for this test, so
+//! stopping it disturbs no other test.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ficus_adapters::CancellationToken;
+
+use crate::support::{
+    CdcTest, assert_same_state_with, free_addr, spawn_writer, table_state, topic_state,
+};
+
+/// A Tansu broker of this test's own, with its data in a directory that survives restarts.
+struct PrivateBroker {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    fn new() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("ficus-tansu-{}", ficus_testkit::unique_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            dir,
+            port: free_addr().port(),
+            child: None,
+        }
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let tansu = which_tansu();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .unwrap();
+        let child = Command::new(tansu)
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn which_tansu() -> PathBuf {
+    if let Ok(output) = Command::new("sh").args(["-c", "command -v tansu"]).output()
+        && output.status.success()
+    {
+        return PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    }
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    home.join("bin/tansu")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_during_writes_loses_nothing() {
+    let mut broker = PrivateBroker::new();
+    broker.start();
+    let mut test = CdcTest::new(
+        "CREATE TABLE t (id bigint PRIMARY KEY, n bigint NOT NULL, note text NOT NULL);",
+    )
+    .await;
+    test.brokers = broker.brokers();
+    let adapter = test.start_streaming().await;
+
+    let stop = CancellationToken::new();
+    let writer = spawn_writer(
+        test.url.clone(),
+        "t",
+        1_000,
+        stop.clone(),
+        Duration::from_millis(2),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.stop();
+    let stopped_at = test.confirmed_lsn().await;
+    // Writes go on with the broker down; the adapter waits.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        adapter.is_running(),
+        "the adapter must not exit while the broker is down"
+    );
+    let confirmed = test.confirmed_lsn().await;
+    let (behind,): (bool,) = sqlx::query_as("SELECT $1::pg_lsn < pg_current_wal_lsn()")
+        .bind(&confirmed)
+        .fetch_one(&test.pool)
+        .await
+        .unwrap();
+    assert!(
+        behind,
+        "nothing can be confirmed past what the broker acknowledged (confirmed {confirmed:?}, at stop {stopped_at:?})"
+    );
+    broker.start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let transactions = writer.await.unwrap();
+    test.wait_caught_up(Duration::from_secs(180)).await;
+
+    let messages = test.settled_messages(&test.topic("t")).await;
+    assert_same_state_with(
+        &topic_state(&messages),
+        &table_state(&test.pool, "t").await,
+        &messages,
+    );
+    let metrics = adapter.metrics_text().await;
+    assert!(
+        metrics.contains("ficus_cdc_broker_errors_total"),
+        "broker errors are counted:\n{metrics}"
+    );
+    eprintln!(
+        "{transactions} transactions across the outage, {} events",
+        messages.len()
+    );
+    adapter.stop().await;
+}
+
+/// What the adapter relies on for per-row order: the broker keeps a partition's messages in the
+/// order an idempotent producer sent them, with several requests in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_keeps_the_order_of_a_partition() {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    const COUNT: u64 = 200_000;
+    let topic = ficus_testkit::kafka::unique_topic("order");
+    ficus_testkit::kafka::create_topic(&topic, 1).await.unwrap();
+    let brokers = ficus_testkit::kafka::brokers();
+    let sent_topic = topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+            ficus_testkit::kafka::client_config()
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("max.in.flight.requests.per.connection", "5")
+                .set("linger.ms", "1")
+                .set("batch.num.messages", "500")
+                .create()
+                .unwrap();
+        for i in 0..COUNT {
+            let payload = i.to_string();
+            let mut record = BaseRecord::to(&sent_topic).key("k").payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(120)).unwrap();
+    })
+    .await
+    .unwrap();
+    let messages =
+        tokio::task::spawn_blocking(move || crate::support::read_topic(&brokers, &topic))
+            .await
+            .unwrap();
+    assert_eq!(messages.len() as u64, COUNT);
+    let mut out_of_order = Vec::new();
+    for (offset, m) in messages.iter().enumerate() {
+        let n: u64 = String::from_utf8_lossy(m.value.as_ref().unwrap())
+            .parse()
+            .unwrap();
+        if n != offset as u64 {
+            out_of_order.push((offset, n));
+        }
+    }
+    assert!(
+        out_of_order.is_empty(),
+        "{} messages out of place, first: {:?}",
+        out_of_order.len(),
+        &out_of_order[..out_of_order.len().min(10)]
+    );
+}

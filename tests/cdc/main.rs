@@ -1,0 +1,13 @@
+//! The change-data adapter end to end, against the real PostgreSQL and the real broker that
+//! `scripts/services` starts: each test has its own database, slot, publication and topic
+//! prefix, and drops its slot at the end. Crash tests run the real `ficus cdc run` and kill it;
+//! the broker-outage and restart tests run private services of their own.
+
+mod broker;
+mod cli;
+mod crash;
+mod heartbeat;
+mod reconnect;
+mod roundtrip;
+mod snapshot;
+mod support;

@@ -1,0 +1,199 @@
+//! The initial snapshot: consistent with the stream while writes continue, resumable after a
+//! crash from its last finished chunk.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ficus_adapters::CancellationToken;
+
+use crate::support::{
+    CdcTest, assert_same_state, assert_same_state_with, spawn_writer, table_state, topic_state,
+};
+
+const TABLE: &str =
+    "CREATE TABLE t (id bigint PRIMARY KEY, n bigint NOT NULL, note text NOT NULL);";
+
+async fn populate(test: &CdcTest, rows: i64) {
+    sqlx::query("INSERT INTO t SELECT g, g, 'initial ' || g FROM generate_series(1, $1) g")
+        .bind(rows)
+        .execute(&test.pool)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE t").execute(&test.pool).await.unwrap();
+}
+
+/// `r` events per key.
+fn reads_per_key(messages: &[crate::support::Msg]) -> HashMap<i64, usize> {
+    let mut reads = HashMap::new();
+    for m in messages {
+        if m.value.is_some() && m.json()["op"] == "r" {
+            *reads
+                .entry(m.key_json()["id"].as_i64().unwrap())
+                .or_insert(0) += 1;
+        }
+    }
+    reads
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_while_writes_continue_matches_the_table() {
+    let mut test = CdcTest::new(TABLE).await;
+    populate(&test, 20_000).await;
+    test.set("SNAPSHOT__CHUNK_ROWS", 700);
+    let stop = CancellationToken::new();
+    let writer = spawn_writer(
+        test.url.clone(),
+        "t",
+        25_000,
+        stop.clone(),
+        Duration::from_millis(1),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let adapter = test.start().await;
+    test.wait_snapshot_complete(Duration::from_secs(120)).await;
+    // Writes go on after the hand-over from snapshot to stream.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let transactions = writer.await.unwrap();
+    assert!(
+        transactions > 100,
+        "the writer kept writing ({transactions})"
+    );
+    test.wait_caught_up(Duration::from_secs(120)).await;
+
+    let messages = test.settled_messages(&test.topic("t")).await;
+    let reads = reads_per_key(&messages);
+    let progress: Vec<(i32, i64, bool)> = sqlx::query_as(
+        "SELECT segment, rows_done, done FROM ficus.snapshot_progress WHERE slot_name = $1",
+    )
+    .bind(&test.slot)
+    .fetch_all(&test.pool)
+    .await
+    .unwrap();
+    assert!(
+        reads.len() >= 15_000,
+        "{} rows read by the snapshot, {} messages, progress {progress:?}",
+        reads.len(),
+        messages.len()
+    );
+    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "rows read twice: {twice:?}");
+    let snapshot_event = messages
+        .iter()
+        .find(|m| m.value.is_some() && m.json()["op"] == "r")
+        .unwrap()
+        .json();
+    assert_eq!(snapshot_event["source"]["snapshot"], "true");
+    assert_eq!(snapshot_event["before"], serde_json::Value::Null);
+
+    let progress: Vec<(i32, String, bool)> = sqlx::query_as(
+        "SELECT segment, snapshot_lsn::text, done FROM ficus.snapshot_progress WHERE slot_name = $1",
+    )
+    .bind(&test.slot)
+    .fetch_all(&test.pool)
+    .await
+    .unwrap();
+    eprintln!("snapshot segments: {progress:?}");
+    assert_same_state_with(
+        &topic_state(&messages),
+        &table_state(&test.pool, "t").await,
+        &messages,
+    );
+    let (segments, done): (i64, bool) = sqlx::query_as(
+        "SELECT count(*), bool_and(done) FROM ficus.snapshot_progress WHERE slot_name = $1",
+    )
+    .bind(&test.slot)
+    .fetch_one(&test.pool)
+    .await
+    .unwrap();
+    assert_eq!((segments, done), (1, true));
+    let metrics = adapter.metrics_text().await;
+    assert!(
+        metrics.contains("ficus_cdc_snapshot_progress_ratio{table=\"public.t\"} 1.0"),
+        "{metrics}"
+    );
+    adapter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_snapshot_resumes_after_its_last_finished_chunk() {
+    const CHUNK: i64 = 1_000;
+    let mut test = CdcTest::new(TABLE).await;
+    populate(&test, 40_000).await;
+    test.set("SNAPSHOT__CHUNK_ROWS", CHUNK);
+    let stop = CancellationToken::new();
+    let writer = spawn_writer(
+        test.url.clone(),
+        "t",
+        45_000,
+        stop.clone(),
+        Duration::from_millis(2),
+    );
+
+    let mut first = test.spawn("first");
+    // Kill it (SIGKILL) in the middle of the table.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done_at_kill = loop {
+        let done: Option<(i64,)> = sqlx::query_as(
+            "SELECT rows_done FROM ficus.snapshot_progress WHERE slot_name = $1 AND segment = 1",
+        )
+        .bind(&test.slot)
+        .fetch_optional(&test.pool)
+        .await
+        .unwrap_or(None);
+        if let Some((done,)) = done
+            && done >= 5 * CHUNK
+        {
+            first.kill();
+            break done;
+        }
+        assert!(
+            Instant::now() < deadline && first.is_running(),
+            "the snapshot did not progress:\n{}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (completed,): (bool,) =
+        sqlx::query_as("SELECT completed_at IS NOT NULL FROM ficus.snapshots WHERE slot_name = $1")
+            .bind(&test.slot)
+            .fetch_one(&test.pool)
+            .await
+            .unwrap();
+    assert!(!completed, "killed before the end of the snapshot");
+
+    let mut second = test.spawn("second");
+    test.wait_snapshot_complete(Duration::from_secs(180)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    writer.await.unwrap();
+    test.wait_caught_up(Duration::from_secs(120)).await;
+    assert!(second.is_running());
+
+    let segments: Vec<(i32, Option<Vec<String>>, bool)> = sqlx::query_as(
+        "SELECT segment, last_key, done FROM ficus.snapshot_progress WHERE slot_name = $1 ORDER BY segment",
+    )
+    .bind(&test.slot)
+    .fetch_all(&test.pool)
+    .await
+    .unwrap();
+    assert_eq!(segments.len(), 2, "{segments:?}");
+    assert!(segments[1].2, "the second segment finished the table");
+    let resumed_after: i64 = segments[0].1.as_ref().unwrap()[0].parse().unwrap();
+    assert!(
+        resumed_after >= done_at_kill,
+        "{resumed_after} < {done_at_kill}"
+    );
+
+    let messages = test.settled_messages(&test.topic("t")).await;
+    let reads = reads_per_key(&messages);
+    let twice = reads.values().filter(|n| **n > 1).count() as i64;
+    // Only the chunk in flight at the kill is read again, not the chunks already finished.
+    assert!(
+        twice <= CHUNK,
+        "{twice} rows were read twice: the snapshot restarted instead of resuming"
+    );
+    assert!(reads.len() >= 35_000, "{} rows read", reads.len());
+    assert_same_state(&topic_state(&messages), &table_state(&test.pool, "t").await);
+    assert!(second.terminate().success(), "{}", second.log_text());
+}

@@ -1,0 +1,748 @@
+//! What every CDC test needs: a database, slot, publication and topic prefix of its own, the
+//! adapter in-process or as the real binary, a broker reader, and cleanup (a leftover slot
+//! pins WAL and keeps its database from being dropped).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ficus_adapters::metrics::Metrics;
+use ficus_adapters::{CancellationToken, CdcConfig, CdcError};
+use ficus_testkit::{TestDatabase, kafka, unique_suffix};
+use rand::SeedableRng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+use sqlx::{Connection, Executor, PgConnection};
+
+/// One test's world: its database, and the names of its slot, publication and topics.
+pub struct CdcTest {
+    /// The test database's URL, a pool on it, its name.
+    pub url: String,
+    pub pool: sqlx::PgPool,
+    pub db_name: String,
+    _db: Option<TestDatabase>,
+    pub slot: String,
+    pub prefix: String,
+    pub brokers: String,
+    /// Extra `FICUS_CDC__*` settings.
+    pub extra: Vec<(String, String)>,
+    pub work_dir: PathBuf,
+    /// A configuration file under the environment (for lists of tables such as outboxes).
+    pub file: Option<PathBuf>,
+}
+
+impl CdcTest {
+    /// A fresh database with `schema` (SQL) applied.
+    pub async fn new(schema: &str) -> Self {
+        ficus_testkit::init_tracing();
+        let db = TestDatabase::new().await;
+        let (url, pool, name) = (db.url.clone(), db.pool.clone(), db.name.clone());
+        Self::with_database(url, pool, name, Some(db), kafka::brokers(), schema).await
+    }
+
+    /// A fresh database on another server (a private cluster), with `schema` applied.
+    pub async fn on_server(server_url: &str, brokers: &str, schema: &str) -> Self {
+        ficus_testkit::init_tracing();
+        let name = format!("ficus_t_{}", unique_suffix());
+        let mut admin = PgConnection::connect(server_url).await.unwrap();
+        admin
+            .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            .await
+            .unwrap();
+        admin.close().await.ok();
+        let base = server_url.rsplit_once('/').unwrap().0;
+        let url = format!("{base}/{name}");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(5)
+            .connect(&url)
+            .await
+            .unwrap();
+        Self::with_database(url, pool, name, None, brokers.to_owned(), schema).await
+    }
+
+    async fn with_database(
+        url: String,
+        pool: sqlx::PgPool,
+        db_name: String,
+        db: Option<TestDatabase>,
+        brokers: String,
+        schema: &str,
+    ) -> Self {
+        if !schema.is_empty() {
+            sqlx::raw_sql(schema)
+                .execute(&pool)
+                .await
+                .expect("applying the test schema");
+        }
+        let suffix = unique_suffix();
+        let work_dir = std::env::temp_dir().join(format!("ficus-cdc-test-{suffix}"));
+        std::fs::create_dir_all(&work_dir).unwrap();
+        Self {
+            url,
+            pool,
+            db_name,
+            _db: db,
+            slot: format!("ficus_t_{suffix}"),
+            prefix: format!("t{suffix}"),
+            brokers,
+            extra: Vec::new(),
+            work_dir,
+            file: None,
+        }
+    }
+
+    /// Adds a `FICUS_CDC__<KEY>` setting (key without the prefix, e.g. `SNAPSHOT__CHUNK_ROWS`).
+    pub fn set(&mut self, key: &str, value: impl ToString) {
+        self.extra.push((key.to_owned(), value.to_string()));
+    }
+
+    /// The adapter's environment.
+    pub fn env(&self, metrics: SocketAddr) -> HashMap<String, String> {
+        let mut env = HashMap::from([
+            ("FICUS_CDC__DATABASE_URL".to_owned(), self.url.clone()),
+            ("FICUS_CDC__KAFKA__BROKERS".to_owned(), self.brokers.clone()),
+            ("FICUS_CDC__SLOT".to_owned(), self.slot.clone()),
+            ("FICUS_CDC__PUBLICATION".to_owned(), self.slot.clone()),
+            ("FICUS_CDC__TOPIC_PREFIX".to_owned(), self.prefix.clone()),
+            ("FICUS_CDC__METRICS_LISTEN".to_owned(), metrics.to_string()),
+            (
+                "FICUS_CDC__FEEDBACK_INTERVAL_MS".to_owned(),
+                "200".to_owned(),
+            ),
+            ("FICUS_CDC__MAX_BACKOFF_MS".to_owned(), "2000".to_owned()),
+            (
+                "FICUS_CDC__HEARTBEAT__INTERVAL_MS".to_owned(),
+                "1000".to_owned(),
+            ),
+        ]);
+        for (key, value) in &self.extra {
+            env.insert(format!("FICUS_CDC__{key}"), value.clone());
+        }
+        env
+    }
+
+    pub fn config(&self, metrics: SocketAddr) -> CdcConfig {
+        CdcConfig::load(self.file.as_deref(), self.env(metrics))
+            .expect("a valid test configuration")
+    }
+
+    /// Puts `toml` in a configuration file the environment overrides.
+    pub fn with_file(&mut self, toml: &str) {
+        let path = self.work_dir.join("cdc.toml");
+        std::fs::write(&path, toml).unwrap();
+        self.file = Some(path);
+    }
+
+    /// `<prefix>.public.<table>`
+    pub fn topic(&self, table: &str) -> String {
+        format!("{}.public.{table}", self.prefix)
+    }
+
+    /// The adapter in this process.
+    pub async fn start(&self) -> Adapter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = self.config(addr);
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ficus_adapters::run_with_listener(
+            config,
+            listener,
+            metrics,
+            shutdown.clone(),
+        ));
+        Adapter {
+            task: Some(task),
+            shutdown,
+            metrics_addr: addr,
+        }
+    }
+
+    /// The adapter in this process, once its (empty-table) snapshot is done and it streams:
+    /// what the test writes next arrives as change events.
+    pub async fn start_streaming(&self) -> Adapter {
+        let adapter = self.start().await;
+        self.wait_snapshot_complete(Duration::from_secs(120)).await;
+        self.wait_caught_up(Duration::from_secs(120)).await;
+        adapter
+    }
+
+    /// The real `ficus cdc run`, configured through the environment.
+    pub fn spawn(&self, name: &str) -> AdapterProcess {
+        let metrics = free_addr();
+        let log = self.work_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ficus"))
+            .args(["cdc", "run"])
+            .args(
+                self.file
+                    .iter()
+                    .flat_map(|f| [std::ffi::OsStr::new("--config"), f.as_os_str()]),
+            )
+            .envs(self.env(metrics))
+            .env("RUST_LOG", "info,pg_walstream=warn,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawning ficus cdc run");
+        AdapterProcess {
+            child,
+            log,
+            metrics,
+        }
+    }
+
+    /// A connection to the test database.
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url).await.unwrap()
+    }
+
+    /// Waits until the slot exists and its confirmed position reached the server's position
+    /// as it is now: everything written so far is in the broker.
+    pub async fn wait_caught_up(&self, timeout: Duration) {
+        let (target,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            // NULL while the slot is still being created (waiting for running transactions).
+            let reached: Option<(Option<bool>,)> = sqlx::query_as(
+                "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+            )
+            .bind(&self.slot)
+            .bind(&target)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap();
+            if reached == Some((Some(true),)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slot {} did not reach {target} within {timeout:?} (now {reached:?})",
+                self.slot
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads `topic` from this test's broker until `ready` holds (see [`wait_for_messages`]).
+    pub async fn wait_messages(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        ready: impl Fn(&[Msg]) -> bool,
+    ) -> Vec<Msg> {
+        wait_for_messages(&self.brokers, topic, timeout, ready).await
+    }
+
+    /// Every message of `topic` now.
+    pub async fn messages(&self, topic: &str) -> Vec<Msg> {
+        let (brokers, topic) = (self.brokers.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || read_topic(&brokers, &topic))
+            .await
+            .unwrap()
+    }
+
+    /// Every message of `topic` once its length stops changing (read again after a second).
+    pub async fn settled_messages(&self, topic: &str) -> Vec<Msg> {
+        let mut messages = self.messages(topic).await;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let again = self.messages(topic).await;
+            if again.len() == messages.len() {
+                return again;
+            }
+            eprintln!(
+                "{topic}: {} messages, then {} a second later",
+                messages.len(),
+                again.len()
+            );
+            messages = again;
+        }
+        messages
+    }
+
+    /// Waits until the snapshot of the slot is recorded complete.
+    pub async fn wait_snapshot_complete(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let done: Option<(bool,)> = sqlx::query_as(
+                "SELECT completed_at IS NOT NULL FROM ficus.snapshots WHERE slot_name = $1",
+            )
+            .bind(&self.slot)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap_or(None);
+            if done == Some((true,)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "snapshot not complete within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The slot's confirmed position.
+    pub async fn confirmed_lsn(&self) -> Option<String> {
+        sqlx::query_as::<_, (Option<String>,)>(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.slot)
+        .fetch_optional(&self.pool)
+        .await
+        .unwrap()
+        .and_then(|(l,)| l)
+    }
+}
+
+impl Drop for CdcTest {
+    fn drop(&mut self) {
+        // Before the database goes: a database with a replication slot cannot be dropped, and
+        // a leftover slot pins WAL for good.
+        let url = self.url.clone();
+        let slot = self.slot.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let Ok(mut conn) = PgConnection::connect(&url).await else {
+                    return;
+                };
+                for _ in 0..50 {
+                    let _ = conn
+                        .execute(
+                            format!(
+                                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                                 WHERE slot_name LIKE '{slot}%' AND active_pid IS NOT NULL"
+                            )
+                            .as_str(),
+                        )
+                        .await;
+                    let result = conn
+                        .execute(
+                            format!(
+                                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                                 WHERE slot_name LIKE '{slot}%' AND NOT active"
+                            )
+                            .as_str(),
+                        )
+                        .await;
+                    let left: (i64,) = sqlx::query_as(
+                        "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE $1",
+                    )
+                    .bind(format!("{slot}%"))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or((1,));
+                    if result.is_ok() && left.0 == 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        });
+        let _ = cleanup.join();
+        let _ = std::fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+/// The adapter running in this process.
+pub struct Adapter {
+    task: Option<tokio::task::JoinHandle<Result<(), CdcError>>>,
+    shutdown: CancellationToken,
+    pub metrics_addr: SocketAddr,
+}
+
+impl Adapter {
+    /// Stops it gracefully; panics if it had failed.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the adapter stops within 30 s")
+                .expect("the adapter task")
+                .expect("the adapter ran without a fatal error");
+        }
+    }
+
+    /// Whether the adapter is still running (it never exits on its own for retriable failures).
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// The metrics text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Adapter {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// `ficus cdc run` as a child process.
+pub struct AdapterProcess {
+    child: Child,
+    pub log: PathBuf,
+    pub metrics: SocketAddr,
+}
+
+impl AdapterProcess {
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ficus cdc run ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Still running?
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AdapterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An address with nothing listening (bound and released).
+pub fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// One message read back from the broker.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Msg {
+    pub fn json(&self) -> Value {
+        match &self.value {
+            Some(v) => serde_json::from_slice(v).expect("a JSON value"),
+            None => Value::Null,
+        }
+    }
+
+    pub fn key_json(&self) -> Value {
+        match &self.key {
+            Some(k) => serde_json::from_slice(k).expect("a JSON key"),
+            None => Value::Null,
+        }
+    }
+
+    pub fn op(&self) -> String {
+        self.json()["op"].as_str().unwrap_or("tombstone").to_owned()
+    }
+}
+
+/// Every message of `topic` (all partitions, in offset order per partition) up to the high
+/// watermarks as they are now; empty when the topic does not exist.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Msg> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("ficus-test-reader-{}", unique_suffix()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("a consumer");
+    let metadata = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+        Ok(m) => m,
+        Err(_) => return Vec::new(),
+    };
+    let Some(topic_meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Vec::new();
+    };
+    if topic_meta.error().is_some() || topic_meta.partitions().is_empty() {
+        return Vec::new();
+    }
+    let mut assignment = TopicPartitionList::new();
+    let mut highs = HashMap::new();
+    for partition in topic_meta.partitions() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        highs.insert(partition.id(), high);
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    let total: i64 = highs.values().sum();
+    let mut out = Vec::new();
+    if total == 0 {
+        return out;
+    }
+    consumer.assign(&assignment).expect("assigning partitions");
+    let mut done: HashMap<i32, bool> = highs.iter().map(|(p, h)| (*p, *h == 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.values().any(|d| !d) {
+        assert!(Instant::now() < deadline, "reading {topic} took over 60 s");
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if m.offset() + 1 >= highs[&m.partition()] {
+                    done.insert(m.partition(), true);
+                }
+                if m.offset() < highs[&m.partition()] {
+                    out.push(Msg {
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
+                }
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Reads `topic` until `ready` holds for its messages, or panics after `timeout`.
+pub async fn wait_for_messages(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    ready: impl Fn(&[Msg]) -> bool,
+) -> Vec<Msg> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let topic_owned = topic.to_owned();
+        let brokers = brokers.to_owned();
+        let messages = tokio::task::spawn_blocking(move || read_topic(&brokers, &topic_owned))
+            .await
+            .unwrap();
+        if ready(&messages) {
+            return messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: condition not met within {timeout:?}; {} messages: {:#?}",
+            messages.len(),
+            messages
+                .iter()
+                .rev()
+                .take(5)
+                .map(|m| (m.key_json(), m.json()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The last message per key (JSON text of the key).
+pub fn last_by_key(messages: &[Msg]) -> HashMap<String, Msg> {
+    let mut last = HashMap::new();
+    for m in messages {
+        if let Some(key) = &m.key {
+            last.insert(String::from_utf8_lossy(key).into_owned(), m.clone());
+        }
+    }
+    last
+}
+
+/// The value of table `t(id bigint primary key, n bigint, note text)` as the topic says, key by
+/// key: `Some((n, note))` for a row, `None` when its last event is a delete or tombstone.
+pub fn topic_state(messages: &[Msg]) -> HashMap<i64, Option<(i64, String)>> {
+    let mut state = HashMap::new();
+    for (_, m) in last_by_key(messages) {
+        let id = m.key_json()["id"].as_i64().expect("an id key");
+        let value = m.json();
+        let row = match value["op"].as_str() {
+            None | Some("d") => None,
+            Some(_) => Some((
+                value["after"]["n"].as_i64().expect("n"),
+                value["after"]["note"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )),
+        };
+        state.insert(id, row);
+    }
+    state
+}
+
+/// The rows of `t(id, n, note)`.
+pub async fn table_state(pool: &sqlx::PgPool, table: &str) -> HashMap<i64, (i64, String)> {
+    let rows: Vec<(i64, i64, String)> = sqlx::query_as(&format!("SELECT id, n, note FROM {table}"))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(id, n, note)| (id, (n, note)))
+        .collect()
+}
+
+/// Compares the topic's last state per key with the table: every row present with its values,
+/// every key the topic has that the table lacks deleted.
+pub fn assert_same_state(
+    topic: &HashMap<i64, Option<(i64, String)>>,
+    table: &HashMap<i64, (i64, String)>,
+) {
+    assert_same_state_with(topic, table, &[]);
+}
+
+/// [`assert_same_state`], printing the events of the first differing keys from `messages`.
+pub fn assert_same_state_with(
+    topic: &HashMap<i64, Option<(i64, String)>>,
+    table: &HashMap<i64, (i64, String)>,
+    messages: &[Msg],
+) {
+    let mut problems = Vec::new();
+    for (id, row) in table {
+        match topic.get(id) {
+            None => problems.push(format!("row {id} missing from the topic")),
+            Some(None) => problems.push(format!(
+                "row {id} deleted in the topic, present in the table"
+            )),
+            Some(Some(t)) if t != row => {
+                problems.push(format!("row {id}: topic {t:?}, table {row:?}"))
+            }
+            _ => {}
+        }
+    }
+    for (id, row) in topic {
+        if row.is_some() && !table.contains_key(id) {
+            problems.push(format!(
+                "row {id} present in the topic, deleted in the table"
+            ));
+        }
+    }
+    problems.sort();
+    let mut history = String::new();
+    for problem in problems.iter().take(3) {
+        let id: i64 = problem
+            .split_whitespace()
+            .nth(1)
+            .and_then(|w| w.trim_end_matches(':').parse().ok())
+            .unwrap_or(-1);
+        history.push_str(&format!("\nevents of {id}:"));
+        for (offset, m) in messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.key_json()["id"] == id)
+        {
+            let v = m.json();
+            history.push_str(&format!(
+                "\n  @{offset} {} lsn={} tx={} snapshot={} ts={} after={}",
+                m.op(),
+                v["source"]["lsn"],
+                v["source"]["txId"],
+                v["source"]["snapshot"],
+                v["source"]["ts_ms"],
+                v["after"]
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} differences, first ones:\n{}{history}",
+        problems.len(),
+        problems
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// A writer: random inserts, updates and deletes on `t(id, n, note)` over `keys` ids, in
+/// transactions of 1-5 statements, until `stop` is cancelled. Returns the number of
+/// transactions.
+pub fn spawn_writer(
+    url: String,
+    table: &'static str,
+    keys: i64,
+    stop: CancellationToken,
+    pause: Duration,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        use rand::Rng;
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let mut transactions = 0;
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        while !stop.is_cancelled() {
+            let statements = rng.gen_range(1..=5);
+            let mut tx = conn.begin().await.unwrap();
+            for _ in 0..statements {
+                let id: i64 = rng.gen_range(1..=keys);
+                let n: i64 = rng.r#gen::<u32>() as i64;
+                let sql = match rng.gen_range(0..10) {
+                    0 | 1 => format!("DELETE FROM {table} WHERE id = $1 AND $2::int8 IS NOT NULL"),
+                    2..=5 => format!(
+                        "INSERT INTO {table} (id, n, note) VALUES ($1, $2, 'w' || $2) \
+                         ON CONFLICT (id) DO UPDATE SET n = EXCLUDED.n, note = EXCLUDED.note"
+                    ),
+                    _ => format!("UPDATE {table} SET n = $2, note = 'u' || $2 WHERE id = $1"),
+                };
+                sqlx::query(&sql)
+                    .bind(id)
+                    .bind(n)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+            transactions += 1;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        transactions
+    })
+}
