@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use ficus_adapters::CancellationToken;
 
-use crate::support::{
-    CdcTest, assert_same_state_with, free_addr, spawn_writer, table_state, topic_state,
-};
+use crate::support::{CdcTest, free_addr, spawn_writer};
 
 /// A Tansu broker of this test's own, with its data in a directory that survives restarts.
 struct PrivateBroker {
@@ -149,12 +147,7 @@ async fn a_broker_outage_during_writes_loses_nothing() {
     let transactions = writer.await.unwrap();
     test.wait_caught_up(Duration::from_secs(180)).await;
 
-    let messages = test.settled_messages(&test.topic("t")).await;
-    assert_same_state_with(
-        &topic_state(&messages),
-        &table_state(&test.pool, "t").await,
-        &messages,
-    );
+    let messages = test.assert_topic_matches_table(&test.topic("t"), "t").await;
     let metrics = adapter.metrics_text().await;
     assert!(
         metrics.contains("ficus_cdc_broker_errors_total"),

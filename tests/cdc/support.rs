@@ -250,23 +250,28 @@ impl CdcTest {
             .unwrap()
     }
 
-    /// Every message of `topic` once its length stops changing (read again after a second).
-    pub async fn settled_messages(&self, topic: &str) -> Vec<Msg> {
-        let mut messages = self.messages(topic).await;
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let again = self.messages(topic).await;
-            if again.len() == messages.len() {
-                return again;
+    /// Reads `topic` until its last state per key equals table `table` (`t(id, n, note)`),
+    /// for at most 30 s, then asserts it: the broker may show an acknowledged write a moment
+    /// late, but a lost change never shows. Returns the messages read last.
+    pub async fn assert_topic_matches_table(&self, topic: &str, table: &str) -> Vec<Msg> {
+        let rows = table_state(&self.pool, table).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut reads = 0;
+        loop {
+            let messages = self.messages(topic).await;
+            reads += 1;
+            if same_state(&topic_state(&messages), &rows) {
+                if reads > 1 {
+                    eprintln!("{topic}: matched the table after {reads} reads");
+                }
+                return messages;
             }
-            eprintln!(
-                "{topic}: {} messages, then {} a second later",
-                messages.len(),
-                again.len()
-            );
-            messages = again;
+            if Instant::now() >= deadline {
+                assert_same_state_with(&topic_state(&messages), &rows, &messages);
+                return messages;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        messages
     }
 
     /// Waits until the snapshot of the slot is recorded complete.
@@ -353,7 +358,11 @@ impl Drop for CdcTest {
             });
         });
         let _ = cleanup.join();
-        let _ = std::fs::remove_dir_all(&self.work_dir);
+        if std::thread::panicking() {
+            eprintln!("adapter logs kept in {}", self.work_dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.work_dir);
+        }
     }
 }
 
@@ -627,16 +636,22 @@ pub async fn table_state(pool: &sqlx::PgPool, table: &str) -> HashMap<i64, (i64,
         .collect()
 }
 
-/// Compares the topic's last state per key with the table: every row present with its values,
-/// every key the topic has that the table lacks deleted.
-pub fn assert_same_state(
+/// Whether the topic's last state per key is the table's.
+pub fn same_state(
     topic: &HashMap<i64, Option<(i64, String)>>,
     table: &HashMap<i64, (i64, String)>,
-) {
-    assert_same_state_with(topic, table, &[]);
+) -> bool {
+    table
+        .iter()
+        .all(|(id, row)| topic.get(id) == Some(&Some(row.clone())))
+        && topic
+            .iter()
+            .all(|(id, row)| row.is_none() || table.contains_key(id))
 }
 
-/// [`assert_same_state`], printing the events of the first differing keys from `messages`.
+/// Compares the topic's last state per key with the table (every row present with its values,
+/// every key the topic has that the table lacks deleted), printing the events of the first
+/// differing keys from `messages`.
 pub fn assert_same_state_with(
     topic: &HashMap<i64, Option<(i64, String)>>,
     table: &HashMap<i64, (i64, String)>,

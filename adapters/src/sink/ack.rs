@@ -88,8 +88,19 @@ impl AckTracker {
         self.confirm_ready(&mut inner);
     }
 
+    /// `seq` was registered but never handed to the producer (the stream failed first). It
+    /// counts as settled for the window: the restarted stream starts before the transaction it
+    /// belongs to, whose commit was never recorded, and sends it again.
+    pub fn abandon(&self, seq: u64) {
+        self.settle(seq, false);
+    }
+
     /// The broker acknowledged `seq`.
     pub fn ack(&self, seq: u64) {
+        self.settle(seq, true);
+    }
+
+    fn settle(&self, seq: u64, acknowledged: bool) {
         let mut inner = self.inner.lock().expect("ack tracker");
         if seq < inner.base {
             return;
@@ -104,7 +115,9 @@ impl AckTracker {
             inner.base += 1;
             advanced = true;
         }
-        self.metrics.acked_events.inc();
+        if acknowledged {
+            self.metrics.acked_events.inc();
+        }
         self.metrics.inflight.set((inner.next - inner.base) as i64);
         if advanced {
             self.confirm_ready(&mut inner);
@@ -261,6 +274,22 @@ mod tests {
         t.ack(b);
         assert_eq!(t.confirmed(), 0);
         assert_eq!(t.failure().as_deref(), Some("refused"));
+    }
+
+    #[test]
+    fn an_abandoned_record_does_not_block_the_window() {
+        let t = tracker();
+        let a = t.register();
+        t.commit(10, 0);
+        t.ack(a);
+        assert_eq!(t.confirmed(), 10);
+        let lost = t.register();
+        t.abandon(lost);
+        // The restarted stream's records and commits confirm again.
+        let b = t.register();
+        t.commit(30, 0);
+        t.ack(b);
+        assert_eq!(t.confirmed(), 30);
     }
 
     #[test]

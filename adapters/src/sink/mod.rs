@@ -261,11 +261,16 @@ impl Sink {
         }
         let seq = self.tracker.register();
         loop {
-            match self.try_send(record, seq)? {
-                TrySend::Sent => return Ok(()),
-                TrySend::Full => tokio::time::sleep(Duration::from_millis(2)).await,
+            match self.try_send(record, seq) {
+                Ok(TrySend::Sent) => return Ok(()),
+                Ok(TrySend::Full) => tokio::time::sleep(Duration::from_millis(2)).await,
+                Err(error) => {
+                    self.tracker.abandon(seq);
+                    return Err(error);
+                }
             }
             if let Some(failure) = self.tracker.failure() {
+                self.tracker.abandon(seq);
                 return Err(CdcError::Delivery(failure));
             }
         }

@@ -3,7 +3,8 @@
 //! `ficus.snapshot_progress` once a chunk's events are all acknowledged.
 //!
 //! - Consistency: the snapshot is exported by a temporary replication slot; its consistent
-//!   point is the LSN at which the snapshot's rows hold. The stream starts after the snapshot,
+//!   point is the LSN at which the snapshot's rows hold. Every chunk is read in a transaction
+//!   of its own that imports it, so locks are held one chunk at a time. The stream starts after the snapshot,
 //!   at the main slot's position (created earlier, so at or before that point), and
 //!   [`filter::SnapshotFilter`] skips the changes the snapshot already contains.
 //! - Resumption: after a crash the tables done stay done; an unfinished table continues after
@@ -194,17 +195,13 @@ pub async fn run(
     let mut conn = PgConnection::connect(&config.database_url)
         .await
         .map_err(CdcError::pg("connecting for the snapshot"))?;
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-        .map_err(CdcError::pg("starting the snapshot transaction"))?;
-    conn.execute(format!("SET TRANSACTION SNAPSHOT {}", quote_literal(&export.name)).as_str())
-        .await
-        .map_err(CdcError::pg("importing the exported snapshot"))?;
+    begin_at(&mut conn, &export.name).await?;
     let (xmin,): (i64,) =
         sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8")
             .fetch_one(&mut conn)
             .await
             .map_err(CdcError::pg("reading the snapshot's xmin"))?;
+    commit(&mut conn).await?;
     let started_ms = now_ms();
 
     let snapshotter = Snapshotter {
@@ -213,6 +210,7 @@ pub async fn run(
         metrics,
         pool: pool.clone(),
         snapshot_lsn: export.lsn,
+        snapshot_name: export.name.clone(),
         started_ms,
         xmin,
     };
@@ -224,9 +222,6 @@ pub async fn run(
         > = Box::pin(snapshotter.table(catalog, sink, &mut conn, schema, table, previous));
         step.instrument(span).await?;
     }
-    conn.execute("COMMIT")
-        .await
-        .map_err(CdcError::pg("ending the snapshot transaction"))?;
     conn.close().await.ok();
     drop(export);
     mark_complete(&pool, &config.slot).await?;
@@ -241,6 +236,7 @@ struct Snapshotter<'a> {
     metrics: &'a Arc<Metrics>,
     pool: sqlx::PgPool,
     snapshot_lsn: u64,
+    snapshot_name: String,
     started_ms: i64,
     xmin: i64,
 }
@@ -305,12 +301,34 @@ impl Snapshotter<'_> {
             metrics: self.metrics,
             segment,
             snapshot_lsn: self.snapshot_lsn,
+            snapshot_name: &self.snapshot_name,
             started_ms: self.started_ms,
             xmin: self.xmin,
             estimate,
         };
         reader.read(conn, sink, &self.pool, lower).await
     }
+}
+
+/// Starts a read-only transaction at the exported snapshot. Each chunk has a transaction of
+/// its own (the export stays valid while its replication connection is idle), so the table
+/// locks a read takes are held for one chunk, not for the whole snapshot: DDL and the
+/// monolith's own locks are not queued behind a snapshot of millions of rows.
+async fn begin_at(conn: &mut PgConnection, snapshot: &str) -> Result<(), CdcError> {
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(CdcError::pg("starting a snapshot transaction"))?;
+    conn.execute(format!("SET TRANSACTION SNAPSHOT {}", quote_literal(snapshot)).as_str())
+        .await
+        .map_err(CdcError::pg("importing the exported snapshot"))?;
+    Ok(())
+}
+
+async fn commit(conn: &mut PgConnection) -> Result<(), CdcError> {
+    conn.execute("COMMIT")
+        .await
+        .map_err(CdcError::pg("ending a snapshot transaction"))?;
+    Ok(())
 }
 
 async fn mark_complete(pool: &sqlx::PgPool, slot: &str) -> Result<(), CdcError> {
@@ -332,6 +350,7 @@ struct TableReader<'a> {
     metrics: &'a Arc<Metrics>,
     segment: i32,
     snapshot_lsn: u64,
+    snapshot_name: &'a str,
     started_ms: i64,
     xmin: i64,
     estimate: i64,
@@ -369,6 +388,8 @@ impl TableReader<'_> {
             .collect();
         let key_types = self.info.key_sql_types();
         if !keyed {
+            // A cursor lives in one transaction: a table without a key is read in one.
+            begin_at(conn, self.snapshot_name).await?;
             conn.execute(
                 format!(
                     "DECLARE ficus_snapshot NO SCROLL CURSOR FOR SELECT {} FROM {from}",
@@ -420,10 +441,12 @@ impl TableReader<'_> {
                         query = query.bind(value);
                     }
                 }
+                begin_at(conn, self.snapshot_name).await?;
                 let fetched = query
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(CdcError::pg(format!("reading a chunk of {name}")))?;
+                commit(conn).await?;
                 fetched.iter().map(row_texts).collect::<Result<_, _>>()?
             } else {
                 let fetched = sqlx::query(&format!("FETCH {chunk} FROM ficus_snapshot"))
@@ -527,6 +550,7 @@ impl TableReader<'_> {
             conn.execute("CLOSE ficus_snapshot")
                 .await
                 .map_err(CdcError::pg("closing the snapshot cursor"))?;
+            commit(conn).await?;
         }
         sqlx::query(
             "UPDATE ficus.snapshot_progress SET done = true, updated_at = now() \

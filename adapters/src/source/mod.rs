@@ -532,12 +532,18 @@ impl<'a> Streamer<'a> {
         }
         let seq = tracker.register();
         loop {
-            match self.sink.try_send(record, seq)? {
-                TrySend::Sent => break,
-                TrySend::Full => {
+            let step = match self.sink.try_send(record, seq) {
+                Ok(TrySend::Sent) => break,
+                Ok(TrySend::Full) => {
                     tokio::time::sleep(Duration::from_millis(2)).await;
-                    self.keepalive().await?;
+                    self.keepalive().await
                 }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = step {
+                // Never handed to the producer: the restarted stream sends it again.
+                tracker.abandon(seq);
+                return Err(error);
             }
         }
         let key = (record.table.clone(), record.op);
