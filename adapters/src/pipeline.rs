@@ -47,6 +47,16 @@ pub async fn run_with_listener(
     shutdown: CancellationToken,
 ) -> Result<(), CdcError> {
     config.validate()?;
+    // pg_walstream's driver on a current-thread runtime drops frames it already read when a
+    // read is cancelled, which the stream does every feedback interval: refuse it.
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        return Err(CdcError::Setup(
+            "the adapter needs a multi-thread tokio runtime (pg_walstream's inline driver)"
+                .to_owned(),
+        ));
+    }
     let config = Arc::new(config);
     tracing::info!(
         slot = %config.slot,
@@ -172,6 +182,8 @@ async fn attempt(
     streamer.run().await
 }
 
+/// Compile-time check that the steps' futures are `Send` (sqlx executors over `&mut` are easy
+/// to get wrong there, and the error otherwise surfaces far away, at a `tokio::spawn`).
 #[allow(dead_code)]
 fn assert_futures_are_send(
     config: &Arc<CdcConfig>,
@@ -187,4 +199,34 @@ fn assert_futures_are_send(
     is_send(SnapshotFilter::load(catalog, "x"));
     is_send(setup::ensure_publication(pool, config));
     is_send(snapshot::needed(pool, config, true));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_current_thread_runtime_is_refused() {
+        let config = CdcConfig::load(
+            None,
+            [
+                ("FICUS_CDC__DATABASE_URL", "postgres://u:p@127.0.0.1:1/db"),
+                ("FICUS_CDC__KAFKA__BROKERS", "127.0.0.1:1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let error = run_with_listener(
+            config,
+            listener,
+            Arc::new(Metrics::default()),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("multi-thread"), "{error}");
+    }
 }
