@@ -1,38 +1,181 @@
-//! The routes file (`routes.toml`): its format, parsing and validation.
+//! The routes file (`routes.toml`): its format, as typed values, and the parsing half of the
+//! one check ([`crate::check`]) that `ficus routes check|flip` and the proxy's loader share.
 //!
-//! Parsing reports every problem at once, each naming where it is: `proxy.default`,
-//! `upstreams.people.url`, `route "people-read": percent: 140 is not in 0..=100`. A file with any
-//! problem never becomes the live table.
+//! Every field deserializes straight into what it means (a [`PathPattern`], an [`http::Method`],
+//! a [`HeaderName`], a [`Sticky`] rule, a percent in basis points, a CIDR range, an upstream's
+//! scheme and authority, a signature algorithm): a value that means nothing is a [`Problem`] at
+//! its dotted key (`route."people-read".percent`, `upstreams.people.url`, `auth.keys_file`),
+//! and nothing downstream parses a string again. Every problem of a file is reported at once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Method};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The whole routes file.
-#[derive(Debug, Clone, Serialize)]
+use crate::authz::headers::Cidr;
+pub use crate::table::PathPattern;
+
+// ---------------------------------------------------------------------------------------------
+// Problems
+
+/// One thing wrong with a routes file, at its dotted key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: `proxy.default`, `upstreams.people.url`, `auth.algorithms[1]`,
+    /// `route."people-read".percent`, `route[3].path` (a route without a usable name); empty
+    /// for the file as a whole (not TOML).
+    pub key: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `route "people-read": percent: 140 is not in 0..=100`, `upstreams.people.url: ...`: a route
+/// is named the way a person reads it, the rest of the key follows.
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match split_route_key(&self.key) {
+            Some((label, "")) => write!(f, "{label}: {}", self.message),
+            Some((label, rest)) => write!(f, "{label}: {rest}: {}", self.message),
+            None if self.key.is_empty() => f.write_str(&self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// `route."a".percent` → (`route "a"`, `percent`); `route[3]` → (`route[3]`, ``).
+fn split_route_key(key: &str) -> Option<(String, &str)> {
+    let rest = key.strip_prefix("route")?;
+    let (label, after) = if let Some(quoted) = rest.strip_prefix('.') {
+        // A quoted name, `"` and `\` escaped.
+        let mut chars = quoted.char_indices();
+        if chars.next()?.1 != '"' {
+            return None;
+        }
+        let mut escaped = false;
+        let end = chars.find_map(|(i, c)| match c {
+            _ if escaped => {
+                escaped = false;
+                None
+            }
+            '\\' => {
+                escaped = true;
+                None
+            }
+            '"' => Some(i + 1),
+            _ => None,
+        })?;
+        (format!("route {}", &quoted[..end]), &quoted[end..])
+    } else if rest.starts_with('[') {
+        let end = rest.find(']')? + 1;
+        (format!("route{}", &rest[..end]), &rest[end..])
+    } else {
+        return None;
+    };
+    match after {
+        "" => Some((label, "")),
+        _ => Some((label, after.strip_prefix('.').unwrap_or(after))),
+    }
+}
+
+/// Every problem found in a routes file (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// The dotted keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|p| p.key.as_str())
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "{} problems:", many.len())?;
+                for problem in many {
+                    write!(f, "\n  {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// `prefix.rest`, or either alone.
+fn join(prefix: &str, rest: &str) -> String {
+    match (prefix, rest) {
+        ("", rest) => rest.to_owned(),
+        (prefix, "") => prefix.to_owned(),
+        (prefix, rest) if rest.starts_with('[') => format!("{prefix}{rest}"),
+        (prefix, rest) => format!("{prefix}.{rest}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file
+
+/// The whole routes file, checked: only [`crate::check::check`] makes one, so every name in it
+/// refers to something that exists (`proxy.default`, `serve` and `monolith` name upstreams).
+#[derive(Debug, Clone)]
 pub struct RoutesFile {
     pub proxy: ProxySection,
     /// Edge authorization; absent means none (every request passes as it is).
     pub auth: Option<AuthSection>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Made by the check only.
+    _checked: (),
+}
+
+impl RoutesFile {
+    /// The monolith upstream of a route: its `monolith`, or `proxy.default`.
+    pub fn monolith_of<'a>(&'a self, route: &'a RouteConfig) -> &'a str {
+        route.monolith.as_deref().unwrap_or(&self.proxy.default)
+    }
+
+    /// The former name of [`RoutesFile::monolith_of`], kept while the admin API still says
+    /// `legacy` (its owner renames it).
+    #[doc(hidden)]
+    pub fn legacy_of<'a>(&'a self, route: &'a RouteConfig) -> &'a str {
+        self.monolith_of(route)
+    }
 }
 
 /// `[proxy]`: proxy-wide settings and defaults for routes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySection {
-    /// Upstream for every request no route matches, and the legacy side of every route.
+    /// Upstream for every request no route matches, and the monolith side of every route
+    /// without its own `monolith`.
     pub default: String,
     /// Time to the upstream's response head, per route unless the route says otherwise.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "default_timeout_ms", deserialize_with = "positive")]
     pub timeout_ms: u64,
     /// Largest request body, per route unless the route says otherwise (413 past it).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
-    /// Largest request header section, names and values together (431 past it).
-    #[serde(default = "default_max_header_bytes")]
+    /// Largest request header section, names and values together (431 past it); 1024 at least.
+    #[serde(
+        default = "default_max_header_bytes",
+        deserialize_with = "max_header_bytes"
+    )]
     pub max_header_bytes: usize,
     /// Largest request body kept to replay on the monolith when a fallback happens.
     #[serde(default = "default_fallback_buffer_bytes")]
@@ -43,42 +186,47 @@ pub struct ProxySection {
     pub expose_headers: bool,
     /// Client addresses (CIDR) whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are
     /// kept (a load balancer in front). From anyone else they are removed before forwarding.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    #[serde(default, deserialize_with = "cidrs")]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// `[auth]`: authorization at the edge, solved once for every route and both sides.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     /// What a route without `auth` gets: `deny` (refused), `authenticated` (any valid token) or
     /// `allow` (no check).
     #[serde(default = "default_policy")]
     pub default: DefaultPolicy,
-    /// The identity provider's JWKS, fetched, cached and refreshed (http://).
+    /// The identity provider's JWKS, fetched, cached and refreshed (http://). The check does not
+    /// fetch it.
     #[serde(default)]
-    pub jwks_url: Option<String>,
+    pub jwks_url: Option<JwksUrl>,
     /// Static keys: a JWKS JSON file (for air-gapped setups and tests), read at each reload.
+    /// Relative paths are taken from the routes file's directory.
     #[serde(default)]
-    pub keys_file: Option<String>,
-    /// A file holding the HS256 secret; HS256 is accepted only when this is set.
+    pub keys_file: Option<PathBuf>,
+    /// A file holding the HS256 secret (32 bytes at least); HS256 is accepted only when this
+    /// is set. Relative paths are taken from the routes file's directory.
     #[serde(default)]
-    pub hs256_secret_file: Option<String>,
+    pub hs256_secret_file: Option<PathBuf>,
     /// Required `iss`.
+    #[serde(deserialize_with = "not_empty")]
     pub issuer: String,
     /// Accepted `aud` values (a token needs one of them).
+    #[serde(deserialize_with = "audiences")]
     pub audience: Vec<String>,
-    /// Accepted signature algorithms among RS256, ES256, EdDSA, HS256.
+    /// Accepted signature algorithms.
     #[serde(default = "default_algorithms")]
-    pub algorithms: Vec<String>,
+    pub algorithms: Vec<SigningAlgorithm>,
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(default = "default_leeway_ms")]
     pub leeway_ms: u64,
     /// Background refresh period of the JWKS.
-    #[serde(default = "default_jwks_refresh_ms")]
+    #[serde(default = "default_jwks_refresh_ms", deserialize_with = "positive")]
     pub jwks_refresh_ms: u64,
     /// At most one JWKS fetch this often for tokens with an unknown `kid`.
-    #[serde(default = "default_jwks_min_refetch_ms")]
+    #[serde(default = "default_jwks_min_refetch_ms", deserialize_with = "positive")]
     pub jwks_min_refetch_ms: u64,
     /// A cookie that may carry the token when no `Authorization: Bearer` is sent.
     #[serde(default)]
@@ -87,15 +235,15 @@ pub struct AuthSection {
     #[serde(default)]
     pub forward: ForwardNames,
     /// More inbound headers to remove (in any case, `_` or `-`), on top of the forward names.
-    #[serde(default)]
-    pub strip_headers: Vec<String>,
+    #[serde(default, deserialize_with = "header_names")]
+    pub strip_headers: Vec<HeaderName>,
     /// Also forward the identity as a short-lived token signed by ficus.
     #[serde(default)]
     pub internal_token: Option<InternalTokenConfig>,
 }
 
 /// What a route without its own `auth` gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DefaultPolicy {
     Deny,
@@ -103,48 +251,96 @@ pub enum DefaultPolicy {
     Allow,
 }
 
+/// A token signature algorithm the edge accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SigningAlgorithm {
+    RS256,
+    ES256,
+    EdDSA,
+    /// Only with `hs256_secret_file`.
+    HS256,
+}
+
+impl SigningAlgorithm {
+    pub fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            SigningAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+            SigningAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+            SigningAlgorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+            SigningAlgorithm::HS256 => jsonwebtoken::Algorithm::HS256,
+        }
+    }
+}
+
+/// `jwks_url`: an `http://` URL with a host (https is not supported yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksUrl(pub http::Uri);
+
+impl TryFrom<String> for JwksUrl {
+    type Error = String;
+    fn try_from(url: String) -> Result<Self, String> {
+        match url.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+                Ok(JwksUrl(uri))
+            }
+            _ => Err(format!(
+                "`{url}` is not an http:// URL (https is not supported yet)"
+            )),
+        }
+    }
+}
+
 /// `[auth.forward]`: the headers that carry the verified identity upstream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardNames {
-    pub subject: String,
-    pub email: String,
-    pub name: String,
-    pub scopes: String,
-    pub roles: String,
+    #[serde(deserialize_with = "header_name")]
+    pub subject: HeaderName,
+    #[serde(deserialize_with = "header_name")]
+    pub email: HeaderName,
+    #[serde(deserialize_with = "header_name")]
+    pub name: HeaderName,
+    #[serde(deserialize_with = "header_name")]
+    pub scopes: HeaderName,
+    #[serde(deserialize_with = "header_name")]
+    pub roles: HeaderName,
 }
 
 impl Default for ForwardNames {
     fn default() -> Self {
         Self {
-            subject: "x-ficus-subject".to_owned(),
-            email: "x-ficus-email".to_owned(),
-            name: "x-ficus-name".to_owned(),
-            scopes: "x-ficus-scopes".to_owned(),
-            roles: "x-ficus-roles".to_owned(),
+            subject: HeaderName::from_static("x-ficus-subject"),
+            email: HeaderName::from_static("x-ficus-email"),
+            name: HeaderName::from_static("x-ficus-name"),
+            scopes: HeaderName::from_static("x-ficus-scopes"),
+            roles: HeaderName::from_static("x-ficus-roles"),
         }
     }
 }
 
 /// `[auth.internal_token]`: the identity as an EdDSA token signed by ficus; its public keys are
 /// at the admin API's `/.well-known/jwks.json`; `ficus-identity` verifies it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InternalTokenConfig {
-    #[serde(default = "default_internal_header")]
-    pub header: String,
+    /// The header that carries the token upstream.
+    #[serde(default = "default_internal_header", deserialize_with = "header_name")]
+    pub header: HeaderName,
+    /// The token's `aud`.
     #[serde(default = "default_internal_audience")]
     pub audience: String,
-    #[serde(default = "default_internal_ttl_ms")]
+    /// The token's lifetime.
+    #[serde(default = "default_internal_ttl_ms", deserialize_with = "positive")]
     pub ttl_ms: u64,
     /// A 32-byte Ed25519 seed, hex, in a file: every proxy instance given the same file signs
-    /// with the same key. Without it each process makes its own key at start.
+    /// with the same key. Without it each process makes its own key at start. Relative paths
+    /// are taken from the routes file's directory.
     #[serde(default)]
-    pub key_file: Option<String>,
+    pub key_file: Option<PathBuf>,
 }
 
 /// A route's `auth = { ... }`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuth {
     /// No token needed (login pages, health checks).
@@ -167,8 +363,12 @@ pub struct RouteAuth {
 fn default_policy() -> DefaultPolicy {
     DefaultPolicy::Deny
 }
-fn default_algorithms() -> Vec<String> {
-    vec!["RS256".to_owned(), "ES256".to_owned(), "EdDSA".to_owned()]
+fn default_algorithms() -> Vec<SigningAlgorithm> {
+    vec![
+        SigningAlgorithm::RS256,
+        SigningAlgorithm::ES256,
+        SigningAlgorithm::EdDSA,
+    ]
 }
 fn default_leeway_ms() -> u64 {
     30_000
@@ -179,8 +379,8 @@ fn default_jwks_refresh_ms() -> u64 {
 fn default_jwks_min_refetch_ms() -> u64 {
     10_000
 }
-fn default_internal_header() -> String {
-    "x-ficus-identity".to_owned()
+fn default_internal_header() -> HeaderName {
+    HeaderName::from_static("x-ficus-identity")
 }
 fn default_internal_audience() -> String {
     "ficus-services".to_owned()
@@ -188,7 +388,6 @@ fn default_internal_audience() -> String {
 fn default_internal_ttl_ms() -> u64 {
     60_000
 }
-
 fn default_timeout_ms() -> u64 {
     30_000
 }
@@ -206,21 +405,55 @@ fn default_connect_timeout_ms() -> u64 {
 }
 
 /// `[upstreams.NAME]`: a service the proxy forwards to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `http://host:port`; no path.
-    pub url: String,
+    pub url: UpstreamUrl,
     /// Time to establish a connection (504 past it).
-    #[serde(default = "default_connect_timeout_ms")]
+    #[serde(default = "default_connect_timeout_ms", deserialize_with = "positive")]
     pub connect_timeout_ms: u64,
 }
 
+/// An upstream's `url`: `http://host[:port]`, no path, no query.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamUrl {
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+impl TryFrom<String> for UpstreamUrl {
+    type Error = String;
+    fn try_from(url: String) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+        let parts = uri.into_parts();
+        if parts.scheme.as_ref().map(Scheme::as_str) != Some("http") {
+            return Err(format!("`{url}`: only http:// upstreams are supported"));
+        }
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err(format!("`{url}`: no host"));
+        };
+        let bare = parts
+            .path_and_query
+            .is_none_or(|pq| pq.path() == "/" && pq.query().is_none());
+        if !bare {
+            return Err(format!("`{url}`: must not have a path or query"));
+        }
+        Ok(UpstreamUrl { scheme, authority })
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
 /// Who serves a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    /// The legacy monolith serves.
+    /// The monolith serves.
     Monolith,
     /// The monolith serves; the extracted service gets a copy to compare (parity issue).
     Shadow,
@@ -242,38 +475,41 @@ impl Mode {
 }
 
 /// `[[route]]`: one step of the migration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Unique name: metrics, logs and `ficus routes flip` use it.
+    #[serde(deserialize_with = "route_name")]
     pub name: String,
     /// Path template: literal segments, `{param}` segments, and a final `*` for a prefix.
-    pub path: String,
+    pub path: PathPattern,
     /// Methods matched; empty matches all.
     #[serde(default)]
-    pub methods: Vec<String>,
+    pub methods: Vec<MethodName>,
     /// Header values that must match exactly (names case-insensitive).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: HeaderRules,
     /// The extracted upstream (needed for canary and extracted).
     #[serde(default)]
     pub serve: Option<String>,
-    /// The legacy upstream; `proxy.default` when absent.
+    /// The monolith upstream; `proxy.default` when absent.
     #[serde(default)]
-    pub legacy: Option<String>,
+    pub monolith: Option<String>,
     #[serde(default = "default_mode")]
     pub mode: Mode,
     /// Canary share, 0..=100 (two decimals count).
     #[serde(default)]
-    pub percent: Option<f64>,
+    pub percent: Option<Percent>,
     /// Canary stickiness: `header:NAME`, `cookie:NAME`, `ip` or `none`. Default `ip`.
     #[serde(default)]
-    pub sticky: Option<String>,
-    /// Idempotent requests that fail on the extracted side are answered by the legacy side.
+    pub sticky: Option<StickyRule>,
+    /// Idempotent requests that fail on the extracted side are answered by the monolith side.
     #[serde(default)]
     pub fallback: bool,
-    #[serde(default)]
+    /// Time to the upstream's response head; `proxy.timeout_ms` when absent.
+    #[serde(default, deserialize_with = "some_positive")]
     pub timeout_ms: Option<u64>,
+    /// Largest request body; `proxy.max_body_bytes` when absent.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
     /// What a request needs here; `[auth] default` when absent.
@@ -285,10 +521,86 @@ fn default_mode() -> Mode {
     Mode::Monolith
 }
 
+/// An HTTP method, written in upper case as on the wire (`GET`, `POST`, `PURGE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodName(pub Method);
+
+impl TryFrom<String> for MethodName {
+    type Error = String;
+    fn try_from(method: String) -> Result<Self, String> {
+        match Method::from_bytes(method.as_bytes()) {
+            Ok(parsed) if method.bytes().all(|b| b.is_ascii_uppercase()) => Ok(Self(parsed)),
+            _ => Err(format!(
+                "`{method}` is not an HTTP method (use upper case: GET, POST, ...)"
+            )),
+        }
+    }
+}
+
+impl Serialize for MethodName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// A route's `headers = { name = "value" }`: each must be present with exactly that value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderRules(pub Vec<(HeaderName, HeaderValue)>);
+
+impl<'de> Deserialize<'de> for HeaderRules {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, String>::deserialize(d)?;
+        let mut rules = Vec::with_capacity(raw.len());
+        for (name, value) in raw {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| D::Error::custom(format!("`{name}` is not a header name")))?;
+            let value = HeaderValue::from_str(&value).map_err(|_| {
+                D::Error::custom(format!("{name}: `{value}` is not a header value"))
+            })?;
+            rules.push((name, value));
+        }
+        Ok(Self(rules))
+    }
+}
+
+impl Serialize for HeaderRules {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            self.0
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or_default())),
+        )
+    }
+}
+
+/// A canary share in basis points (0..=10_000): `percent = 12.5` is 1250.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percent {
+    pub basis_points: u32,
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let percent = f64::deserialize(d)?;
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(D::Error::custom(format!("{percent} is not in 0..=100")));
+        }
+        Ok(Percent {
+            basis_points: (percent * 100.0).round() as u32,
+        })
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(f64::from(self.basis_points) / 100.0)
+    }
+}
+
 /// How a canary keeps a user on one side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sticky {
-    Header(http::HeaderName),
+    Header(HeaderName),
     Cookie(String),
     Ip,
     None,
@@ -297,7 +609,7 @@ pub enum Sticky {
 impl Sticky {
     pub fn parse(raw: &str) -> Result<Self, String> {
         match raw.split_once(':') {
-            Some(("header", name)) => http::HeaderName::from_bytes(name.trim().as_bytes())
+            Some(("header", name)) => HeaderName::from_bytes(name.trim().as_bytes())
                 .map(Sticky::Header)
                 .map_err(|_| format!("`{name}` is not a header name")),
             Some(("cookie", name)) if valid_token(name) => Ok(Sticky::Cookie(name.to_owned())),
@@ -311,337 +623,561 @@ impl Sticky {
     }
 }
 
+/// A route's `sticky`: the rule, and the text it was written as (which it derefs to, so the
+/// admin API shows it back as written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyRule {
+    text: Box<str>,
+    pub rule: Sticky,
+}
+
+impl TryFrom<String> for StickyRule {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let rule = Sticky::parse(&text)?;
+        Ok(Self {
+            text: text.into(),
+            rule,
+        })
+    }
+}
+
+impl std::ops::Deref for StickyRule {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
 fn valid_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Every problem found in a routes file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<String>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.as_slice() {
-            [one] => write!(f, "{one}"),
-            many => {
-                write!(f, "{} problems:", many.len())?;
-                for problem in many {
-                    write!(f, "\n  {problem}")?;
-                }
-                Ok(())
+// `TryFrom<String>` types deserialize through it.
+macro_rules! deserialize_via_string {
+    ($($ty:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Self::try_from(String::deserialize(d)?).map_err(D::Error::custom)
             }
         }
+    )*};
+}
+deserialize_via_string!(JwksUrl, UpstreamUrl, MethodName, StickyRule, PathPattern);
+
+/// A header name, one element of a list.
+struct HeaderNameText(HeaderName);
+
+impl<'de> Deserialize<'de> for HeaderNameText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        header_name(d).map(HeaderNameText)
     }
 }
 
-impl std::error::Error for ConfigErrors {}
+fn header_name<'de, D: Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
+    let name = String::deserialize(d)?;
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| D::Error::custom(format!("`{name}` is not a header name")))
+}
 
-/// Where a route is, for messages: its name when it has one, else its index.
-fn route_label(index: usize, table: &toml::Table) -> String {
-    match table.get("name").and_then(|v| v.as_str()) {
-        Some(name) => format!("route \"{name}\""),
-        None => format!("route[{index}]"),
+fn header_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HeaderName>, D::Error> {
+    let names = Vec::<HeaderNameText>::deserialize(d)?;
+    Ok(names.into_iter().map(|n| n.0).collect())
+}
+
+/// A CIDR range, one element of a list.
+struct CidrText(Cidr);
+
+impl<'de> Deserialize<'de> for CidrText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Cidr::parse(&String::deserialize(d)?)
+            .map(CidrText)
+            .map_err(D::Error::custom)
     }
 }
 
-/// Shortens serde's messages ("unknown field `x`, expected one of ..." stays; spans go).
-fn serde_message(error: &toml::de::Error) -> String {
-    error.message().trim().to_owned()
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+    let ranges = Vec::<CidrText>::deserialize(d)?;
+    Ok(ranges.into_iter().map(|c| c.0).collect())
 }
 
-impl RoutesFile {
-    /// Parses and validates the text of a routes file.
-    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
-        let mut errors = Vec::new();
-        let root: toml::Table = toml::from_str(text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            ConfigErrors(vec![format!("not valid TOML{at}: {}", serde_message(&e))])
-        })?;
+fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match u64::deserialize(d)? {
+        0 => Err(D::Error::custom("must be more than 0")),
+        n => Ok(n),
+    }
+}
+
+fn some_positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    positive(d).map(Some)
+}
+
+fn max_header_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        n if n < 1024 => Err(D::Error::custom(format!("must be at least 1024, got {n}"))),
+        n => Ok(n),
+    }
+}
+
+fn not_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Err(D::Error::custom("must not be empty"));
+    }
+    Ok(text)
+}
+
+fn audiences<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let audiences = Vec::<String>::deserialize(d)?;
+    if audiences.is_empty() {
+        return Err(D::Error::custom("name at least one accepted audience"));
+    }
+    Ok(audiences)
+}
+
+fn route_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok {
+        return Err(D::Error::custom(
+            "must be letters, digits, -, _ or . (and not empty)",
+        ));
+    }
+    Ok(name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+/// The sections of a file, each as far as it could be read, and the problems met.
+#[derive(Default)]
+pub(crate) struct Sections {
+    pub proxy: Option<ProxySection>,
+    pub auth: Option<AuthSection>,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub problems: Vec<Problem>,
+}
+
+impl Sections {
+    /// Reads the text into typed sections, and checks what refers to what. Reads no file.
+    pub(crate) fn parse(text: &str) -> Self {
+        let mut sections = Sections::default();
+        let mut found = Vec::new();
+        let problems = &mut found;
+        let root: toml::Table = match toml::from_str(text) {
+            Ok(root) => root,
+            Err(e) => {
+                let at = e
+                    .span()
+                    .map(|span| {
+                        let line = text[..span.start.min(text.len())].lines().count().max(1);
+                        format!(" (line {line})")
+                    })
+                    .unwrap_or_default();
+                problems.push(Problem::new(
+                    "",
+                    format!("not valid TOML{at}: {}", e.message().trim()),
+                ));
+                sections.problems = found;
+                return sections;
+            }
+        };
 
         for key in root.keys() {
             if !matches!(key.as_str(), "proxy" | "auth" | "upstreams" | "route") {
-                errors.push(format!(
-                    "{key}: unknown section (expected proxy, auth, upstreams, route)"
+                problems.push(Problem::new(
+                    key.as_str(),
+                    "unknown section (expected proxy, auth, upstreams, route)",
                 ));
             }
         }
 
-        let proxy = match root.get("proxy") {
+        sections.proxy = match root.get("proxy") {
             None => {
-                errors.push("proxy: missing section [proxy] with `default`".to_owned());
+                problems.push(Problem::new(
+                    "proxy",
+                    "missing section [proxy] with `default`",
+                ));
                 None
             }
-            Some(value) => match ProxySection::deserialize(value.clone()) {
-                Ok(proxy) => Some(proxy),
-                Err(e) => {
-                    errors.push(format!("proxy: {}", serde_message(&e)));
-                    None
-                }
-            },
+            Some(value) => deserialize_all("proxy", value, problems),
         };
+        sections.auth = root
+            .get("auth")
+            .and_then(|value| deserialize_all::<AuthSection>("auth", value, problems));
+        if let Some(auth) = &sections.auth {
+            check_auth(auth, problems);
+        }
 
-        let auth = match root.get("auth") {
-            None => None,
-            Some(value) => match AuthSection::deserialize(value.clone()) {
-                Ok(auth) => {
-                    validate_auth(&auth, &mut errors);
-                    Some(auth)
-                }
-                Err(e) => {
-                    errors.push(format!("auth: {}", serde_message(&e)));
-                    None
-                }
-            },
-        };
-
-        let mut upstreams = BTreeMap::new();
         match root.get("upstreams") {
             None => {}
             Some(toml::Value::Table(table)) => {
                 for (name, value) in table {
-                    match UpstreamConfig::deserialize(value.clone()) {
-                        Ok(upstream) => {
-                            if let Err(problem) = validate_upstream_url(&upstream.url) {
-                                errors.push(format!("upstreams.{name}.url: {problem}"));
-                            }
-                            if upstream.connect_timeout_ms == 0 {
-                                errors.push(format!(
-                                    "upstreams.{name}.connect_timeout_ms: must be more than 0"
-                                ));
-                            }
-                            upstreams.insert(name.clone(), upstream);
-                        }
-                        Err(e) => errors.push(format!("upstreams.{name}: {}", serde_message(&e))),
+                    let key = format!("upstreams.{}", dotted_name(name));
+                    if let Some(upstream) = deserialize_all(&key, value, problems) {
+                        sections.upstreams.insert(name.clone(), upstream);
                     }
                 }
             }
-            Some(_) => errors.push("upstreams: must be a table of [upstreams.NAME]".to_owned()),
+            Some(_) => problems.push(Problem::new(
+                "upstreams",
+                "must be a table of [upstreams.NAME]",
+            )),
         }
 
+        // Routes by key, for the checks across fields.
         let mut routes = Vec::new();
         match root.get("route") {
             None => {}
             Some(toml::Value::Array(items)) => {
                 for (index, item) in items.iter().enumerate() {
                     let Some(table) = item.as_table() else {
-                        errors.push(format!("route[{index}]: must be a [[route]] table"));
+                        problems.push(Problem::new(
+                            format!("route[{index}]"),
+                            "must be a [[route]] table",
+                        ));
                         continue;
                     };
-                    let label = route_label(index, table);
-                    match RouteConfig::deserialize(item.clone()) {
-                        Ok(route) => routes.push((label, route)),
-                        Err(e) => errors.push(format!("{label}: {}", serde_message(&e))),
+                    let key = route_key(index, table);
+                    if table.contains_key("legacy") {
+                        problems.push(Problem::new(
+                            join(&key, "legacy"),
+                            "`legacy` is now `monolith` (the monolith upstream of the route); \
+                             rename the key",
+                        ));
+                        let mut table = table.clone();
+                        table.remove("legacy");
+                        let value = toml::Value::Table(table);
+                        if let Some(route) = deserialize_all::<RouteConfig>(&key, &value, problems)
+                        {
+                            routes.push((key, route));
+                        }
+                    } else if let Some(route) = deserialize_all(&key, item, problems) {
+                        routes.push((key, route));
                     }
                 }
             }
-            Some(_) => errors.push("route: must be an array of [[route]] tables".to_owned()),
+            Some(_) => problems.push(Problem::new(
+                "route",
+                "must be an array of [[route]] tables",
+            )),
         }
 
-        if let Some(proxy) = &proxy {
-            if !upstreams.contains_key(&proxy.default) {
-                errors.push(format!(
-                    "proxy.default: no upstream named \"{}\" (define [upstreams.{}])",
+        if let Some(proxy) = &sections.proxy
+            && !sections.upstreams.contains_key(&proxy.default)
+            && !names_a_broken_upstream(&root, &proxy.default)
+        {
+            report(
+                problems,
+                "proxy.default".to_owned(),
+                format!(
+                    "no upstream named \"{}\" (define [upstreams.{}])",
                     proxy.default, proxy.default
-                ));
-            }
-            if proxy.timeout_ms == 0 {
-                errors.push("proxy.timeout_ms: must be more than 0".to_owned());
-            }
-            for (i, range) in proxy.trusted_proxies.iter().enumerate() {
-                if let Err(message) = crate::authz::headers::Cidr::parse(range) {
-                    errors.push(format!("proxy.trusted_proxies[{i}]: {message}"));
-                }
-            }
-            if proxy.max_header_bytes < 1024 {
-                errors.push(format!(
-                    "proxy.max_header_bytes: must be at least 1024, got {}",
-                    proxy.max_header_bytes
-                ));
-            }
+                ),
+            );
         }
 
         let mut names = HashSet::new();
-        for (label, route) in &routes {
-            validate_route(label, route, proxy.as_ref(), &upstreams, &mut errors);
-            if let Some(route_auth) = &route.auth {
-                if root.get("auth").is_none() {
-                    errors.push(format!(
-                        "{label}: auth: the file has no [auth] section to verify tokens with"
-                    ));
-                }
-                let conditions = !route_auth.require.is_empty()
-                    || !route_auth.roles.is_empty()
-                    || !route_auth.claims.is_empty();
-                if route_auth.public && (route_auth.deny || conditions) {
-                    errors.push(format!(
-                        "{label}: auth: `public` excludes `deny`, `require`, `roles` and `claims`"
-                    ));
-                }
-            }
+        for (key, route) in &routes {
+            check_route(key, route, &sections, &root, problems);
             if !names.insert(route.name.as_str()) {
-                errors.push(format!("{label}: name: used by another route too"));
+                report(
+                    problems,
+                    join(key, "name"),
+                    "used by another route too".to_owned(),
+                );
             }
         }
+        sections.routes = routes.into_iter().map(|(_, route)| route).collect();
+        sections.problems = found;
+        sections
+    }
 
-        match proxy {
-            Some(proxy) if errors.is_empty() => Ok(RoutesFile {
+    /// The file, when nothing is wrong with it (`problems` holds every problem, the key files'
+    /// included).
+    pub(crate) fn into_file(self) -> Result<RoutesFile, Problems> {
+        match self.proxy {
+            Some(proxy) if self.problems.is_empty() => Ok(RoutesFile {
                 proxy,
-                auth,
-                upstreams,
-                routes: routes.into_iter().map(|(_, r)| r).collect(),
+                auth: self.auth,
+                upstreams: self.upstreams,
+                routes: self.routes,
+                _checked: (),
             }),
-            _ => Err(ConfigErrors(errors)),
-        }
-    }
-
-    /// The legacy upstream of a route.
-    pub fn legacy_of<'a>(&'a self, route: &'a RouteConfig) -> &'a str {
-        route.legacy.as_deref().unwrap_or(&self.proxy.default)
-    }
-}
-
-fn validate_auth(auth: &AuthSection, errors: &mut Vec<String>) {
-    if auth.jwks_url.is_none() && auth.keys_file.is_none() && auth.hs256_secret_file.is_none() {
-        errors.push(
-            "auth: no keys to verify tokens with: set jwks_url, keys_file or hs256_secret_file"
-                .to_owned(),
-        );
-    }
-    if let Some(url) = &auth.jwks_url {
-        match url.parse::<http::Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
-            _ => errors.push(format!(
-                "auth.jwks_url: `{url}` is not an http:// URL (https is not supported yet)"
-            )),
-        }
-    }
-    if auth.issuer.trim().is_empty() {
-        errors.push("auth.issuer: must not be empty".to_owned());
-    }
-    if auth.audience.is_empty() {
-        errors.push("auth.audience: name at least one accepted audience".to_owned());
-    }
-    for (i, alg) in auth.algorithms.iter().enumerate() {
-        if !matches!(alg.as_str(), "RS256" | "ES256" | "EdDSA" | "HS256") {
-            errors.push(format!(
-                "auth.algorithms[{i}]: `{alg}` is not one of RS256, ES256, EdDSA, HS256"
-            ));
-        }
-    }
-    let hs256 = auth.algorithms.iter().any(|a| a == "HS256");
-    if hs256 != auth.hs256_secret_file.is_some() {
-        errors.push(
-            "auth.hs256_secret_file: HS256 in `algorithms` and a secret file go together"
-                .to_owned(),
-        );
-    }
-    if auth.jwks_min_refetch_ms == 0 || auth.jwks_refresh_ms == 0 {
-        errors
-            .push("auth.jwks_refresh_ms, auth.jwks_min_refetch_ms: must be more than 0".to_owned());
-    }
-    let forward = &auth.forward;
-    let mut names = vec![
-        ("auth.forward.subject", &forward.subject),
-        ("auth.forward.email", &forward.email),
-        ("auth.forward.name", &forward.name),
-        ("auth.forward.scopes", &forward.scopes),
-        ("auth.forward.roles", &forward.roles),
-    ];
-    if let Some(internal) = &auth.internal_token {
-        names.push(("auth.internal_token.header", &internal.header));
-        if internal.ttl_ms == 0 {
-            errors.push("auth.internal_token.ttl_ms: must be more than 0".to_owned());
-        }
-    }
-    for (key, name) in names {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            errors.push(format!("{key}: `{name}` is not a header name"));
-        }
-    }
-    for (i, name) in auth.strip_headers.iter().enumerate() {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            errors.push(format!(
-                "auth.strip_headers[{i}]: `{name}` is not a header name"
-            ));
+            _ => Err(Problems(self.problems)),
         }
     }
 }
 
-fn validate_upstream_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("`{url}`: only http:// upstreams are supported"));
-    }
-    if uri.authority().is_none() {
-        return Err(format!("`{url}`: no host"));
-    }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!("`{url}`: must not have a path or query"));
-    }
-    Ok(())
+/// An upstream that is defined but has a problem of its own: a reference to it is not a
+/// second problem.
+fn names_a_broken_upstream(root: &toml::Table, name: &str) -> bool {
+    root.get("upstreams")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|t| t.contains_key(name))
 }
 
-fn validate_route(
-    label: &str,
-    route: &RouteConfig,
-    proxy: Option<&ProxySection>,
-    upstreams: &BTreeMap<String, UpstreamConfig>,
-    errors: &mut Vec<String>,
-) {
-    let mut problem =
-        |key: &str, message: String| errors.push(format!("{label}: {key}: {message}"));
-    let name_ok = !route.name.is_empty()
-        && route
-            .name
+/// `people`, or `"odd name"` when a bare key would not do.
+fn dotted_name(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !name_ok {
-        problem(
-            "name",
-            "must be letters, digits, -, _ or . (and not empty)".to_owned(),
-        );
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if bare {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
     }
-    if let Err(message) = crate::table::PathPattern::parse(&route.path) {
-        problem("path", message);
+}
+
+/// `route."people-read"` when the route has a name, else `route[3]`.
+fn route_key(index: usize, table: &toml::Table) -> String {
+    match table.get("name").and_then(|v| v.as_str()) {
+        Some(name) => format!("route.{name:?}"),
+        None => format!("route[{index}]"),
     }
-    for method in &route.methods {
-        let ok = http::Method::from_bytes(method.as_bytes()).is_ok()
-            && method.bytes().all(|b| b.is_ascii_uppercase());
-        if !ok {
-            problem(
-                "methods",
-                format!("`{method}` is not an HTTP method (use upper case: GET, POST, ...)"),
+}
+
+/// Deserializes `value` as a `T`, reporting every field that does not, at its key: after each
+/// problem the offending key (or array element) is set aside and the rest read again, until
+/// nothing more is wrong. Returns what could be read without the keys set aside (so that the
+/// checks across fields and the key files still run), `None` when a required key is missing.
+fn deserialize_all<T: DeserializeOwned + Placeholders>(
+    key: &str,
+    value: &toml::Value,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let mut probe = value.clone();
+    let mut removed: HashSet<String> = HashSet::new();
+    // Original indices of array elements set aside, by the array's path.
+    let mut removed_elements: HashMap<String, Vec<usize>> = HashMap::new();
+    loop {
+        let error = match serde_path_to_error::deserialize::<_, T>(probe.clone()) {
+            Ok(parsed) => return Some(parsed),
+            Err(error) => error,
+        };
+        let mut path: Vec<PathStep> = error
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(PathStep::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(PathStep::Index(*index)),
+                _ => None,
+            })
+            .collect();
+        let message = error.into_inner().message().trim().to_owned();
+        let message = if let Some(rest) = message.strip_prefix("unknown field `") {
+            let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            // serde names the unknown field in the message, not in the path.
+            if path.last() != Some(&PathStep::Key(field.to_owned())) {
+                path.push(PathStep::Key(field.to_owned()));
+            }
+            format!("unknown key{expected}")
+        } else if let Some(rest) = message.strip_prefix("missing field `") {
+            let field = rest.split_once('`').map_or(rest, |(f, _)| f);
+            path.push(PathStep::Key(field.to_owned()));
+            let shown = render(&path, &removed_elements);
+            if !removed.contains(&shown) {
+                problems.push(Problem::new(join(key, &shown), "missing (required)"));
+            }
+            // Missing, or set aside for its own problem: a stand-in lets the rest be checked
+            // (problems at its key are reported once, see `report`).
+            match (T::placeholder(field), &mut probe) {
+                (Some(stand_in), toml::Value::Table(table)) if path.len() == 1 => {
+                    table.insert(field.to_owned(), stand_in);
+                    removed.insert(shown);
+                    continue;
+                }
+                _ => return None,
+            }
+        } else {
+            message
+        };
+        let shown = render(&path, &removed_elements);
+        problems.push(Problem::new(join(key, &shown), message));
+        if path.is_empty() || !set_aside(&mut probe, &path, &mut removed_elements) {
+            return None;
+        }
+        removed.insert(shown);
+    }
+}
+
+/// Stand-ins for the required keys of a section, so that a section with a bad or missing
+/// required value is still checked in its other keys.
+trait Placeholders {
+    fn placeholder(_field: &str) -> Option<toml::Value> {
+        None
+    }
+}
+
+impl Placeholders for ProxySection {
+    fn placeholder(field: &str) -> Option<toml::Value> {
+        (field == "default").then(|| toml::Value::from("-"))
+    }
+}
+
+impl Placeholders for AuthSection {
+    fn placeholder(field: &str) -> Option<toml::Value> {
+        match field {
+            "issuer" => Some(toml::Value::from("-")),
+            "audience" => Some(toml::Value::Array(vec![toml::Value::from("-")])),
+            _ => None,
+        }
+    }
+}
+
+impl Placeholders for UpstreamConfig {
+    fn placeholder(field: &str) -> Option<toml::Value> {
+        (field == "url").then(|| toml::Value::from("http://placeholder.invalid"))
+    }
+}
+
+impl Placeholders for RouteConfig {
+    fn placeholder(field: &str) -> Option<toml::Value> {
+        match field {
+            "name" => Some(toml::Value::from("-")),
+            "path" => Some(toml::Value::from("/")),
+            _ => None,
+        }
+    }
+}
+
+/// One step of a path into a TOML value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+/// The path as a dotted key with the indices of the original file.
+fn render(path: &[PathStep], removed: &HashMap<String, Vec<usize>>) -> String {
+    let mut shown = String::new();
+    for step in path {
+        match step {
+            PathStep::Key(key) => {
+                if !shown.is_empty() {
+                    shown.push('.');
+                }
+                shown.push_str(&dotted_name(key));
+            }
+            PathStep::Index(index) => {
+                let original = original_index(*index, removed.get(&shown));
+                shown.push_str(&format!("[{original}]"));
+            }
+        }
+    }
+    shown
+}
+
+/// The index in the file of element `index` of an array some elements were taken from.
+fn original_index(index: usize, removed: Option<&Vec<usize>>) -> usize {
+    let removed = removed.map(Vec::as_slice).unwrap_or_default();
+    (0..)
+        .filter(|i| !removed.contains(i))
+        .nth(index)
+        .unwrap_or(index)
+}
+
+/// Takes the value at `path` out of `probe`; false when there is none to take.
+fn set_aside(
+    probe: &mut toml::Value,
+    path: &[PathStep],
+    removed_elements: &mut HashMap<String, Vec<usize>>,
+) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = probe;
+    for step in parents {
+        let next = match (step, at) {
+            (PathStep::Key(key), toml::Value::Table(table)) => table.get_mut(key),
+            (PathStep::Index(index), toml::Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    match (last, at) {
+        (PathStep::Key(key), toml::Value::Table(table)) => table.remove(key).is_some(),
+        (PathStep::Index(index), toml::Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            let array = render(parents, removed_elements);
+            let taken = removed_elements.entry(array).or_default();
+            let original = original_index(*index, Some(taken));
+            taken.push(original);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Adds a problem found across fields, unless the key has one already (a value set aside
+/// for its own problem is not also "missing").
+fn report(problems: &mut Vec<Problem>, key: String, message: String) {
+    let reported = problems
+        .iter()
+        .any(|p| p.key == key || key.starts_with(&format!("{}.", p.key)));
+    if !reported {
+        problems.push(Problem::new(key, message));
+    }
+}
+
+fn check_auth(auth: &AuthSection, problems: &mut Vec<Problem>) {
+    if auth.jwks_url.is_none() && auth.keys_file.is_none() && auth.hs256_secret_file.is_none() {
+        let mentioned = problems.iter().any(|p| {
+            ["auth.jwks_url", "auth.keys_file", "auth.hs256_secret_file"].contains(&p.key.as_str())
+        });
+        if !mentioned {
+            report(
+                problems,
+                "auth".to_owned(),
+                "no keys to verify tokens with: set jwks_url, keys_file or hs256_secret_file"
+                    .to_owned(),
             );
         }
     }
-    for header in route.headers.keys() {
-        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-            problem("headers", format!("`{header}` is not a header name"));
-        }
+    let hs256 = auth.algorithms.contains(&SigningAlgorithm::HS256);
+    if hs256 != auth.hs256_secret_file.is_some() {
+        report(
+            problems,
+            "auth.hs256_secret_file".to_owned(),
+            "HS256 in `algorithms` and a secret file go together".to_owned(),
+        );
     }
-    let known = |name: &str| upstreams.contains_key(name);
+}
+
+fn check_route(
+    key: &str,
+    route: &RouteConfig,
+    sections: &Sections,
+    root: &toml::Table,
+    problems: &mut Vec<Problem>,
+) {
+    let mut problem = |field: &str, message: String| report(problems, join(key, field), message);
+    let known =
+        |name: &str| sections.upstreams.contains_key(name) || names_a_broken_upstream(root, name);
     if let Some(serve) = &route.serve
         && !known(serve)
     {
         problem("serve", format!("no upstream named \"{serve}\""));
     }
-    if let Some(legacy) = &route.legacy
-        && !known(legacy)
+    if let Some(monolith) = &route.monolith
+        && !known(monolith)
     {
-        problem("legacy", format!("no upstream named \"{legacy}\""));
+        problem("monolith", format!("no upstream named \"{monolith}\""));
     }
-    let legacy = route
-        .legacy
+    let monolith = route
+        .monolith
         .as_deref()
-        .or(proxy.map(|p| p.default.as_str()));
+        .or(sections.proxy.as_ref().map(|p| p.default.as_str()));
     match route.mode {
         Mode::Monolith => {}
         Mode::Shadow => problem(
@@ -659,9 +1195,9 @@ fn validate_route(
                         route.mode.as_str()
                     ),
                 ),
-                Some(serve) if Some(serve.as_str()) == legacy => problem(
+                Some(serve) if Some(serve.as_str()) == monolith => problem(
                     "serve",
-                    format!("\"{serve}\" is also the legacy side; name the extracted upstream"),
+                    format!("\"{serve}\" is also the monolith side; name the extracted upstream"),
                 ),
                 Some(_) => {}
             }
@@ -673,18 +1209,22 @@ fn validate_route(
             }
         }
     }
-    if let Some(percent) = route.percent
-        && !(0.0..=100.0).contains(&percent)
-    {
-        problem("percent", format!("{percent} is not in 0..=100"));
-    }
-    if let Some(sticky) = &route.sticky
-        && let Err(message) = Sticky::parse(sticky)
-    {
-        problem("sticky", message);
-    }
-    if route.timeout_ms == Some(0) {
-        problem("timeout_ms", "must be more than 0".to_owned());
+    if let Some(route_auth) = &route.auth {
+        if !root.contains_key("auth") {
+            problem(
+                "auth",
+                "the file has no [auth] section to verify tokens with".to_owned(),
+            );
+        }
+        let conditions = !route_auth.require.is_empty()
+            || !route_auth.roles.is_empty()
+            || !route_auth.claims.is_empty();
+        if route_auth.public && (route_auth.deny || conditions) {
+            problem(
+                "auth",
+                "`public` excludes `deny`, `require`, `roles` and `claims`".to_owned(),
+            );
+        }
     }
 }
 
@@ -710,39 +1250,87 @@ mod tests {
         fallback = true
     "#;
 
-    #[test]
-    fn a_good_file_parses_with_defaults() {
-        let file = RoutesFile::parse(GOOD).unwrap();
-        assert_eq!(file.proxy.timeout_ms, 30_000);
-        assert_eq!(file.routes[0].percent, Some(10.0));
-        assert_eq!(file.upstreams["people"].connect_timeout_ms, 2_000);
-        assert_eq!(file.legacy_of(&file.routes[0]), "monolith");
+    fn parse(text: &str) -> Result<RoutesFile, Problems> {
+        Sections::parse(text).into_file()
     }
 
-    fn problems(text: &str) -> Vec<String> {
-        RoutesFile::parse(text).unwrap_err().0
+    #[test]
+    fn a_good_file_parses_into_typed_values_with_defaults() {
+        let file = parse(GOOD).unwrap();
+        assert_eq!(file.proxy.timeout_ms, 30_000);
+        let route = &file.routes[0];
+        assert_eq!(route.percent, Some(Percent { basis_points: 1000 }));
+        assert_eq!(route.methods, [MethodName(Method::GET)]);
+        assert_eq!(
+            route.sticky.as_ref().map(|s| &s.rule),
+            Some(&Sticky::Header(HeaderName::from_static("x-user-id")))
+        );
+        assert_eq!(&**route.sticky.as_ref().unwrap(), "header:x-user-id");
+        assert_eq!(file.upstreams["people"].connect_timeout_ms, 2_000);
+        assert_eq!(
+            file.upstreams["people"].url.to_string(),
+            "http://127.0.0.1:8081"
+        );
+        assert_eq!(file.monolith_of(route), "monolith");
+        let half = parse(&GOOD.replace("percent = 10", "percent = 12.345")).unwrap();
+        assert_eq!(half.routes[0].percent, Some(Percent { basis_points: 1235 }));
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        parse(text).unwrap_err().0
+    }
+
+    fn shown(text: &str) -> Vec<String> {
+        problems(text).iter().map(ToString::to_string).collect()
     }
 
     #[test]
     fn every_problem_is_reported_with_its_key() {
         let text = GOOD
             .replace("percent = 10", "percent = 140")
-            .replace("methods = [\"GET\"]", "methods = [\"get\"]")
+            .replace(
+                "methods = [\"GET\"]",
+                "methods = [\"GET\", \"get\", \"p st\"]",
+            )
             .replace("sticky = \"header:x-user-id\"", "sticky = \"session\"")
             + "\n[[route]]\nname = \"people-read\"\npath = \"api\"\nserve = \"nobody\"\n";
         let found = problems(&text);
         let expect = [
-            "route \"people-read\": percent: 140 is not in 0..=100",
-            "route \"people-read\": methods: `get` is not an HTTP method",
-            "route \"people-read\": sticky: `session` is not one of",
-            "route \"people-read\": path: must start with /",
-            "route \"people-read\": serve: no upstream named \"nobody\"",
-            "route \"people-read\": name: used by another route too",
+            (
+                "route.\"people-read\".methods[1]",
+                "route \"people-read\": methods[1]: `get` is not an HTTP method",
+            ),
+            (
+                "route.\"people-read\".methods[2]",
+                "route \"people-read\": methods[2]: `p st` is not an HTTP method",
+            ),
+            (
+                "route.\"people-read\".percent",
+                "route \"people-read\": percent: 140 is not in 0..=100",
+            ),
+            (
+                "route.\"people-read\".sticky",
+                "route \"people-read\": sticky: `session` is not one of",
+            ),
+            (
+                "route.\"people-read\".path",
+                "route \"people-read\": path: must start with /",
+            ),
+            (
+                "route.\"people-read\".serve",
+                "route \"people-read\": serve: no upstream named \"nobody\"",
+            ),
+            (
+                "route.\"people-read\".name",
+                "route \"people-read\": name: used by another route too",
+            ),
         ];
-        for want in expect {
+        for (key, text) in expect {
             assert!(
-                found.iter().any(|p| p.starts_with(want)),
-                "{want} in {found:#?}"
+                found
+                    .iter()
+                    .any(|p| p.key == key && p.to_string().starts_with(text)),
+                "{key} / {text} in {found:#?}"
             );
         }
         assert_eq!(found.len(), expect.len(), "{found:#?}");
@@ -750,52 +1338,114 @@ mod tests {
 
     #[test]
     fn structural_problems_name_their_place() {
-        assert!(problems("[proxy\n")[0].starts_with("not valid TOML (line 1)"));
+        assert!(shown("[proxy\n")[0].starts_with("not valid TOML (line 1)"));
         assert_eq!(
-            problems("[upstreams.m]\nurl = \"http://x:1\"\n"),
+            shown("[upstreams.m]\nurl = \"http://x:1\"\n"),
             ["proxy: missing section [proxy] with `default`"]
         );
         let found =
             problems("[proxy]\ndefault = \"m\"\ncolour = 1\n[upstreams.m]\nurl = \"https://x\"\n");
+        assert_eq!(found[0].key, "proxy.colour", "{found:?}");
+        assert!(found[0].message.starts_with("unknown key, expected one of"));
+        assert_eq!(found[1].key, "upstreams.m.url", "{found:?}");
         assert!(
-            found[0].starts_with("proxy: unknown field `colour`"),
+            found[1]
+                .to_string()
+                .starts_with("upstreams.m.url: `https://x`: only http://"),
             "{found:?}"
         );
+        // A broken upstream is not also an unknown one.
+        assert_eq!(found.len(), 2, "{found:?}");
+        let found = shown(&GOOD.replace("mode = \"canary\"", "mode = \"sideways\""));
         assert!(
-            found[1].starts_with("upstreams.m.url: `https://x`: only http://"),
+            found[0].starts_with("route \"people-read\": mode: unknown variant `sideways`"),
             "{found:?}"
         );
-        let found = problems(&GOOD.replace("mode = \"canary\"", "mode = \"sideways\""));
+        let found = shown(&GOOD.replace("percent = 10", "percent = \"ten\""));
         assert!(
-            found[0].starts_with("route \"people-read\": unknown variant `sideways`"),
+            found[0].starts_with("route \"people-read\": percent: invalid type"),
             "{found:?}"
         );
-        let found = problems(&GOOD.replace("percent = 10", "percent = \"ten\""));
+        let found = problems(&GOOD.replace("name = \"people-read\"\n", ""));
+        assert_eq!(found[0].key, "route[0].name", "{found:?}");
+        assert_eq!(found[0].to_string(), "route[0]: name: missing (required)");
+    }
+
+    #[test]
+    fn nested_and_auth_problems_each_have_their_key() {
+        let text = GOOD.replace(
+            "[upstreams.monolith]",
+            "[auth]\nissuer = \"\"\naudience = []\nkeys_file = \"k.json\"\n\
+             algorithms = [\"RS256\", \"XS256\"]\nstrip_headers = [\"ok\", \"not ok\"]\n\
+             [auth.forward]\nsubject = \"bad name\"\nroles = \"also bad\"\n\
+             [upstreams.monolith]",
+        );
+        let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "auth.algorithms[1]",
+                "auth.audience",
+                "auth.forward.roles",
+                "auth.forward.subject",
+                "auth.issuer",
+                "auth.strip_headers[1]",
+            ]
+        );
+    }
+
+    #[test]
+    fn legacy_is_refused_with_its_new_name() {
+        let found = problems(&GOOD.replace(
+            "serve = \"people\"",
+            "serve = \"people\"\nlegacy = \"monolith\"",
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "route.\"people-read\".legacy");
+        assert!(found[0].message.contains("is now `monolith`"), "{found:?}");
+        let file = parse(&GOOD.replace(
+            "serve = \"people\"",
+            "serve = \"people\"\nmonolith = \"people\"",
+        ))
+        .unwrap_err();
         assert!(
-            found[0].starts_with("route \"people-read\": invalid type"),
-            "{found:?}"
+            file.to_string()
+                .contains("\"people\" is also the monolith side"),
+            "{file}"
         );
     }
 
     #[test]
     fn canary_and_extracted_need_an_extracted_upstream() {
-        let found = problems(&GOOD.replace("serve = \"people\"\n", ""));
+        let found = shown(&GOOD.replace("serve = \"people\"\n", ""));
         assert!(
             found[0].contains("serve: mode \"canary\" needs `serve`"),
             "{found:?}"
         );
-        let found = problems(&GOOD.replace("percent = 10\n", ""));
+        let found = shown(&GOOD.replace("percent = 10\n", ""));
         assert!(
             found[0].contains("percent: mode \"canary\" needs a percent"),
             "{found:?}"
         );
-        let found = problems(&GOOD.replace("serve = \"people\"", "serve = \"monolith\""));
-        assert!(found[0].contains("is also the legacy side"), "{found:?}");
-        let found = problems(&GOOD.replace("mode = \"canary\"", "mode = \"shadow\""));
+        let found = shown(&GOOD.replace("serve = \"people\"", "serve = \"monolith\""));
+        assert!(found[0].contains("is also the monolith side"), "{found:?}");
+        let found = shown(&GOOD.replace("mode = \"canary\"", "mode = \"shadow\""));
         assert!(
             found[0].contains("mode: \"shadow\" is not available"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn route_keys_display_as_a_person_reads_them() {
+        let show = |key: &str| Problem::new(key, "m").to_string();
+        assert_eq!(show("route.\"a\".percent"), "route \"a\": percent: m");
+        assert_eq!(show("route.\"a\""), "route \"a\": m");
+        assert_eq!(show("route[3].methods[0]"), "route[3]: methods[0]: m");
+        assert_eq!(show("route.\"a\\\"b\".path"), "route \"a\\\"b\": path: m");
+        assert_eq!(show("route"), "route: m");
+        assert_eq!(show("upstreams.people.url"), "upstreams.people.url: m");
+        assert_eq!(show(""), "m");
     }
 
     #[test]

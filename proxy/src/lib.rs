@@ -14,7 +14,8 @@
 //!   └─ response streamed back; a 101 opens a tunnel (WebSockets)
 //! ```
 //!
-//! Files: [`config`] the routes file and its validation; [`authz`] authorization at the edge; [`table`] compiled routes, matching and
+//! Files: [`config`] the routes file as typed values; [`check`] the one check of a routes file
+//! (loader, `ficus routes check|flip`); [`authz`] authorization at the edge; [`table`] compiled routes, matching and
 //! stickiness; [`handler`] the request path; [`body`] the body type; [`upstream`] connection
 //! pools; [`error`] the error type; [`tunnel`] upgrades; [`server`] the listener and graceful
 //! shutdown; [`reload`] loading and live reload; [`admin`] the admin API; [`metrics`] Prometheus;
@@ -23,6 +24,7 @@
 pub mod admin;
 pub mod authz;
 pub mod body;
+pub mod check;
 pub mod config;
 pub mod edit;
 pub mod error;
@@ -34,7 +36,8 @@ pub mod table;
 pub mod tunnel;
 pub mod upstream;
 
-pub use config::RoutesFile;
+pub use check::{CheckedFile, check};
+pub use config::{Problem, Problems, RoutesFile};
 pub use handler::Proxy;
 pub use reload::Loader;
 pub use server::{ServerSettings, serve};

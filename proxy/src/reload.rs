@@ -1,6 +1,8 @@
 //! Loading the routes file, and reloading it live: on file change (watched through its
-//! directory, so editors that replace the file are seen) and on SIGHUP. A file that does not
-//! parse or validate is refused whole; the previous table stays in force.
+//! directory, so editors that replace the file are seen) and on SIGHUP. The file goes through
+//! the one check ([`crate::check`]) that `ficus routes check|flip` run too; a file with any
+//! problem is refused whole and the previous table stays in force. Past the check nothing can
+//! fail: the authorization is built from what the check read.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,8 +12,9 @@ use std::collections::HashMap;
 
 use crate::authz::Authz;
 use crate::authz::internal::InternalSigner;
-use crate::authz::keys::{JwksCache, KeySet, Keys, VerifyKey};
-use crate::config::{ConfigErrors, RoutesFile};
+use crate::authz::keys::{JwksCache, Keys};
+use crate::check::{AuthKeys, CheckedFile, base_dir, check};
+use crate::config::{Problems, RoutesFile};
 use crate::handler::Proxy;
 use crate::metrics::Metrics;
 use crate::table::Table;
@@ -25,8 +28,8 @@ pub enum LoadError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: {errors}")]
-    Invalid { path: String, errors: ConfigErrors },
+    #[error("{path}: {problems}")]
+    Invalid { path: String, problems: Problems },
 }
 
 /// What the admin API shows of the last attempt.
@@ -44,8 +47,9 @@ pub struct Loader {
     state: Mutex<LoaderState>,
     /// JWKS caches by (url, refresh, min refetch), kept across reloads.
     jwks: Mutex<HashMap<(String, u64, u64), Arc<JwksCache>>>,
-    /// Internal token signers by key file (None: generated), kept across reloads.
-    signers: Mutex<HashMap<Option<String>, Arc<InternalSigner>>>,
+    /// The internal token signer made for this process (used without a `key_file`), kept
+    /// across reloads so that its key id stays.
+    generated_signer: Mutex<Option<Arc<InternalSigner>>>,
 }
 
 struct LoaderState {
@@ -66,7 +70,7 @@ impl Loader {
                 last: LastAttempt::default(),
             }),
             jwks: Mutex::default(),
-            signers: Mutex::default(),
+            generated_signer: Mutex::default(),
         }
     }
 
@@ -98,63 +102,38 @@ impl Loader {
         ))
     }
 
-    /// Reads, validates, and builds the authorization (which reads key files).
+    /// Reads and checks the file, and builds its authorization.
     fn read(&self) -> Result<(String, RoutesFile, Option<Arc<Authz>>), LoadError> {
-        let (text, file) = self.read_file()?;
-        let authz = self
-            .build_authz(&file)
-            .map_err(|errors| LoadError::Invalid {
-                path: self.path.display().to_string(),
-                errors,
+        let shown = self.path.display().to_string();
+        let text = std::fs::read_to_string(&self.path).map_err(|source| LoadError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let CheckedFile { file, keys } =
+            check(&text, base_dir(&self.path)).map_err(|problems| LoadError::Invalid {
+                path: shown,
+                problems,
             })?;
+        let authz = self.build_authz(&file, keys);
         Ok((text, file, authz))
     }
 
-    fn build_authz(&self, file: &RoutesFile) -> Result<Option<Arc<Authz>>, ConfigErrors> {
-        let Some(auth) = &file.auth else {
-            return Ok(None);
-        };
-        let mut errors = Vec::new();
-        let static_keys = match &auth.keys_file {
-            None => KeySet::default(),
-            Some(path) => match std::fs::read(path) {
-                Ok(bytes) => KeySet::from_jwks(&bytes).unwrap_or_else(|e| {
-                    errors.push(format!("auth.keys_file: {path}: {e}"));
-                    KeySet::default()
-                }),
-                Err(e) => {
-                    errors.push(format!("auth.keys_file: reading {path}: {e}"));
-                    KeySet::default()
-                }
-            },
-        };
-        let hs256 = match &auth.hs256_secret_file {
-            None => None,
-            Some(path) => match std::fs::read(path) {
-                Ok(secret) if secret.trim_ascii().len() >= 32 => Some(Arc::new(VerifyKey {
-                    algorithm: jsonwebtoken::Algorithm::HS256,
-                    key: jsonwebtoken::DecodingKey::from_secret(secret.trim_ascii()),
-                })),
-                Ok(_) => {
-                    errors.push(format!(
-                        "auth.hs256_secret_file: {path}: the secret must be at least 32 bytes"
-                    ));
-                    None
-                }
-                Err(e) => {
-                    errors.push(format!("auth.hs256_secret_file: reading {path}: {e}"));
-                    None
-                }
-            },
-        };
+    /// The authorization of a checked file, with the JWKS caches and the generated signer kept
+    /// from earlier tables.
+    fn build_authz(&self, file: &RoutesFile, keys: AuthKeys) -> Option<Arc<Authz>> {
+        let auth = file.auth.as_ref()?;
         let jwks = auth.jwks_url.as_ref().map(|url| {
-            let key = (url.clone(), auth.jwks_refresh_ms, auth.jwks_min_refetch_ms);
+            let key = (
+                url.0.to_string(),
+                auth.jwks_refresh_ms,
+                auth.jwks_min_refetch_ms,
+            );
             let mut caches = self.jwks.lock().unwrap_or_else(|e| e.into_inner());
             caches
                 .entry(key)
                 .or_insert_with(|| {
                     JwksCache::start(
-                        url.parse().expect("validated JWKS URL"),
+                        url.0.clone(),
                         Duration::from_millis(auth.jwks_refresh_ms),
                         Duration::from_millis(auth.jwks_min_refetch_ms),
                         self.metrics.clone(),
@@ -162,54 +141,24 @@ impl Loader {
                 })
                 .clone()
         });
-        let signer = match &auth.internal_token {
-            None => None,
-            Some(internal) => {
-                let mut signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
-                let key = internal.key_file.clone();
-                if let Some(signer) = signers.get(&key) {
-                    Some(signer.clone())
-                } else {
-                    let made = match &internal.key_file {
-                        None => Ok(InternalSigner::generate()),
-                        Some(path) => InternalSigner::from_file(path),
-                    };
-                    match made {
-                        Ok(signer) => {
-                            let signer = Arc::new(signer);
-                            signers.insert(key, signer.clone());
-                            Some(signer)
-                        }
-                        Err(e) => {
-                            errors.push(format!("auth.internal_token.key_file: {e}"));
-                            None
-                        }
-                    }
-                }
-            }
-        };
-        if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
-        }
+        let signer = auth
+            .internal_token
+            .as_ref()
+            .map(|_| match keys.internal_signer {
+                Some(from_file) => Arc::new(from_file),
+                None => self
+                    .generated_signer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert_with(|| Arc::new(InternalSigner::generate()))
+                    .clone(),
+            });
         let keys = Keys {
             jwks,
-            static_keys,
-            hs256,
+            static_keys: keys.static_keys,
+            hs256: keys.hs256,
         };
-        Ok(Some(Arc::new(Authz::new(auth, keys, signer))))
-    }
-
-    fn read_file(&self) -> Result<(String, RoutesFile), LoadError> {
-        let shown = self.path.display().to_string();
-        let text = std::fs::read_to_string(&self.path).map_err(|source| LoadError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let file = RoutesFile::parse(&text).map_err(|errors| LoadError::Invalid {
-            path: shown,
-            errors,
-        })?;
-        Ok((text, file))
+        Some(Arc::new(Authz::new(auth, keys, signer)))
     }
 
     /// Reloads into `proxy` if the file changed, or always when `force` (SIGHUP: key files may

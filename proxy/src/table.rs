@@ -1,5 +1,5 @@
-//! The live route table: compiled from a validated [`RoutesFile`], matched per request, swapped
-//! whole on reload.
+//! The live route table: compiled from a checked [`RoutesFile`] (typed values, nothing left to
+//! parse), matched per request, swapped whole on reload.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -21,14 +21,43 @@ enum Segment {
 }
 
 /// A path template: `/api/people/{id}` (exact) or `/api/people/*` (that path and everything
-/// below it).
+/// below it). A route's `path` deserializes into one (`TryFrom<String>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
     segments: Vec<Segment>,
     prefix: bool,
+    /// As written in the file.
+    text: Box<str>,
+}
+
+impl TryFrom<String> for PathPattern {
+    type Error = String;
+    fn try_from(path: String) -> Result<Self, String> {
+        Self::parse(&path)
+    }
+}
+
+impl serde::Serialize for PathPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
 }
 
 impl PathPattern {
+    /// `/*`: every path (the default route's).
+    pub fn everything() -> Self {
+        Self {
+            segments: Vec::new(),
+            prefix: true,
+            text: "/*".into(),
+        }
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     pub fn parse(path: &str) -> Result<Self, String> {
         if !path.starts_with('/') {
             return Err(format!("must start with /, got `{path}`"));
@@ -61,7 +90,11 @@ impl PathPattern {
                 segments.push(Segment::Literal((*part).into()));
             }
         }
-        Ok(Self { segments, prefix })
+        Ok(Self {
+            segments,
+            prefix,
+            text: path.into(),
+        })
     }
 
     /// Whether `path` (no query) matches.
@@ -230,8 +263,8 @@ pub struct Table {
 }
 
 impl Table {
-    /// Compiles a validated file. Upstream clients come from `pool`, which keeps their
-    /// connections across reloads.
+    /// Compiles a checked file: its values are typed already, so nothing here can fail.
+    /// Upstream clients come from `pool`, which keeps their connections across reloads.
     pub fn compile(
         file: RoutesFile,
         version: u64,
@@ -239,14 +272,10 @@ impl Table {
         metrics: &crate::metrics::Metrics,
         authz: Option<Arc<Authz>>,
     ) -> Self {
-        let upstream = |name: &str| {
-            let config = &file.upstreams[name];
-            pool.get(name, config)
-        };
+        // The check made sure every upstream a route names exists.
+        let upstream = |name: &str| pool.get(name, &file.upstreams[name]);
         let proxy = &file.proxy;
         let build = |config: &RouteConfig| -> Route {
-            let legacy = upstream(file.legacy_of(config));
-            let extracted = config.serve.as_deref().map(&upstream);
             let salt: Arc<str> = config
                 .serve
                 .as_deref()
@@ -254,35 +283,21 @@ impl Table {
                 .into();
             Route {
                 name: config.name.as_str().into(),
-                pattern: PathPattern::parse(&config.path).expect("validated"),
-                methods: config
-                    .methods
-                    .iter()
-                    .map(|m| Method::from_bytes(m.as_bytes()).expect("validated"))
-                    .collect(),
-                headers: config
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((
-                            HeaderName::from_bytes(k.as_bytes()).ok()?,
-                            HeaderValue::from_str(v).ok()?,
-                        ))
-                    })
-                    .collect(),
+                pattern: config.path.clone(),
+                methods: config.methods.iter().map(|m| m.0.clone()).collect(),
+                headers: config.headers.0.clone(),
                 mode: config.mode,
-                canary_bps: (config.percent.unwrap_or(0.0) * 100.0).round() as u32,
+                canary_bps: config.percent.map_or(0, |p| p.basis_points),
                 sticky: config
                     .sticky
-                    .as_deref()
-                    .map(|s| Sticky::parse(s).expect("validated"))
-                    .unwrap_or(Sticky::Ip),
+                    .as_ref()
+                    .map_or(Sticky::Ip, |s| s.rule.clone()),
                 salt,
                 fallback: config.fallback,
                 timeout: Duration::from_millis(config.timeout_ms.unwrap_or(proxy.timeout_ms)),
                 max_body_bytes: config.max_body_bytes.unwrap_or(proxy.max_body_bytes),
-                legacy,
-                extracted,
+                legacy: upstream(file.monolith_of(config)),
+                extracted: config.serve.as_deref().map(upstream),
                 metrics: metrics.route(&config.name),
                 policy: Policy::compile(file.auth.as_ref(), config.auth.as_ref()),
             }
@@ -295,21 +310,23 @@ impl Table {
                 .then((!b.methods.is_empty()).cmp(&!a.methods.is_empty()))
                 .then(b.headers.len().cmp(&a.headers.len()))
         });
-        let default_route = build(&RouteConfig {
-            name: "default".to_owned(),
-            path: "/*".to_owned(),
+        let default_route = Route {
+            name: "default".into(),
+            pattern: PathPattern::everything(),
             methods: Vec::new(),
-            headers: Default::default(),
-            serve: None,
-            legacy: Some(proxy.default.clone()),
+            headers: Vec::new(),
             mode: Mode::Monolith,
-            percent: None,
-            sticky: None,
+            canary_bps: 0,
+            sticky: Sticky::Ip,
+            salt: "default".into(),
             fallback: false,
-            timeout_ms: None,
-            max_body_bytes: None,
-            auth: None,
-        });
+            timeout: Duration::from_millis(proxy.timeout_ms),
+            max_body_bytes: proxy.max_body_bytes,
+            legacy: upstream(&proxy.default),
+            extracted: None,
+            metrics: metrics.route("default"),
+            policy: Policy::compile(file.auth.as_ref(), None),
+        };
         Table {
             version,
             loaded_at: SystemTime::now(),
@@ -317,11 +334,7 @@ impl Table {
             fallback_buffer_bytes: proxy.fallback_buffer_bytes,
             expose_headers: proxy.expose_headers,
             authz,
-            trusted_proxies: proxy
-                .trusted_proxies
-                .iter()
-                .map(|r| Cidr::parse(r).expect("validated"))
-                .collect(),
+            trusted_proxies: proxy.trusted_proxies.clone(),
             file,
             routes,
             default_route,

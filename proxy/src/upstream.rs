@@ -31,22 +31,21 @@ pub struct UpstreamPool {
 }
 
 impl UpstreamPool {
-    /// The upstream for a validated configuration.
+    /// The upstream for a checked configuration.
     pub fn get(&self, name: &str, config: &UpstreamConfig) -> Arc<Upstream> {
         let key = (
             name.to_owned(),
-            config.url.clone(),
+            config.url.to_string(),
             config.connect_timeout_ms,
         );
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         upstreams
             .entry(key)
             .or_insert_with(|| {
-                let uri: http::Uri = config.url.parse().expect("validated upstream URL");
                 Arc::new(Upstream {
                     name: name.into(),
-                    scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
-                    authority: uri.authority().cloned().expect("validated upstream URL"),
+                    scheme: config.url.scheme.clone(),
+                    authority: config.url.authority.clone(),
                     client: client(Duration::from_millis(config.connect_timeout_ms)),
                 })
             })

@@ -1,20 +1,24 @@
-//! `ficus routes check FILE` and `ficus routes flip NAME ...`.
+//! `ficus routes check FILE` and `ficus routes flip NAME ...`: both run the proxy's own check
+//! (`ficus_proxy::check`), so a file they accept is a file the proxy loads.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use ficus_proxy::CheckedFile;
+use ficus_proxy::check::base_dir;
 use ficus_proxy::config::Mode;
-use ficus_proxy::edit::{Flip, flip, write_atomically};
+use ficus_proxy::edit::{EditError, Flip, flip, write_atomically};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Validate a routes file; list every problem and exit non-zero if there is one.
+    /// Check a routes file as the proxy would load it (key files included); list every problem
+    /// with its key and exit non-zero if there is one.
     Check {
         /// The routes file.
         file: PathBuf,
     },
-    /// Change one route in place (comments and layout kept); refuse an edit that would not
-    /// validate. A running proxy picks the change up by itself.
+    /// Change one route in place (comments and layout kept); refuse an edit the proxy would
+    /// refuse, saying why. A running proxy picks the change up by itself.
     Flip {
         /// The route's name.
         name: String,
@@ -57,8 +61,8 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Check { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            match ficus_proxy::RoutesFile::parse(&text) {
-                Ok(routes) => {
+            match ficus_proxy::check(&text, base_dir(&file)) {
+                Ok(CheckedFile { file: routes, .. }) => {
                     println!(
                         "{}: ok ({} routes, {} upstreams)",
                         file.display(),
@@ -67,8 +71,8 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
                     );
                     Ok(0)
                 }
-                Err(errors) => {
-                    for problem in &errors.0 {
+                Err(problems) => {
+                    for problem in &problems.0 {
                         eprintln!("{}: {problem}", file.display());
                     }
                     Ok(1)
@@ -93,12 +97,22 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
                 serve,
                 fallback,
             };
-            match flip(&text, &name, &changes) {
+            match flip(&text, &name, &changes, base_dir(&file)) {
                 Ok(edited) => {
                     write_atomically(&file, &edited)
                         .with_context(|| format!("writing {}", file.display()))?;
                     println!("{}: route \"{name}\" updated", file.display());
                     Ok(0)
+                }
+                Err(EditError::Invalid(problems)) => {
+                    eprintln!(
+                        "{}: route \"{name}\" not changed: the proxy would refuse the edited file:",
+                        file.display()
+                    );
+                    for problem in &problems.0 {
+                        eprintln!("{}: {problem}", file.display());
+                    }
+                    Ok(1)
                 }
                 Err(error) => {
                     eprintln!("{}: {error}", file.display());

@@ -115,6 +115,125 @@ fn routes_flip_edits_in_place_and_refuses_invalid_edits() {
     );
 }
 
+#[test]
+fn routes_flip_refuses_a_file_the_proxy_would_refuse_and_says_why() {
+    // Valid TOML, valid values, but the keys file it names is missing: the proxy would refuse
+    // the file, so flip writes nothing and names the key.
+    let text = ROUTES.replace(
+        "[upstreams.monolith]",
+        "[auth]\nissuer = \"i\"\naudience = [\"a\"]\nkeys_file = \"jwks.json\"\n\n[upstreams.monolith]",
+    );
+    let path = temp_routes(&text);
+    let flip = || {
+        Command::new(FICUS)
+            .args(["routes", "flip", "people-read", "--sticky", "ip", "--file"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let refused = flip();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("the proxy would refuse"), "{stderr}");
+    assert!(stderr.contains("auth.keys_file: reading "), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    // `routes check` says the same; with the keys file beside the routes file both go through.
+    let check = Command::new(FICUS)
+        .args(["routes", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    std::fs::write(path.with_file_name("jwks.json"), r#"{"keys": []}"#).unwrap();
+    let done = flip();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("sticky = \"ip\"")
+    );
+}
+
+/// Every file of `tests/proxy/routes_corpus/`, and the demo's `routes.toml`: `ficus routes check`
+/// (the real binary) accepts exactly the files the proxy's loader loads, and reports the same
+/// problems; each problem names the dotted key its file's `# expect:` lines say.
+#[test]
+fn routes_check_and_the_loader_agree_over_the_corpus() {
+    use std::sync::Arc;
+
+    use ficus_proxy::Loader;
+    use ficus_proxy::metrics::Metrics;
+    use ficus_proxy::reload::LoadError;
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let corpus = root.join("tests/proxy/routes_corpus");
+    let mut files: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files.push(root.join("routes.toml"));
+    let (mut good, mut bad) = (0, 0);
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let expect: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# expect:"))
+            .map(str::trim)
+            .collect();
+        let name = path.display();
+
+        let output = Command::new(FICUS)
+            .args(["routes", "check"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let prefix = format!("{name}: ");
+        let from_cli: Vec<&str> = stderr
+            .lines()
+            .map(|line| line.strip_prefix(prefix.as_str()).unwrap_or(line))
+            .collect();
+
+        let loader = Loader::new(path, Arc::new(Metrics::default()));
+        let (loaded, from_loader) = match loader.load() {
+            Ok(_) => (true, Vec::new()),
+            Err(LoadError::Invalid { problems, .. }) => (false, problems.0),
+            Err(other) => panic!("{name}: {other}"),
+        };
+
+        assert_eq!(
+            output.status.success(),
+            loaded,
+            "{name}: check and loader disagree\ncheck: {output:?}\nloader: {from_loader:#?}"
+        );
+        let shown: Vec<String> = from_loader.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            from_cli, shown,
+            "{name}: the same problems, in the same words"
+        );
+        if loaded {
+            good += 1;
+            assert!(
+                expect.is_empty() || expect == ["ok"],
+                "{name} was accepted; expected {expect:?}"
+            );
+            continue;
+        }
+        bad += 1;
+        let mut keys: Vec<&str> = from_loader.iter().map(|p| p.key.as_str()).collect();
+        let mut expected = expect.clone();
+        keys.sort();
+        expected.sort();
+        assert_eq!(
+            keys, expected,
+            "{name}: the keys of its problems: {shown:#?}"
+        );
+    }
+    assert!(good >= 4 && bad >= 10, "good {good}, bad {bad}");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -114,14 +114,14 @@ async fn every_kind_of_bad_file_keeps_the_old_table_and_names_the_key() {
         ),
         (
             good.replace("mode = \"extracted\"", "mode = \"sideways\""),
-            "route \"people\": unknown variant `sideways`",
+            "route \"people\": mode: unknown variant `sideways`",
         ),
         (
             good.replace(
                 "mode = \"extracted\"",
                 "mode = \"extracted\"\ncolour = \"red\"",
             ),
-            "route \"people\": unknown field `colour`",
+            "route \"people\": colour: unknown key",
         ),
         (
             good.replace(
@@ -148,7 +148,7 @@ async fn every_kind_of_bad_file_keeps_the_old_table_and_names_the_key() {
         ),
         (
             good.replace("connect_timeout_ms = 500", "connect_timeout_ms = \"fast\""),
-            "upstreams.people: invalid type",
+            "upstreams.people.connect_timeout_ms: invalid type",
         ),
     ];
     for (text, expected) in bad_files {

@@ -197,20 +197,17 @@ pub struct Authz {
     internal: Option<Internal>,
 }
 
-fn header_name(name: &str) -> HeaderName {
-    HeaderName::from_bytes(name.as_bytes()).expect("validated header name")
-}
-
 impl Authz {
-    /// Builds from a validated section. `keys` and `signer` come from the loader, which keeps
+    /// Builds from a checked section. `keys` and `signer` come from the loader, which keeps
     /// them across reloads.
     pub fn new(auth: &AuthSection, keys: Keys, signer: Option<Arc<InternalSigner>>) -> Self {
+        let names = &auth.forward;
         let forward = Forward {
-            subject: header_name(&auth.forward.subject),
-            email: header_name(&auth.forward.email),
-            name: header_name(&auth.forward.name),
-            scopes: header_name(&auth.forward.scopes),
-            roles: header_name(&auth.forward.roles),
+            subject: names.subject.clone(),
+            email: names.email.clone(),
+            name: names.name.clone(),
+            scopes: names.scopes.clone(),
+            roles: names.roles.clone(),
         };
         let internal = auth
             .internal_token
@@ -218,35 +215,25 @@ impl Authz {
             .zip(signer)
             .map(|(config, signer)| Internal {
                 signer,
-                header: header_name(&config.header),
+                header: config.header.clone(),
                 audience: config.audience.clone(),
                 ttl: Duration::from_millis(config.ttl_ms),
             });
         let mut protected: Vec<String> = [
-            &auth.forward.subject,
-            &auth.forward.email,
-            &auth.forward.name,
-            &auth.forward.scopes,
-            &auth.forward.roles,
+            &names.subject,
+            &names.email,
+            &names.name,
+            &names.scopes,
+            &names.roles,
         ]
         .into_iter()
         .chain(auth.internal_token.as_ref().map(|i| &i.header))
         .chain(&auth.strip_headers)
-        .map(|n| headers::normalize(n))
+        .map(|n| headers::normalize(n.as_str()))
         .collect();
         protected.sort();
         protected.dedup();
-        let algorithms = auth
-            .algorithms
-            .iter()
-            .filter_map(|a| match a.as_str() {
-                "RS256" => Some(Algorithm::RS256),
-                "ES256" => Some(Algorithm::ES256),
-                "EdDSA" => Some(Algorithm::EdDSA),
-                "HS256" => Some(Algorithm::HS256),
-                _ => None,
-            })
-            .collect();
+        let algorithms = auth.algorithms.iter().map(|a| a.jwt()).collect();
         Authz {
             keys,
             issuer: auth.issuer.clone(),
