@@ -202,7 +202,7 @@ sticky = "header:x-user-id"
         .unwrap();
     assert!(
         metrics.contains(
-            r#"ficus_proxy_requests_total{route="people-read",side="legacy",status="2xx"} 1"#
+            r#"ficus_proxy_requests_total{route="people-read",side="monolith",status="2xx"} 1"#
         ),
         "{metrics}"
     );
