@@ -10,7 +10,7 @@
 //! 6. **respond and record**: the upstream's answer passed on (or a tunnel opened), or the
 //!    [`ProxyError`] of any phase turned into ficus's own answer; metrics, response headers.
 //!
-//! [`Proxy::run`] lists the phases in order; each is one method below, in the same order. A
+//! [`Proxy::run`] calls the phases in order; each is one method below, in the same order. A
 //! phase that refuses returns a [`ProxyError`]: every answer ficus makes itself goes through
 //! [`ProxyError::into_response`] in the last phase, and is counted as the `proxy`'s.
 
@@ -167,24 +167,23 @@ impl Proxy {
             status = tracing::field::Empty,
         );
         let mut ctx = Ctx::new(&table, route, &mut request, client);
-        async {
-            let outcome = self.run(&mut ctx, request).await;
-            self.respond(&mut ctx, outcome)
-        }
-        .instrument(span)
-        .await
+        self.run(&mut ctx, request).instrument(span).await
     }
 
-    /// The phases up to the response head, in order. An `Err` from any of them is an answer
-    /// ficus makes itself (see [`Proxy::respond`]).
-    async fn run(&self, ctx: &mut Ctx<'_>, mut request: Request<Incoming>) -> Outcome {
-        self.admit(ctx, &mut request).await?;
-        self.choose_side(ctx, &request);
-        let planned = self.plan_body(ctx, request).await?;
-        // Shadow (not yet): in shadow mode a copy of the planned request goes to the extracted
-        // side here, beside `forward`; its answer is compared, never returned.
-        let (outcome, replay) = self.forward(ctx, planned).await;
-        self.fall_back(ctx, outcome, replay).await
+    /// The phases, in order. An `Err` from any phase before the last is an answer ficus makes
+    /// itself, which the last phase gives.
+    async fn run(&self, ctx: &mut Ctx<'_>, mut request: Request<Incoming>) -> Response<Body> {
+        let outcome: Outcome = async {
+            self.admit(ctx, &mut request).await?;
+            self.choose_side(ctx, &request);
+            let planned = self.plan_body(ctx, request).await?;
+            // Shadow (not yet): in shadow mode a copy of the planned request goes to the
+            // extracted side here, beside `forward`; its answer is compared, never returned.
+            let (outcome, replay) = self.forward(ctx, planned).await;
+            self.fall_back(ctx, outcome, replay).await
+        }
+        .await;
+        self.respond(ctx, outcome)
     }
 
     /// Phase 1, admit: the request fits the limits and edge authorization lets it through.
