@@ -273,7 +273,7 @@ async fn header_case_reaches_the_upstream_as_the_client_wrote_it() {
             .unwrap();
     });
     let proxy = TestProxy::start(&format!(
-        "[proxy]\ndefault = \"legacy\"\n[upstreams.legacy]\nurl = \"http://{upstream}\"\n"
+        "[proxy]\ndefault = \"monolith\"\n[upstreams.monolith]\nurl = \"http://{upstream}\"\n"
     ))
     .await;
     let addr = proxy.addr;
