@@ -58,7 +58,7 @@ async fn routes(State(admin): State<Admin>) -> Response {
                 "headers": r.headers,
                 "mode": r.mode.as_str(),
                 "serve": r.serve,
-                "legacy": table.file.legacy_of(r),
+                "monolith": table.file.monolith_of(r),
                 "percent": r.percent,
                 "sticky": r.sticky.as_deref().unwrap_or("ip"),
                 "fallback": r.fallback,

@@ -1,9 +1,9 @@
 //! The one body type of the proxy, both directions: a streamed hyper body (optionally counted
 //! against a limit) or bytes the proxy made itself. An enum, not a box: no allocation per request.
+//! A body cut off at its limit says so in its error ([`BodyError::TooLarge`]), which the HTTP
+//! client keeps in the chain of the error it returns: no flag shared with the request path.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -35,7 +35,6 @@ enum Inner {
 struct Limit {
     max: u64,
     seen: u64,
-    exceeded: Arc<AtomicBool>,
 }
 
 impl Body {
@@ -46,16 +45,13 @@ impl Body {
         }
     }
 
-    /// A streamed body that fails once more than `max` bytes went through, raising `exceeded`.
-    pub fn limited(body: Incoming, max: u64, exceeded: Arc<AtomicBool>) -> Self {
+    /// A streamed body that fails with [`BodyError::TooLarge`] once more than `max` bytes went
+    /// through.
+    pub fn limited(body: Incoming, max: u64) -> Self {
         Self {
             inner: Inner::Stream {
                 body,
-                limit: Some(Limit {
-                    max,
-                    seen: 0,
-                    exceeded,
-                }),
+                limit: Some(Limit { max, seen: 0 }),
             },
         }
     }
@@ -96,7 +92,6 @@ impl http_body::Body for Body {
                 if let (Some(limit), Some(data)) = (limit.as_mut(), frame.data_ref()) {
                     limit.seen += data.len() as u64;
                     if limit.seen > limit.max {
-                        limit.exceeded.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(BodyError::TooLarge(limit.max))));
                     }
                 }

@@ -149,13 +149,6 @@ impl RoutesFile {
     pub fn monolith_of<'a>(&'a self, route: &'a RouteConfig) -> &'a str {
         route.monolith.as_deref().unwrap_or(&self.proxy.default)
     }
-
-    /// The former name of [`RoutesFile::monolith_of`], kept while the admin API still says
-    /// `legacy` (its owner renames it).
-    #[doc(hidden)]
-    pub fn legacy_of<'a>(&'a self, route: &'a RouteConfig) -> &'a str {
-        self.monolith_of(route)
-    }
 }
 
 /// `[proxy]`: proxy-wide settings and defaults for routes.

@@ -1,12 +1,22 @@
-//! The proxy's one error type: what went wrong, on which side, and whether a retry is safe.
-//! The fallback logic reads it, the metrics label it, the client gets a precise status and a JSON
-//! body that names the cause without naming internals (no upstream addresses).
+//! The proxy's one error type at the boundary: every answer ficus makes itself instead of
+//! passing an upstream's on (limits, authz refusals, upstream failures) is a [`ProxyError`],
+//! turned into a response in one place ([`ProxyError::into_response`]).
+//!
+//! It says what went wrong ([`Kind`]), where ([`Origin`]: the client, an upstream side, or the
+//! proxy itself) and whether a retry elsewhere is safe: the fallback phase reads it, the metrics
+//! label it, the client gets a precise status and a JSON body that names the cause without naming
+//! internals (no upstream addresses). The underlying error (hyper's, the timer's, the body's) is
+//! kept as [`std::error::Error::source`] for the log, never shown to the client.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::Body;
+use crate::authz::Reason;
+use crate::body::{Body, BodyError};
 use crate::table::Side;
 
 /// What failed.
@@ -18,6 +28,13 @@ pub enum Kind {
     HeadersTooLarge,
     /// The request body broke off before its end.
     ClientBody,
+    /// Edge authorization: no valid token (401).
+    Unauthenticated(Reason),
+    /// Edge authorization: a valid token without the grants the route needs, or a closed
+    /// route (403).
+    Forbidden(Reason),
+    /// Edge authorization cannot decide right now (no keys to verify with; 503).
+    AuthUnavailable(Reason),
     /// No connection to the upstream could be made (refused, unreachable).
     Connect,
     /// The connection took longer than the upstream's connect timeout.
@@ -31,8 +48,52 @@ pub enum Kind {
 /// Where the failure is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
+    /// The request itself (too large, cut off, not authorized).
     Client,
+    /// One side's upstream.
     Upstream(Side),
+    /// ficus itself (it cannot verify tokens right now).
+    Proxy,
+}
+
+/// An attempt on an upstream that failed: the `kind` of `ficus_proxy_upstream_errors_total`
+/// and the `reason` of `ficus_proxy_fallbacks_total`. A closed set, so that their metric
+/// handles exist from the moment a table is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Connect,
+    ConnectTimeout,
+    Timeout,
+    Protocol,
+    /// The upstream answered with a 5xx (counted as a failure only when ficus falls back
+    /// instead of passing it on).
+    ServerError,
+}
+
+impl Failure {
+    /// Every failure, in the order of [`Failure::index`].
+    pub const ALL: [Failure; 5] = [
+        Failure::Connect,
+        Failure::ConnectTimeout,
+        Failure::Timeout,
+        Failure::Protocol,
+        Failure::ServerError,
+    ];
+
+    /// The position in [`Failure::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::ConnectTimeout => "connect_timeout",
+            Failure::Timeout => "timeout",
+            Failure::Protocol => "protocol",
+            Failure::ServerError => "5xx",
+        }
+    }
 }
 
 /// A failure answered by the proxy itself.
@@ -43,17 +104,41 @@ pub struct ProxyError {
     /// Whether sending the request elsewhere cannot have done anything twice: nothing reached
     /// the upstream (connect failures), or the method is idempotent.
     pub retry_safe: bool,
-    detail: String,
+    /// For the client: what happened, without internals.
+    message: Cow<'static, str>,
+    /// `WWW-Authenticate` of an authorization refusal.
+    challenge: Option<Box<str>>,
+    /// The error underneath, for the log.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ProxyError {
-    pub fn new(kind: Kind, origin: Origin, retry_safe: bool, detail: impl Into<String>) -> Self {
+    pub fn new(
+        kind: Kind,
+        origin: Origin,
+        retry_safe: bool,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             kind,
             origin,
             retry_safe,
-            detail: detail.into(),
+            message: message.into(),
+            challenge: None,
+            source: None,
         }
+    }
+
+    /// Keeps `source` as the cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Adds the `WWW-Authenticate` challenge of a refusal.
+    pub fn with_challenge(mut self, challenge: impl Into<Box<str>>) -> Self {
+        self.challenge = Some(challenge.into());
+        self
     }
 
     pub fn body_too_large(limit: u64) -> Self {
@@ -74,6 +159,15 @@ impl ProxyError {
         )
     }
 
+    pub fn client_body() -> Self {
+        Self::new(
+            Kind::ClientBody,
+            Origin::Client,
+            false,
+            "the request body broke off before its end",
+        )
+    }
+
     pub fn timeout(side: Side, after: Duration, idempotent: bool) -> Self {
         Self::new(
             Kind::Timeout,
@@ -81,50 +175,38 @@ impl ProxyError {
             idempotent,
             format!(
                 "the {} did not answer within {} ms",
-                side_name(side),
+                side.noun(),
                 after.as_millis()
             ),
         )
     }
 
-    /// The metrics label of the kind.
-    pub fn kind_label(&self) -> &'static str {
-        match self.kind {
-            Kind::BodyTooLarge => "body_too_large",
-            Kind::HeadersTooLarge => "headers_too_large",
-            Kind::ClientBody => "client_body",
-            Kind::Connect => "connect",
-            Kind::ConnectTimeout => "connect_timeout",
-            Kind::Timeout => "timeout",
-            Kind::Protocol => "protocol",
+    /// Why reading a body the proxy keeps (to replay it) stopped.
+    pub fn from_body_error(error: BodyError) -> Self {
+        match error {
+            BodyError::TooLarge(limit) => Self::body_too_large(limit),
+            BodyError::Hyper(_) => Self::client_body(),
         }
+        .with_source(error)
     }
 
-    pub fn status(&self) -> StatusCode {
-        match self.kind {
-            Kind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Kind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Kind::ClientBody => StatusCode::BAD_REQUEST,
-            Kind::Connect | Kind::Protocol => StatusCode::BAD_GATEWAY,
-            Kind::ConnectTimeout | Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    /// The JSON response for the client.
-    pub fn into_response(self, route: &str) -> Response<Body> {
-        json_error(self.status(), self.kind_label(), &self.detail, route)
-    }
-
-    /// Classifies a failure of the HTTP client.
+    /// Classifies a failure of the HTTP client. A request body over its limit shows in the
+    /// chain as [`BodyError::TooLarge`] (the body type says why it stopped).
     pub fn from_client_error(
-        error: &hyper_util::client::legacy::Error,
+        error: hyper_util::client::legacy::Error,
         side: Side,
         idempotent: bool,
-        body_exceeded: bool,
-        body_limit: u64,
     ) -> Self {
-        if body_exceeded {
-            return Self::body_too_large(body_limit);
+        let classified = Self::classify(&error, side, idempotent);
+        classified.with_source(error)
+    }
+
+    fn classify(error: &hyper_util::client::legacy::Error, side: Side, idempotent: bool) -> Self {
+        if let Some(limit) = source_chain(error).find_map(|e| match e.downcast_ref::<BodyError>() {
+            Some(BodyError::TooLarge(limit)) => Some(*limit),
+            _ => None,
+        }) {
+            return Self::body_too_large(limit);
         }
         let origin = Origin::Upstream(side);
         if error.is_connect() {
@@ -137,14 +219,14 @@ impl ProxyError {
                     Kind::ConnectTimeout,
                     origin,
                     true,
-                    format!("connecting to the {} timed out", side_name(side)),
+                    format!("connecting to the {} timed out", side.noun()),
                 )
             } else {
                 Self::new(
                     Kind::Connect,
                     origin,
                     true,
-                    format!("the {} refused the connection", side_name(side)),
+                    format!("the {} refused the connection", side.noun()),
                 )
             };
         }
@@ -153,19 +235,122 @@ impl ProxyError {
                 .is_some_and(|h| h.is_body_write_aborted() || h.is_user())
         });
         if client_body {
-            return Self::new(
-                Kind::ClientBody,
-                Origin::Client,
-                false,
-                "the request body broke off before its end",
-            );
+            return Self::client_body();
         }
         Self::new(
             Kind::Protocol,
             origin,
             idempotent,
-            format!("the {} broke off the exchange", side_name(side)),
+            format!("the {} broke off the exchange", side.noun()),
         )
+    }
+
+    /// The metrics label of the kind, and the `code` of the JSON body (but for refusals,
+    /// whose code is the class and whose label is their [`Reason`]).
+    pub fn kind_label(&self) -> &'static str {
+        match self.kind {
+            Kind::BodyTooLarge => "body_too_large",
+            Kind::HeadersTooLarge => "headers_too_large",
+            Kind::ClientBody => "client_body",
+            Kind::Unauthenticated(_) => "unauthorized",
+            Kind::Forbidden(_) => "forbidden",
+            Kind::AuthUnavailable(_) => "auth_unavailable",
+            Kind::Connect => "connect",
+            Kind::ConnectTimeout => "connect_timeout",
+            Kind::Timeout => "timeout",
+            Kind::Protocol => "protocol",
+        }
+    }
+
+    /// The upstream failure this is, when an upstream failed (not the client, not the proxy).
+    pub fn failure(&self) -> Option<Failure> {
+        if !matches!(self.origin, Origin::Upstream(_)) {
+            return None;
+        }
+        match self.kind {
+            Kind::Connect => Some(Failure::Connect),
+            Kind::ConnectTimeout => Some(Failure::ConnectTimeout),
+            Kind::Timeout => Some(Failure::Timeout),
+            Kind::Protocol => Some(Failure::Protocol),
+            _ => None,
+        }
+    }
+
+    /// The reason of an authorization refusal.
+    pub fn denial_reason(&self) -> Option<Reason> {
+        match self.kind {
+            Kind::Unauthenticated(r) | Kind::Forbidden(r) | Kind::AuthUnavailable(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            Kind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Kind::ClientBody => StatusCode::BAD_REQUEST,
+            Kind::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden(_) => StatusCode::FORBIDDEN,
+            Kind::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Connect | Kind::Protocol => StatusCode::BAD_GATEWAY,
+            Kind::ConnectTimeout | Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The message and its causes, `: `-separated, for the log.
+    pub fn chain(&self) -> Chain<'_> {
+        Chain(self)
+    }
+
+    /// The JSON response for the client: `{"error": {"code", "message", "route"}}`, with the
+    /// `WWW-Authenticate` challenge of a refusal.
+    pub fn into_response(self, route: &str) -> Response<Body> {
+        let mut response = match self.denial_reason() {
+            Some(reason) => json_error(
+                self.status(),
+                self.kind_label(),
+                &format!("{} ({})", self.message, reason.as_str()),
+                route,
+            ),
+            None => json_error(self.status(), self.kind_label(), &self.message, route),
+        };
+        if let Some(challenge) = &self.challenge
+            && let Ok(value) = HeaderValue::from_str(challenge)
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// An error and its causes on one line (`%error.chain()` in a log).
+pub struct Chain<'a>(&'a ProxyError);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(self.0);
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
     }
 }
 
@@ -173,13 +358,6 @@ fn source_chain<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(error), |e| e.source())
-}
-
-fn side_name(side: Side) -> &'static str {
-    match side {
-        Side::Legacy => "monolith",
-        Side::Extracted => "extracted service",
-    }
 }
 
 /// A JSON error response: `{"error": {"code", "message", "route"}}`.
@@ -194,4 +372,57 @@ pub fn json_error(status: StatusCode, code: &str, message: &str, route: &str) ->
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_indexes_follow_the_lists() {
+        for (i, failure) in Failure::ALL.into_iter().enumerate() {
+            assert_eq!(failure.index(), i);
+        }
+        for (i, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+    }
+
+    #[test]
+    fn the_cause_is_kept_for_the_log_and_not_shown_to_the_client() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let error = ProxyError::new(
+            Kind::Protocol,
+            Origin::Upstream(Side::Extracted),
+            true,
+            "the extracted service broke off the exchange",
+        )
+        .with_source(io);
+        let source = std::error::Error::source(&error).expect("a source");
+        assert_eq!(source.to_string(), "reset by peer");
+        assert_eq!(
+            error.chain().to_string(),
+            "the extracted service broke off the exchange: reset by peer"
+        );
+        let response = error.into_response("people");
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn a_refusal_carries_its_status_reason_and_challenge() {
+        let error = ProxyError::new(
+            Kind::Unauthenticated(Reason::NoToken),
+            Origin::Client,
+            false,
+            "this route needs a bearer token",
+        )
+        .with_challenge("Bearer realm=\"ficus\"");
+        assert_eq!(error.denial_reason(), Some(Reason::NoToken));
+        let response = error.into_response("people");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"ficus\""
+        );
+    }
 }

@@ -1,8 +1,21 @@
-//! The request path: match a route, pick a side, forward, fall back, answer.
+//! The request path, in phases over one per-request context ([`Ctx`], made once by
+//! [`Ctx::new`], on the stack):
+//!
+//! 1. **admit**: header and body limits (431, 413), edge authorization (401, 403, 503);
+//! 2. **choose the side**: [`Route::side`], monolith or extracted;
+//! 3. **plan the body**: the head prepared for upstream, the body streamed, or kept whole
+//!    (bounded) when a fallback may replay it;
+//! 4. **forward**: to the chosen side within the route's timeout (shadowing will sit beside it);
+//! 5. **fall back**: the extracted side failed in a way the monolith can answer: replay there;
+//! 6. **respond and record**: the upstream's answer passed on (or a tunnel opened), or the
+//!    [`ProxyError`] of any phase turned into ficus's own answer; metrics, response headers.
+//!
+//! [`Proxy::run`] calls the phases in order; each is one method below, in the same order. A
+//! phase that refuses returns a [`ProxyError`]: every answer ficus makes itself goes through
+//! [`ProxyError::into_response`] in the last phase, and is counted as the `proxy`'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -11,15 +24,15 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tracing::Instrument;
 
-use crate::authz::Decision;
+use crate::authz::Identity;
 use crate::body::Body;
-use crate::error::{ProxyError, json_error};
-use crate::metrics::Metrics;
+use crate::error::{Failure, Origin, ProxyError};
+use crate::metrics::{Answerer, Metrics};
 use crate::table::{Route, Side, Table};
 use crate::tunnel::Tunnels;
-
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -36,6 +49,84 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     pub tunnels: Tunnels,
 }
+
+/// What one request carries through the phases, made once when it arrives.
+struct Ctx<'t> {
+    table: &'t Table,
+    route: &'t Route,
+    client: SocketAddr,
+    start: Instant,
+    request_id: HeaderValue,
+    /// The client is a trusted proxy: its forwarding headers are kept.
+    trusted: bool,
+    idempotent: bool,
+    /// The request's `Content-Length`, when it declares one.
+    declared_length: Option<u64>,
+    /// The caller edge authorization verified (admit).
+    identity: Option<Identity>,
+    /// The side the request is sent to (choose the side).
+    side: Side,
+    /// The client's half of an HTTP/1.1 upgrade (plan the body; used when the upstream
+    /// agrees to switch protocols).
+    client_upgrade: Option<OnUpgrade>,
+    /// Why the request was replayed on the monolith (fall back).
+    fell_back: Option<Failure>,
+}
+
+impl<'t> Ctx<'t> {
+    fn new(
+        table: &'t Table,
+        route: &'t Route,
+        request: &mut Request<Incoming>,
+        client: SocketAddr,
+    ) -> Self {
+        Ctx {
+            table,
+            route,
+            client,
+            start: Instant::now(),
+            request_id: ensure_request_id(request.headers_mut()),
+            trusted: table.is_trusted(client.ip()),
+            idempotent: is_idempotent(request.method()),
+            declared_length: content_length(request.headers()),
+            identity: None,
+            side: Side::Monolith,
+            client_upgrade: None,
+            fell_back: None,
+        }
+    }
+
+    /// The side whose upstream gave the response in hand.
+    fn responding_side(&self) -> Side {
+        if self.fell_back.is_some() {
+            Side::Monolith
+        } else {
+            self.side
+        }
+    }
+}
+
+/// The request as it goes upstream (plan the body).
+struct Planned {
+    head: Outgoing,
+    body: PlannedBody,
+}
+
+/// How the body travels.
+enum PlannedBody {
+    /// Passed through as it comes, counted against the route's limit.
+    Streamed(Body),
+    /// Read whole (within the route's limit), because it may be sent again.
+    Kept(Bytes),
+}
+
+/// What a fallback sends to the monolith: the same head and body again.
+struct Replay {
+    head: Outgoing,
+    body: Bytes,
+}
+
+type Outcome = Result<Response<Incoming>, ProxyError>;
 
 impl Proxy {
     pub fn new(table: Table, metrics: Arc<Metrics>) -> Self {
@@ -58,8 +149,13 @@ impl Proxy {
         self.table.store(Arc::new(table));
     }
 
-    /// Serves one request.
-    pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+    /// Serves one request: its route on the table in force, its context, the phases, the
+    /// answer.
+    pub async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<Body> {
         let table = self.table.load_full();
         let route = table.route(request.method(), request.uri().path(), request.headers());
         let span = tracing::info_span!(
@@ -70,21 +166,34 @@ impl Proxy {
             side = tracing::field::Empty,
             status = tracing::field::Empty,
         );
-        self.serve(&table, route, request, client)
-            .instrument(span)
-            .await
+        let mut ctx = Ctx::new(&table, route, &mut request, client);
+        self.run(&mut ctx, request).instrument(span).await
     }
 
-    async fn serve(
-        &self,
-        table: &Table,
-        route: &Route,
-        mut request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<Body> {
-        let start = Instant::now();
-        let request_id = ensure_request_id(request.headers_mut());
+    /// The phases, in order. An `Err` from any phase before the last is an answer ficus makes
+    /// itself, which the last phase gives.
+    async fn run(&self, ctx: &mut Ctx<'_>, mut request: Request<Incoming>) -> Response<Body> {
+        let outcome: Outcome = async {
+            self.admit(ctx, &mut request).await?;
+            self.choose_side(ctx, &request);
+            let planned = self.plan_body(ctx, request).await?;
+            // Shadow (not yet): in shadow mode a copy of the planned request goes to the
+            // extracted side here, beside `forward`; its answer is compared, never returned.
+            let (outcome, replay) = self.forward(ctx, planned).await;
+            self.fall_back(ctx, outcome, replay).await
+        }
+        .await;
+        self.respond(ctx, outcome)
+    }
 
+    /// Phase 1, admit: the request fits the limits and edge authorization lets it through.
+    /// Identity headers a client could forge are removed first; everything after this sees
+    /// only what ficus verified.
+    async fn admit(
+        &self,
+        ctx: &mut Ctx<'_>,
+        request: &mut Request<Incoming>,
+    ) -> Result<(), ProxyError> {
         let header_bytes: usize = request
             .uri()
             .path_and_query()
@@ -94,231 +203,252 @@ impl Proxy {
                 .iter()
                 .map(|(k, v)| k.as_str().len() + v.len() + 4)
                 .sum::<usize>();
-        if header_bytes > table.max_header_bytes {
-            let error = ProxyError::headers_too_large(table.max_header_bytes);
-            return self.finish(
-                table,
-                route,
-                Side::Legacy,
-                error.into_response(&route.name),
-                &request_id,
-                start,
-            );
+        if header_bytes > ctx.table.max_header_bytes {
+            return Err(ProxyError::headers_too_large(ctx.table.max_header_bytes));
         }
-        let declared_length = content_length(request.headers());
-        if declared_length.is_some_and(|len| len > route.max_body_bytes) {
-            let error = ProxyError::body_too_large(route.max_body_bytes);
-            return self.finish(
-                table,
-                route,
-                Side::Legacy,
-                error.into_response(&route.name),
-                &request_id,
-                start,
-            );
+        if ctx
+            .declared_length
+            .is_some_and(|len| len > ctx.route.max_body_bytes)
+        {
+            return Err(ProxyError::body_too_large(ctx.route.max_body_bytes));
         }
-
-        // Edge authorization: forged identity headers out, then the token and the route's
-        // policy decide. Everything after this sees only what ficus verified.
-        let trusted = table.is_trusted(client.ip());
-        let mut identity = None;
-        if let Some(authz) = &table.authz {
-            authz.strip_spoofable(request.headers_mut(), trusted);
-            match authz.decide(&route.policy, request.headers()).await {
-                Decision::Allow(who, reason) => {
-                    route.metrics.decision("allow", reason);
-                    tracing::debug!(
-                        target: "ficus_proxy::decision",
-                        route = %route.name,
-                        subject = who.as_ref().map(|w| w.subject.as_str()).unwrap_or("-"),
-                        decision = "allow",
-                        reason,
-                    );
-                    identity = who;
-                }
-                Decision::Deny(denial) => {
-                    route.metrics.decision("deny", denial.reason);
+        let Some(authz) = &ctx.table.authz else {
+            return Ok(());
+        };
+        authz.strip_spoofable(request.headers_mut(), ctx.trusted);
+        match authz.decide(&ctx.route.policy, request.headers()).await {
+            Ok(allowed) => {
+                ctx.route.metrics.decision(allowed.reason);
+                tracing::debug!(
+                    target: "ficus_proxy::decision",
+                    route = %ctx.route.name,
+                    subject = allowed.identity.as_ref().map_or("-", |w| w.subject.as_str()),
+                    decision = "allow",
+                    reason = allowed.reason.as_str(),
+                );
+                ctx.identity = allowed.identity;
+                Ok(())
+            }
+            Err(refusal) => {
+                if let Some(reason) = refusal.denial_reason() {
+                    ctx.route.metrics.decision(reason);
                     tracing::info!(
                         target: "ficus_proxy::decision",
-                        route = %route.name,
+                        route = %ctx.route.name,
                         subject = "-",
                         decision = "deny",
-                        reason = denial.reason,
+                        reason = reason.as_str(),
                     );
-                    let response = denial_response(&denial, &route.name);
-                    return self.finish(table, route, Side::Legacy, response, &request_id, start);
                 }
+                Err(refusal)
             }
         }
-
-        let side = route.side(request.headers(), client.ip());
-        tracing::Span::current().record("side", side.as_str());
-        let is_upgrade = is_upgrade(&request);
-        let idempotent = is_idempotent(request.method());
-        let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
-        let (mut parts, body) = request.into_parts();
-        prepare_headers(&mut parts.headers, client, is_upgrade, trusted);
-        if let (Some(authz), Some(identity)) = (&table.authz, &identity) {
-            authz.forward(&mut parts.headers, identity, &route.name);
-        }
-        let outgoing = Outgoing::from(parts);
-
-        // A fallback replays the request on the legacy side, so its body must be in hand:
-        // only for idempotent requests whose body is small and known.
-        let may_fall_back = side == Side::Extracted && route.fallback && idempotent && !is_upgrade;
-        let replayable = may_fall_back
-            && (http_body::Body::is_end_stream(&body)
-                || declared_length.is_some_and(|len| len <= table.fallback_buffer_bytes));
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let (body, kept) = if replayable {
-            match collect(body, route.max_body_bytes).await {
-                Ok(bytes) => (Body::full(bytes.clone()), Some(bytes)),
-                Err(error) => {
-                    return self.finish(
-                        table,
-                        route,
-                        side,
-                        error.into_response(&route.name),
-                        &request_id,
-                        start,
-                    );
-                }
-            }
-        } else {
-            (
-                Body::limited(body, route.max_body_bytes, exceeded.clone()),
-                None,
-            )
-        };
-
-        // The request is kept (cloned) only when a fallback may have to replay it.
-        let (upstream_request, replay) = match kept {
-            Some(kept) => (
-                outgoing.clone().into_request(route.upstream(side), body),
-                Some((outgoing, kept)),
-            ),
-            None => (outgoing.into_request(route.upstream(side), body), None),
-        };
-        let mut outcome = self
-            .send(route, side, upstream_request, idempotent, &exceeded)
-            .await;
-
-        // Fallback: the extracted side failed in a way the legacy side can answer.
-        let mut answered_by = side;
-        if let Some((outgoing, kept)) = replay {
-            let reason = match &outcome {
-                Err(e) if e.retry_safe => Some(e.kind_label()),
-                Ok(response) if response.status().is_server_error() => Some("5xx"),
-                _ => None,
-            };
-            if let Some(reason) = reason {
-                if let Ok(response) = &outcome {
-                    route.metrics.upstream_error(side, "5xx");
-                    tracing::warn!(status = %response.status(), "extracted side failed; falling back");
-                } else {
-                    tracing::warn!(reason, "extracted side failed; falling back");
-                }
-                route.metrics.fallback(reason);
-                answered_by = Side::Legacy;
-                let retry = outgoing.into_request(route.upstream(Side::Legacy), Body::full(kept));
-                outcome = self
-                    .send(route, Side::Legacy, retry, idempotent, &exceeded)
-                    .await;
-            }
-        }
-        tracing::Span::current().record("side", answered_by.as_str());
-
-        let response = match outcome {
-            Err(error) => {
-                if let crate::error::Origin::Upstream(side) = error.origin {
-                    tracing::warn!(
-                        kind = error.kind_label(),
-                        side = side.as_str(),
-                        "upstream failed"
-                    );
-                }
-                error.into_response(&route.name)
-            }
-            Ok(mut response) => {
-                if let Some(client_upgrade) = client_upgrade
-                    && response.status() == StatusCode::SWITCHING_PROTOCOLS
-                {
-                    let upstream_upgrade = hyper::upgrade::on(&mut response);
-                    self.tunnels.open(
-                        client_upgrade,
-                        upstream_upgrade,
-                        self.metrics.clone(),
-                        route.name.clone(),
-                    );
-                    let (mut parts, _) = response.into_parts();
-                    strip_hop_by_hop(&mut parts.headers, true);
-                    Response::from_parts(parts, Body::empty())
-                } else {
-                    let (mut parts, body) = response.into_parts();
-                    strip_hop_by_hop(&mut parts.headers, false);
-                    Response::from_parts(parts, Body::stream(body))
-                }
-            }
-        };
-        self.finish(table, route, answered_by, response, &request_id, start)
     }
 
-    async fn send(
+    /// Phase 2, choose the side: the route's mode, and for a canary the sticky bucket.
+    fn choose_side(&self, ctx: &mut Ctx<'_>, request: &Request<Incoming>) {
+        ctx.side = ctx.route.side(request.headers(), ctx.client.ip());
+        tracing::Span::current().record("side", ctx.side.as_str());
+    }
+
+    /// Phase 3, plan the body: the head as the upstream gets it (hop-by-hop out,
+    /// `X-Forwarded-*` and the verified identity in), and the body streamed, or kept whole
+    /// when it may have to be sent again.
+    async fn plan_body(
         &self,
-        route: &Route,
-        side: Side,
-        request: Request<Body>,
-        idempotent: bool,
-        exceeded: &AtomicBool,
-    ) -> Result<Response<Incoming>, ProxyError> {
+        ctx: &mut Ctx<'_>,
+        mut request: Request<Incoming>,
+    ) -> Result<Planned, ProxyError> {
+        let is_upgrade = is_upgrade(&request);
+        if is_upgrade {
+            ctx.client_upgrade = Some(hyper::upgrade::on(&mut request));
+        }
+        let (mut parts, body) = request.into_parts();
+        prepare_headers(&mut parts.headers, ctx.client, is_upgrade, ctx.trusted);
+        if let (Some(authz), Some(identity)) = (&ctx.table.authz, &ctx.identity) {
+            authz.forward(&mut parts.headers, identity, &ctx.route.name);
+        }
+        let head = Outgoing::from(parts);
+        let limit = ctx.route.max_body_bytes;
+        // A fallback replays the request on the monolith, so its body must be in hand: only
+        // for idempotent requests whose body is small and known. (Shadowing, when it comes,
+        // asks for a kept copy here too.)
+        let may_fall_back =
+            ctx.side == Side::Extracted && ctx.route.fallback && ctx.idempotent && !is_upgrade;
+        let keep = may_fall_back
+            && (http_body::Body::is_end_stream(&body)
+                || ctx
+                    .declared_length
+                    .is_some_and(|len| len <= ctx.table.fallback_buffer_bytes));
+        let body = if keep {
+            let bytes = Body::limited(body, limit)
+                .collect()
+                .await
+                .map_err(ProxyError::from_body_error)?
+                .to_bytes();
+            PlannedBody::Kept(bytes)
+        } else {
+            PlannedBody::Streamed(Body::limited(body, limit))
+        };
+        Ok(Planned { head, body })
+    }
+
+    /// Phase 4, forward: to the chosen side. A kept body stays in hand for a replay.
+    async fn forward(&self, ctx: &Ctx<'_>, planned: Planned) -> (Outcome, Option<Replay>) {
+        let upstream = ctx.route.upstream(ctx.side);
+        let (request, replay) = match planned.body {
+            PlannedBody::Streamed(body) => (planned.head.into_request(upstream, body), None),
+            PlannedBody::Kept(bytes) => (
+                planned
+                    .head
+                    .clone()
+                    .into_request(upstream, Body::full(bytes.clone())),
+                Some(Replay {
+                    head: planned.head,
+                    body: bytes,
+                }),
+            ),
+        };
+        (self.send(ctx, ctx.side, request).await, replay)
+    }
+
+    /// Phase 5, fall back: when the extracted side failed (connect, timeout, broken exchange,
+    /// 5xx) and the request was kept, it is replayed on the monolith. The failed attempt is
+    /// counted on the extracted side; the fallback by its reason.
+    async fn fall_back(
+        &self,
+        ctx: &mut Ctx<'_>,
+        outcome: Outcome,
+        replay: Option<Replay>,
+    ) -> Outcome {
+        let Some(replay) = replay else {
+            return outcome;
+        };
+        let failure = match &outcome {
+            Err(error) if error.retry_safe => error.failure(),
+            Ok(response) if response.status().is_server_error() => Some(Failure::ServerError),
+            _ => None,
+        };
+        let Some(failure) = failure else {
+            return outcome;
+        };
+        match &outcome {
+            Ok(response) => {
+                ctx.route
+                    .metrics
+                    .upstream_error(ctx.side, Failure::ServerError);
+                tracing::warn!(
+                    status = %response.status(),
+                    side = ctx.side.as_str(),
+                    "upstream failed; falling back to the monolith"
+                );
+            }
+            Err(error) => tracing::warn!(
+                error = %error.chain(),
+                kind = error.kind_label(),
+                side = ctx.side.as_str(),
+                "upstream failed; falling back to the monolith"
+            ),
+        }
+        // The failed answer goes (and its connection with it) before the replay.
+        drop(outcome);
+        ctx.route.metrics.fallback(failure);
+        ctx.fell_back = Some(failure);
+        let upstream = ctx.route.upstream(Side::Monolith);
+        let retry = replay.head.into_request(upstream, Body::full(replay.body));
+        self.send(ctx, Side::Monolith, retry).await
+    }
+
+    /// One attempt on `side` within the route's timeout; a failed one is counted on `side`.
+    async fn send(&self, ctx: &Ctx<'_>, side: Side, request: Request<Body>) -> Outcome {
+        let route = ctx.route;
         let upstream = route.upstream(side);
         let result = tokio::time::timeout(route.timeout, upstream.client.request(request)).await;
         let outcome = match result {
-            Err(_) => Err(ProxyError::timeout(side, route.timeout, idempotent)),
-            Ok(Err(error)) => Err(ProxyError::from_client_error(
-                &error,
-                side,
-                idempotent,
-                exceeded.load(Ordering::Relaxed),
-                route.max_body_bytes,
-            )),
+            Err(elapsed) => {
+                Err(ProxyError::timeout(side, route.timeout, ctx.idempotent).with_source(elapsed))
+            }
+            Ok(Err(error)) => Err(ProxyError::from_client_error(error, side, ctx.idempotent)),
             Ok(Ok(response)) => Ok(response),
         };
         if let Err(error) = &outcome
-            && matches!(error.origin, crate::error::Origin::Upstream(_))
+            && let Some(failure) = error.failure()
         {
-            route.metrics.upstream_error(side, error.kind_label());
+            route.metrics.upstream_error(side, failure);
         }
         outcome
     }
 
-    fn finish(
-        &self,
-        table: &Table,
-        route: &Route,
-        side: Side,
-        mut response: Response<Body>,
-        request_id: &HeaderValue,
-        start: Instant,
-    ) -> Response<Body> {
+    /// Phase 6, respond and record: the upstream's response passed on (a 101 opens a tunnel),
+    /// or the error of any phase answered by ficus; then counted by whoever made the answer,
+    /// and the response headers of the proxy added.
+    fn respond(&self, ctx: &mut Ctx<'_>, outcome: Outcome) -> Response<Body> {
+        let (answerer, mut response) = match outcome {
+            Ok(response) => {
+                let side = ctx.responding_side();
+                (Answerer::from(side), self.pass_on(ctx, response))
+            }
+            Err(error) => {
+                match error.origin {
+                    // Refusals were logged by admit, with their decision.
+                    _ if error.denial_reason().is_some() => {}
+                    Origin::Upstream(side) => tracing::warn!(
+                        error = %error.chain(),
+                        kind = error.kind_label(),
+                        side = side.as_str(),
+                        "upstream failed"
+                    ),
+                    Origin::Client | Origin::Proxy => tracing::debug!(
+                        error = %error.chain(),
+                        kind = error.kind_label(),
+                        "refused"
+                    ),
+                }
+                (Answerer::Proxy, error.into_response(&ctx.route.name))
+            }
+        };
         let status = response.status();
-        tracing::Span::current().record("status", status.as_u16());
-        route
+        let span = tracing::Span::current();
+        span.record("side", answerer.as_str());
+        span.record("status", status.as_u16());
+        ctx.route
             .metrics
-            .answered(side, status.as_u16(), start.elapsed().as_secs_f64());
+            .answered(answerer, status.as_u16(), ctx.start.elapsed().as_secs_f64());
         let headers = response.headers_mut();
-        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-        if table.expose_headers {
-            if let Ok(name) = HeaderValue::from_str(&route.name) {
+        headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        if ctx.table.expose_headers {
+            if let Ok(name) = HeaderValue::from_str(&ctx.route.name) {
                 headers.insert(X_FICUS_ROUTE.clone(), name);
             }
             headers.insert(
                 X_FICUS_SIDE.clone(),
-                HeaderValue::from_static(side.as_str()),
+                HeaderValue::from_static(answerer.as_str()),
             );
-            headers.insert(X_FICUS_TABLE.clone(), HeaderValue::from(table.version));
+            headers.insert(X_FICUS_TABLE.clone(), HeaderValue::from(ctx.table.version));
         }
         response
+    }
+
+    /// The upstream's response for the client: streamed, hop-by-hop headers out; a 101 to an
+    /// upgrade request opens a tunnel between the two connections.
+    fn pass_on(&self, ctx: &mut Ctx<'_>, mut response: Response<Incoming>) -> Response<Body> {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = ctx.client_upgrade.take()
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            self.tunnels.open(
+                client_upgrade,
+                upstream_upgrade,
+                self.metrics.clone(),
+                ctx.route.name.clone(),
+            );
+            let (mut parts, _) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            return Response::from_parts(parts, Body::empty());
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        Response::from_parts(parts, Body::stream(body))
     }
 }
 
@@ -471,48 +601,4 @@ impl Outgoing {
         *request.extensions_mut() = self.extensions;
         request
     }
-}
-
-/// Reads a whole (small, bounded) body into memory.
-async fn collect(body: Incoming, limit: u64) -> Result<Bytes, ProxyError> {
-    let exceeded = Arc::new(AtomicBool::new(false));
-    match Body::limited(body, limit, exceeded.clone()).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) if exceeded.load(Ordering::Relaxed) => Err(ProxyError::body_too_large(limit)),
-        Err(_) => Err(ProxyError::new(
-            crate::error::Kind::ClientBody,
-            crate::error::Origin::Client,
-            false,
-            "the request body broke off before its end",
-        )),
-    }
-}
-
-/// The JSON refusal of an authorization denial, with its `WWW-Authenticate` challenge.
-fn denial_response(denial: &crate::authz::Denial, route: &str) -> Response<Body> {
-    let code = match denial.status {
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        _ => "auth_unavailable",
-    };
-    let mut response = json_error(
-        denial.status,
-        code,
-        &format!("{} ({})", denial.message, denial.reason),
-        route,
-    );
-    if let Some(challenge) = &denial.challenge
-        && let Ok(value) = HeaderValue::from_str(challenge)
-    {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
-}
-
-/// Answers the requests the proxy itself refuses before routing (used by the server for
-/// protocol-level refusals).
-pub fn refuse(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json_error(status, code, message, "")
 }

@@ -1,17 +1,23 @@
 //! `ficus-proxy`: the routing reverse proxy that stands in front of the monolith.
 //!
-//! Data flow of a request:
+//! Data flow of a request: a route on the table in force, one context per request, then the
+//! phases of [`handler`] in order (each a method of [`Proxy`]; a phase that refuses returns a
+//! [`error::ProxyError`], answered in the last phase):
 //!
 //! ```text
 //! client ─► server (h1/h2c, header read timeout) ─► handler::Proxy::handle
 //!   ├─ table (ArcSwap, swapped whole on reload): most specific route, or the default
-//!   ├─ limits: header bytes (431), body bytes (413)
-//!   ├─ authz: spoofable headers out, token verified, route policy decided (401/403)
-//!   ├─ Route::side: monolith | canary (sticky bucket < percent) | extracted
-//!   ├─ headers: hop-by-hop out, X-Forwarded-*, x-request-id in; traceparent passes
-//!   ├─ upstream (pooled keep-alive client) within the route's timeout (504) / connect (502)
-//!   ├─ fallback: idempotent request, extracted side failed (connect, timeout, 5xx) → legacy
-//!   └─ response streamed back; a 101 opens a tunnel (WebSockets)
+//!   ├─ Ctx::new: request id, trusted client?, idempotent?, declared length
+//!   ├─ 1 admit: header bytes (431), body bytes (413); authz: spoofable headers out, token
+//!   │    verified, route policy decided (401/403, 503 without keys)
+//!   ├─ 2 choose the side: Route::side: monolith | canary (sticky bucket < percent) | extracted
+//!   ├─ 3 plan the body: hop-by-hop out, X-Forwarded-*, identity in; body streamed, or kept
+//!   │    whole (bounded) when a fallback may replay it
+//!   ├─ 4 forward: pooled keep-alive client, route's timeout (504) / connect (502)
+//!   │    (shadow will hook in here: a copy to the extracted side, compared, never returned)
+//!   ├─ 5 fall back: idempotent, extracted side failed (connect, timeout, 5xx) → monolith
+//!   └─ 6 respond and record: response streamed back (a 101 opens a tunnel), or ficus's own
+//!        answer from the error; metrics by who answered (monolith | extracted | proxy)
 //! ```
 //!
 //! Files: [`config`] the routes file as typed values; [`check`] the one check of a routes file

@@ -1,7 +1,15 @@
-//! Prometheus metrics of the proxy (`ficus_proxy_*`), served by the admin listener.
+//! Prometheus metrics of the proxy (`ficus_proxy_*`), served by the admin listener; the last
+//! phase of the request path (respond and record) and the fallback phase write them.
 //!
-//! Per-route handles are made once when a table is compiled, so the request path only
-//! increments counters it already holds.
+//! Per-route handles are made once when a table is compiled, for every label set the request
+//! path can use (sides, status classes, failure kinds, authz reasons: all closed sets), so the
+//! request path only increments counters it already holds and every series exists (at 0)
+//! before its first event.
+//!
+//! The `side` label says who made the answer: `monolith` or `extracted` when an upstream's
+//! answer was passed on, `proxy` when ficus answered itself (a refusal, a limit, a 502/504
+//! after an upstream failure). Rollout gates read these: an answer ficus made is never
+//! counted as a side's.
 
 use std::sync::Mutex;
 
@@ -12,6 +20,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::authz::Reason;
+use crate::error::Failure;
 use crate::table::Side;
 
 pub const REQUESTS: &str = "ficus_proxy_requests";
@@ -65,7 +75,41 @@ struct FallbackLabels {
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const SIDES: [Side; 2] = [Side::Legacy, Side::Extracted];
+const SIDES: [Side; 2] = [Side::Monolith, Side::Extracted];
+
+/// Who made the answer a client got: one side's upstream (passed on), or the proxy itself.
+/// The `side` label of the request counter and the duration histogram, and `x-ficus-side`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answerer {
+    Monolith,
+    Extracted,
+    Proxy,
+}
+
+impl Answerer {
+    const ALL: [Answerer; 3] = [Answerer::Monolith, Answerer::Extracted, Answerer::Proxy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Answerer::Monolith => "monolith",
+            Answerer::Extracted => "extracted",
+            Answerer::Proxy => "proxy",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<Side> for Answerer {
+    fn from(side: Side) -> Self {
+        match side {
+            Side::Monolith => Answerer::Monolith,
+            Side::Extracted => Answerer::Extracted,
+        }
+    }
+}
 
 /// The proxy's metric families.
 pub struct Metrics {
@@ -89,7 +133,7 @@ impl Default for Metrics {
         let requests = Family::default();
         registry.register(
             REQUESTS,
-            "Requests answered, by route, side and status class",
+            "Answers sent to clients, by route, side that made the answer (monolith, extracted, proxy) and status class",
             requests.clone(),
         );
         let duration = Family::<SideLabels, Histogram>::new_with_constructor(|| {
@@ -97,19 +141,19 @@ impl Default for Metrics {
         });
         registry.register(
             DURATION,
-            "Time from request to response head, by route and side",
+            "Time from request to response head, by route and side that made the answer (monolith, extracted, proxy)",
             duration.clone(),
         );
         let upstream_errors = Family::default();
         registry.register(
             UPSTREAM_ERRORS,
-            "Upstream failures, by route, side and kind (connect, timeout, protocol, 5xx)",
+            "Failed attempts on an upstream, by route, side and kind (connect, connect_timeout, timeout, protocol; 5xx when a fallback replaced it)",
             upstream_errors.clone(),
         );
         let fallbacks = Family::default();
         registry.register(
             FALLBACKS,
-            "Requests the legacy side answered after the extracted side failed, by reason",
+            "Requests replayed on the monolith after their attempt on the extracted side failed, by reason",
             fallbacks.clone(),
         );
         let decisions = Family::default();
@@ -171,9 +215,9 @@ impl Metrics {
             .inc();
     }
 
-    /// The handles of one route.
+    /// The handles of one route, every label set made now (the table is being compiled).
     pub fn route(&self, route: &str) -> RouteMetrics {
-        let requests = SIDES.map(|side| {
+        let requests = Answerer::ALL.map(|side| {
             CLASSES.map(|status| {
                 self.requests
                     .get_or_create(&RequestLabels {
@@ -184,7 +228,7 @@ impl Metrics {
                     .clone()
             })
         });
-        let duration = SIDES.map(|side| {
+        let duration = Answerer::ALL.map(|side| {
             self.duration
                 .get_or_create(&SideLabels {
                     route: route.to_owned(),
@@ -192,13 +236,40 @@ impl Metrics {
                 })
                 .clone()
         });
+        let upstream_errors = SIDES.map(|side| {
+            Failure::ALL.map(|kind| {
+                self.upstream_errors
+                    .get_or_create(&ErrorLabels {
+                        route: route.to_owned(),
+                        side: side.as_str(),
+                        kind: kind.as_str(),
+                    })
+                    .clone()
+            })
+        });
+        let fallbacks = Failure::ALL.map(|reason| {
+            self.fallbacks
+                .get_or_create(&FallbackLabels {
+                    route: route.to_owned(),
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
+        let decisions = Reason::ALL.map(|reason| {
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    route: route.to_owned(),
+                    decision: reason.decision(),
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
         RouteMetrics {
-            route: route.to_owned(),
             requests,
             duration,
-            upstream_errors: self.upstream_errors.clone(),
-            fallbacks: self.fallbacks.clone(),
-            decisions: self.decisions.clone(),
+            upstream_errors,
+            fallbacks,
+            decisions,
         }
     }
 
@@ -213,56 +284,42 @@ impl Metrics {
     }
 }
 
-/// A route's metric handles.
+/// A route's metric handles: the request path only increments them.
 pub struct RouteMetrics {
-    route: String,
-    requests: [[Counter; 5]; 2],
-    duration: [Histogram; 2],
-    upstream_errors: Family<ErrorLabels, Counter>,
-    fallbacks: Family<FallbackLabels, Counter>,
-    decisions: Family<DecisionLabels, Counter>,
+    requests: [[Counter; CLASSES.len()]; Answerer::ALL.len()],
+    duration: [Histogram; Answerer::ALL.len()],
+    upstream_errors: [[Counter; Failure::ALL.len()]; SIDES.len()],
+    fallbacks: [Counter; Failure::ALL.len()],
+    decisions: [Counter; Reason::ALL.len()],
 }
 
 fn side_index(side: Side) -> usize {
     match side {
-        Side::Legacy => 0,
+        Side::Monolith => 0,
         Side::Extracted => 1,
     }
 }
 
 impl RouteMetrics {
-    pub fn answered(&self, side: Side, status: u16, seconds: f64) {
+    /// An answer sent to the client, by whoever made it.
+    pub fn answered(&self, by: Answerer, status: u16, seconds: f64) {
         let class = usize::from((status / 100).clamp(1, 5) - 1);
-        self.requests[side_index(side)][class].inc();
-        self.duration[side_index(side)].observe(seconds);
+        self.requests[by.index()][class].inc();
+        self.duration[by.index()].observe(seconds);
     }
 
-    pub fn upstream_error(&self, side: Side, kind: &'static str) {
-        self.upstream_errors
-            .get_or_create(&ErrorLabels {
-                route: self.route.clone(),
-                side: side.as_str(),
-                kind,
-            })
-            .inc();
+    /// A failed attempt on `side`.
+    pub fn upstream_error(&self, side: Side, failure: Failure) {
+        self.upstream_errors[side_index(side)][failure.index()].inc();
     }
 
-    pub fn decision(&self, decision: &'static str, reason: &'static str) {
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                route: self.route.clone(),
-                decision,
-                reason,
-            })
-            .inc();
+    /// An edge authorization decision.
+    pub fn decision(&self, reason: Reason) {
+        self.decisions[reason.index()].inc();
     }
 
-    pub fn fallback(&self, reason: &'static str) {
-        self.fallbacks
-            .get_or_create(&FallbackLabels {
-                route: self.route.clone(),
-                reason,
-            })
-            .inc();
+    /// A request replayed on the monolith after `reason` on the extracted side.
+    pub fn fallback(&self, reason: Failure) {
+        self.fallbacks[reason.index()].inc();
     }
 }

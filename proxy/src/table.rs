@@ -130,18 +130,29 @@ impl PathPattern {
     }
 }
 
-/// The side that answers a request.
+/// The side of a route a request is sent to: the monolith, or the service extracted from it
+/// (the words of the route modes). Who finally answered is a different question, with a third
+/// answer (ficus itself): see [`crate::metrics::Answerer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
-    Legacy,
+    Monolith,
     Extracted,
 }
 
 impl Side {
+    /// The label in metrics, logs and `x-ficus-side`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Side::Legacy => "legacy",
+            Side::Monolith => "monolith",
             Side::Extracted => "extracted",
+        }
+    }
+
+    /// How messages to clients name the side.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Side::Monolith => "monolith",
+            Side::Extracted => "extracted service",
         }
     }
 }
@@ -162,7 +173,7 @@ pub struct Route {
     pub fallback: bool,
     pub timeout: Duration,
     pub max_body_bytes: u64,
-    pub legacy: Arc<Upstream>,
+    pub monolith: Arc<Upstream>,
     pub extracted: Option<Arc<Upstream>>,
     pub metrics: RouteMetrics,
     /// What a request needs to pass (edge authorization).
@@ -182,7 +193,7 @@ impl Route {
     /// Which side serves this request.
     pub fn side(&self, headers: &HeaderMap, client_ip: std::net::IpAddr) -> Side {
         match self.mode {
-            Mode::Monolith | Mode::Shadow => Side::Legacy,
+            Mode::Monolith | Mode::Shadow => Side::Monolith,
             Mode::Extracted => Side::Extracted,
             Mode::Canary => {
                 let bucket = match &self.sticky {
@@ -198,11 +209,11 @@ impl Route {
                     }),
                     Sticky::None => Some(rand::random::<u32>() % 10_000),
                 };
-                // A request without its sticky key cannot be kept on one side: the legacy
-                // side, which serves everyone, takes it.
+                // A request without its sticky key cannot be kept on one side: the monolith,
+                // which serves everyone, takes it.
                 match bucket {
                     Some(b) if b < self.canary_bps => Side::Extracted,
-                    _ => Side::Legacy,
+                    _ => Side::Monolith,
                 }
             }
         }
@@ -211,8 +222,8 @@ impl Route {
     /// The upstream of a side.
     pub fn upstream(&self, side: Side) -> &Arc<Upstream> {
         match side {
-            Side::Extracted => self.extracted.as_ref().unwrap_or(&self.legacy),
-            Side::Legacy => &self.legacy,
+            Side::Extracted => self.extracted.as_ref().unwrap_or(&self.monolith),
+            Side::Monolith => &self.monolith,
         }
     }
 }
@@ -232,7 +243,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A stable bucket in 0..10_000 for a sticky key: the same on every proxy instance and every
 /// version (FNV-1a, then a 64-bit finalizer to spread the bits). A user's bucket never changes,
-/// so raising a percent only moves users from the legacy side to the extracted side.
+/// so raising a percent only moves users from the monolith to the extracted side.
 pub fn bucket(salt: &str, key: &[u8]) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &byte in salt.as_bytes().iter().chain(&[0xff]).chain(key) {
@@ -296,7 +307,7 @@ impl Table {
                 fallback: config.fallback,
                 timeout: Duration::from_millis(config.timeout_ms.unwrap_or(proxy.timeout_ms)),
                 max_body_bytes: config.max_body_bytes.unwrap_or(proxy.max_body_bytes),
-                legacy: upstream(file.monolith_of(config)),
+                monolith: upstream(file.monolith_of(config)),
                 extracted: config.serve.as_deref().map(upstream),
                 metrics: metrics.route(&config.name),
                 policy: Policy::compile(file.auth.as_ref(), config.auth.as_ref()),
@@ -322,7 +333,7 @@ impl Table {
             fallback: false,
             timeout: Duration::from_millis(proxy.timeout_ms),
             max_body_bytes: proxy.max_body_bytes,
-            legacy: upstream(&proxy.default),
+            monolith: upstream(&proxy.default),
             extracted: None,
             metrics: metrics.route("default"),
             policy: Policy::compile(file.auth.as_ref(), None),

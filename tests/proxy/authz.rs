@@ -162,7 +162,7 @@ impl TestIdp {
     }
 }
 
-/// A routes file with `[auth]` over `jwks_url`, a legacy and an extracted upstream.
+/// A routes file with `[auth]` over `jwks_url`, a monolith and an extracted upstream.
 fn file(monolith: &TestUpstream, people: &TestUpstream, auth_extra: &str, routes: &str) -> String {
     format!(
         r#"
@@ -272,7 +272,7 @@ async fn a_valid_token_passes_and_both_sides_receive_the_verified_identity() {
             .starts_with("Bearer "),
         "the token still reaches the legacy authz"
     );
-    // Legacy side: a claims route to the monolith.
+    // Monolith side: a claims route to the monolith.
     let response = call(&proxy, reqwest::Method::GET, "/api/tenant/x", Some(&token)).await;
     assert_eq!(header(&response, "x-upstream"), "monolith");
     let echo: Value = response.json().await.unwrap();

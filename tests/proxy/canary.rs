@@ -51,7 +51,7 @@ async fn sides(
 }
 
 #[tokio::test]
-async fn a_sticky_canary_keeps_users_and_raising_the_percent_only_moves_legacy_users() {
+async fn a_sticky_canary_keeps_users_and_raising_the_percent_only_moves_monolith_users() {
     let (monolith, people) = upstreams().await;
     let proxy = TestProxy::start(&routes_file(
         &monolith.url(),
@@ -74,7 +74,7 @@ async fn a_sticky_canary_keeps_users_and_raising_the_percent_only_moves_legacy_u
     let again = sides(&proxy, &http, &users).await;
     assert_eq!(first, again, "every user stayed on their side");
 
-    // 25% -> 50%: users on the extracted side stay; only legacy users move.
+    // 25% -> 50%: users on the extracted side stay; only monolith users move.
     proxy
         .write_routes(&routes_file(
             &monolith.url(),

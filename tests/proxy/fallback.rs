@@ -46,7 +46,7 @@ async fn idempotent_requests_fall_back_on_5xx_and_timeouts_others_do_not() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "x-upstream"), "monolith");
-    assert_eq!(header(&response, "x-ficus-side"), "legacy");
+    assert_eq!(header(&response, "x-ficus-side"), "monolith");
 
     // ... and a PUT, with its body replayed intact.
     let response = http

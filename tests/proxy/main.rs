@@ -6,6 +6,7 @@ mod canary;
 mod cli;
 mod fallback;
 mod limits;
+mod metrics;
 mod reload;
 mod routing;
 mod streaming;

@@ -202,7 +202,7 @@ sticky = "header:x-user-id"
         .unwrap();
     assert!(
         metrics.contains(
-            r#"ficus_proxy_requests_total{route="people-read",side="legacy",status="2xx"} 1"#
+            r#"ficus_proxy_requests_total{route="people-read",side="monolith",status="2xx"} 1"#
         ),
         "{metrics}"
     );
@@ -273,7 +273,7 @@ async fn header_case_reaches_the_upstream_as_the_client_wrote_it() {
             .unwrap();
     });
     let proxy = TestProxy::start(&format!(
-        "[proxy]\ndefault = \"legacy\"\n[upstreams.legacy]\nurl = \"http://{upstream}\"\n"
+        "[proxy]\ndefault = \"monolith\"\n[upstreams.monolith]\nurl = \"http://{upstream}\"\n"
     ))
     .await;
     let addr = proxy.addr;

@@ -9,17 +9,18 @@ pub mod headers;
 pub mod internal;
 pub mod keys;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
 use crate::config::{AuthSection, DefaultPolicy, RouteAuth};
+use crate::error::{Kind, Origin, ProxyError};
 use internal::InternalSigner;
 use keys::{Keys, Lookup};
 
@@ -79,7 +80,7 @@ pub enum Policy {
     /// No token needed.
     Public,
     /// Refused to everyone; `reason` says why (route_denied or default_deny).
-    Deny { reason: &'static str },
+    Deny { reason: Reason },
     /// A valid token with these grants.
     Require {
         scopes: Vec<String>,
@@ -96,7 +97,7 @@ impl Policy {
         };
         match route {
             Some(r) if r.deny => Policy::Deny {
-                reason: "route_denied",
+                reason: Reason::RouteDenied,
             },
             Some(r) if r.public => Policy::Public,
             Some(r) => Policy::Require {
@@ -107,7 +108,7 @@ impl Policy {
             None => match auth.default {
                 DefaultPolicy::Allow => Policy::Open,
                 DefaultPolicy::Deny => Policy::Deny {
-                    reason: "default_deny",
+                    reason: Reason::DefaultDeny,
                 },
                 DefaultPolicy::Authenticated => Policy::Require {
                     scopes: Vec::new(),
@@ -119,51 +120,136 @@ impl Policy {
     }
 }
 
-/// A refusal, answered by the proxy.
-#[derive(Debug, Clone)]
-pub struct Denial {
-    pub status: StatusCode,
-    /// The metrics label and log field: why.
-    pub reason: &'static str,
-    pub message: String,
-    /// `WWW-Authenticate` for 401s and scope refusals.
-    pub challenge: Option<String>,
+/// Why edge authorization decided as it did: the `reason` label of
+/// `ficus_proxy_authz_decisions_total` and the log field. A closed set, so that the metrics
+/// handles of every reason exist from the moment a table is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Allowed: the route has no check.
+    Open,
+    /// Allowed: the route is public.
+    Public,
+    /// Allowed: a verified token with the grants the route needs.
+    Allowed,
+    /// Refused: the route is closed to everyone.
+    RouteDenied,
+    /// Refused: no route policy and `default = "deny"`.
+    DefaultDeny,
+    NoToken,
+    Malformed,
+    AlgNotAllowed,
+    UnknownKey,
+    /// No keys to verify with (503, fail closed).
+    NoKeys,
+    Expired,
+    NotYetValid,
+    WrongAudience,
+    WrongIssuer,
+    BadSignature,
+    MissingClaim,
+    InsufficientScope,
+    MissingRole,
+    ClaimMismatch,
 }
 
-impl Denial {
-    fn unauthenticated(reason: &'static str, message: &str) -> Self {
-        let challenge = if reason == "no_token" {
-            "Bearer realm=\"ficus\"".to_owned()
-        } else {
-            format!(
-                "Bearer realm=\"ficus\", error=\"invalid_token\", error_description=\"{message}\""
-            )
-        };
-        Denial {
-            status: StatusCode::UNAUTHORIZED,
-            reason,
-            message: message.to_owned(),
-            challenge: Some(challenge),
+impl Reason {
+    /// Every reason, in the order of [`Reason::index`].
+    pub const ALL: [Reason; 19] = [
+        Reason::Open,
+        Reason::Public,
+        Reason::Allowed,
+        Reason::RouteDenied,
+        Reason::DefaultDeny,
+        Reason::NoToken,
+        Reason::Malformed,
+        Reason::AlgNotAllowed,
+        Reason::UnknownKey,
+        Reason::NoKeys,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::WrongAudience,
+        Reason::WrongIssuer,
+        Reason::BadSignature,
+        Reason::MissingClaim,
+        Reason::InsufficientScope,
+        Reason::MissingRole,
+        Reason::ClaimMismatch,
+    ];
+
+    /// The position in [`Reason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Open => "open",
+            Reason::Public => "public",
+            Reason::Allowed => "allowed",
+            Reason::RouteDenied => "route_denied",
+            Reason::DefaultDeny => "default_deny",
+            Reason::NoToken => "no_token",
+            Reason::Malformed => "malformed",
+            Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::UnknownKey => "unknown_key",
+            Reason::NoKeys => "no_keys",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::BadSignature => "bad_signature",
+            Reason::MissingClaim => "missing_claim",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::MissingRole => "missing_role",
+            Reason::ClaimMismatch => "claim_mismatch",
         }
     }
 
-    fn forbidden(reason: &'static str, message: String, scope: Option<&str>) -> Self {
-        Denial {
-            status: StatusCode::FORBIDDEN,
-            reason,
-            message,
-            challenge: scope.map(|s| {
-                format!("Bearer realm=\"ficus\", error=\"insufficient_scope\", scope=\"{s}\"")
-            }),
+    /// The `decision` label: `allow` or `deny`.
+    pub fn decision(self) -> &'static str {
+        match self {
+            Reason::Open | Reason::Public | Reason::Allowed => "allow",
+            _ => "deny",
         }
     }
 }
 
-/// The outcome for a request.
-pub enum Decision {
-    /// Pass, with the identity when a token was verified.
-    Allow(Option<Identity>, &'static str),
-    Deny(Denial),
+/// 401: no valid token, with the challenge RFC 6750 asks for.
+fn unauthenticated(reason: Reason, message: &'static str) -> ProxyError {
+    let challenge = if reason == Reason::NoToken {
+        "Bearer realm=\"ficus\"".to_owned()
+    } else {
+        format!("Bearer realm=\"ficus\", error=\"invalid_token\", error_description=\"{message}\"")
+    };
+    ProxyError::new(
+        Kind::Unauthenticated(reason),
+        Origin::Client,
+        false,
+        message,
+    )
+    .with_challenge(challenge)
+}
+
+/// 403: the token does not carry what the route needs (or the route is closed).
+fn forbidden(
+    reason: Reason,
+    message: impl Into<Cow<'static, str>>,
+    scope: Option<&str>,
+) -> ProxyError {
+    let error = ProxyError::new(Kind::Forbidden(reason), Origin::Client, false, message);
+    match scope {
+        Some(s) => error.with_challenge(format!(
+            "Bearer realm=\"ficus\", error=\"insufficient_scope\", scope=\"{s}\""
+        )),
+        None => error,
+    }
+}
+
+/// A request edge authorization lets through.
+pub struct Allowed {
+    /// The caller, when a token was verified.
+    pub identity: Option<Identity>,
+    pub reason: Reason,
 }
 
 /// Header names of the forwarded identity.
@@ -258,15 +344,26 @@ impl Authz {
         headers::strip(headers, &self.protected, trusted)
     }
 
-    /// Decides on a request under `policy`.
-    pub async fn decide(&self, policy: &Policy, headers: &HeaderMap) -> Decision {
+    /// Decides on a request under `policy`: let through (with the verified identity), or
+    /// refused with the answer the client gets.
+    pub async fn decide(
+        &self,
+        policy: &Policy,
+        headers: &HeaderMap,
+    ) -> Result<Allowed, ProxyError> {
+        let allow = |reason| {
+            Ok(Allowed {
+                identity: None,
+                reason,
+            })
+        };
         let (scopes, roles, claims) = match policy {
-            Policy::Open => return Decision::Allow(None, "open"),
-            Policy::Public => return Decision::Allow(None, "public"),
+            Policy::Open => return allow(Reason::Open),
+            Policy::Public => return allow(Reason::Public),
             Policy::Deny { reason } => {
-                return Decision::Deny(Denial::forbidden(
-                    reason,
-                    "this route is closed to every caller".to_owned(),
+                return Err(forbidden(
+                    *reason,
+                    "this route is closed to every caller",
                     None,
                 ));
             }
@@ -276,30 +373,23 @@ impl Authz {
                 claims,
             } => (scopes, roles, claims),
         };
-        let token = match self.token(headers) {
-            Ok(Some(token)) => token,
-            Ok(None) => {
-                return Decision::Deny(Denial::unauthenticated(
-                    "no_token",
-                    "this route needs a bearer token",
-                ));
-            }
-            Err(denial) => return Decision::Deny(denial),
+        let Some(token) = self.token(headers)? else {
+            return Err(unauthenticated(
+                Reason::NoToken,
+                "this route needs a bearer token",
+            ));
         };
-        let identity = match self.verify(token).await {
-            Ok(identity) => identity,
-            Err(denial) => return Decision::Deny(denial),
-        };
+        let identity = self.verify(token).await?;
         if let Some(missing) = scopes.iter().find(|s| !identity.scopes.contains(s)) {
-            return Decision::Deny(Denial::forbidden(
-                "insufficient_scope",
+            return Err(forbidden(
+                Reason::InsufficientScope,
                 format!("this route needs the scope `{missing}`"),
                 Some(missing),
             ));
         }
         if !roles.is_empty() && !roles.iter().any(|r| identity.roles.contains(r)) {
-            return Decision::Deny(Denial::forbidden(
-                "missing_role",
+            return Err(forbidden(
+                Reason::MissingRole,
                 format!("this route needs one of the roles {}", roles.join(", ")),
                 None,
             ));
@@ -308,17 +398,20 @@ impl Authz {
             .iter()
             .find(|(key, value)| !identity.claim_matches(key, value))
         {
-            return Decision::Deny(Denial::forbidden(
-                "claim_mismatch",
+            return Err(forbidden(
+                Reason::ClaimMismatch,
                 format!("this route needs a different `{key}` claim"),
                 None,
             ));
         }
-        Decision::Allow(Some(identity), "allowed")
+        Ok(Allowed {
+            identity: Some(identity),
+            reason: Reason::Allowed,
+        })
     }
 
     /// The bearer token from `Authorization`, or from the configured cookie.
-    fn token<'a>(&self, headers: &'a HeaderMap) -> Result<Option<&'a str>, Denial> {
+    fn token<'a>(&self, headers: &'a HeaderMap) -> Result<Option<&'a str>, ProxyError> {
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let value = value.to_str().unwrap_or_default();
             return match value.split_once(' ') {
@@ -327,8 +420,8 @@ impl Authz {
                 {
                     Ok(Some(token.trim()))
                 }
-                _ => Err(Denial::unauthenticated(
-                    "malformed",
+                _ => Err(unauthenticated(
+                    Reason::Malformed,
                     "the Authorization header must be `Bearer <token>`",
                 )),
             };
@@ -347,37 +440,38 @@ impl Authz {
             }))
     }
 
-    async fn verify(&self, token: &str) -> Result<Identity, Denial> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| {
-            Denial::unauthenticated("malformed", "the token is not a well-formed JWT")
+    async fn verify(&self, token: &str) -> Result<Identity, ProxyError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|error| {
+            unauthenticated(Reason::Malformed, "the token is not a well-formed JWT")
+                .with_source(error)
         })?;
         if !self.algorithms.contains(&header.alg) {
-            return Err(Denial::unauthenticated(
-                "alg_not_allowed",
+            return Err(unauthenticated(
+                Reason::AlgNotAllowed,
                 "the token's algorithm is not accepted",
             ));
         }
         let key = match self.keys.find(header.kid.as_deref(), header.alg).await {
             Lookup::Found(key) => key,
             Lookup::Unknown => {
-                return Err(Denial::unauthenticated(
-                    "unknown_key",
+                return Err(unauthenticated(
+                    Reason::UnknownKey,
                     "the token was signed by an unknown key",
                 ));
             }
             Lookup::NoKeys => {
                 // Fail closed: without keys nothing verifies, so nothing passes.
-                return Err(Denial {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    reason: "no_keys",
-                    message: "tokens cannot be verified right now".to_owned(),
-                    challenge: None,
-                });
+                return Err(ProxyError::new(
+                    Kind::AuthUnavailable(Reason::NoKeys),
+                    Origin::Proxy,
+                    false,
+                    "tokens cannot be verified right now",
+                ));
             }
         };
         if key.algorithm != header.alg {
-            return Err(Denial::unauthenticated(
-                "alg_not_allowed",
+            return Err(unauthenticated(
+                Reason::AlgNotAllowed,
                 "the token's algorithm does not match its key",
             ));
         }
@@ -391,28 +485,31 @@ impl Authz {
             jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation)
                 .map_err(|error| {
                     let (reason, message) = match error.kind() {
-                        ErrorKind::ExpiredSignature => ("expired", "the token has expired"),
+                        ErrorKind::ExpiredSignature => (Reason::Expired, "the token has expired"),
                         ErrorKind::ImmatureSignature => {
-                            ("not_yet_valid", "the token is not valid yet")
+                            (Reason::NotYetValid, "the token is not valid yet")
                         }
-                        ErrorKind::InvalidAudience => {
-                            ("wrong_audience", "the token's audience is not accepted")
-                        }
+                        ErrorKind::InvalidAudience => (
+                            Reason::WrongAudience,
+                            "the token's audience is not accepted",
+                        ),
                         ErrorKind::InvalidIssuer => {
-                            ("wrong_issuer", "the token's issuer is not accepted")
+                            (Reason::WrongIssuer, "the token's issuer is not accepted")
                         }
-                        ErrorKind::InvalidSignature => {
-                            ("bad_signature", "the token's signature does not verify")
-                        }
-                        ErrorKind::InvalidAlgorithm => {
-                            ("alg_not_allowed", "the token's algorithm is not accepted")
-                        }
+                        ErrorKind::InvalidSignature => (
+                            Reason::BadSignature,
+                            "the token's signature does not verify",
+                        ),
+                        ErrorKind::InvalidAlgorithm => (
+                            Reason::AlgNotAllowed,
+                            "the token's algorithm is not accepted",
+                        ),
                         ErrorKind::MissingRequiredClaim(_) => {
-                            ("missing_claim", "the token lacks a required claim")
+                            (Reason::MissingClaim, "the token lacks a required claim")
                         }
-                        _ => ("malformed", "the token could not be verified"),
+                        _ => (Reason::Malformed, "the token could not be verified"),
                     };
-                    Denial::unauthenticated(reason, message)
+                    unauthenticated(reason, message).with_source(error)
                 })?;
         Ok(Identity::from_claims(data.claims))
     }
