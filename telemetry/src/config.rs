@@ -55,6 +55,8 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.key.is_empty() {
             write!(f, "{} ({})", self.message, self.source)
+        } else if self.source == Source::Default {
+            write!(f, "{}: {}", self.key, self.message)
         } else {
             write!(f, "{}: {} (from {})", self.key, self.message, self.source)
         }
@@ -133,6 +135,7 @@ impl<'a> Loader<'a> {
 
     /// Merges the layers and deserializes `T`.
     pub fn load<T: DeserializeOwned>(self) -> Result<T, ConfigError> {
+        let prefix = self.env_prefix();
         let mut root = Node::Table(BTreeMap::new());
         let mut sources: BTreeMap<String, Source> = BTreeMap::new();
         if let Some(path) = &self.file {
@@ -150,7 +153,6 @@ impl<'a> Loader<'a> {
             }
         }
         if let Some(env) = self.env {
-            let prefix = self.env_prefix();
             for (name, value) in env.with_prefix(&prefix) {
                 let path: Vec<String> = name[prefix.len()..]
                     .split("__")
@@ -189,6 +191,21 @@ impl<'a> Loader<'a> {
                 } else {
                     format!("{key}.{field}")
                 };
+            }
+            let mut message = message;
+            if let Some(field) = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                key = if key.is_empty() {
+                    field.to_owned()
+                } else {
+                    format!("{key}.{field}")
+                };
+                message = format!(
+                    "required: set it in the file or with {prefix}{}",
+                    key.replace('.', "__").to_ascii_uppercase()
+                );
             }
             let source = source_of(&key, &sources);
             ConfigError::Invalid(Problem {
@@ -595,6 +612,21 @@ mod tests {
         let problem = error.problem().expect("a problem");
         assert_eq!(problem.key, "nmae");
         assert_eq!(problem.source, Source::File(file.0.clone()));
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Required {
+        #[allow(dead_code)]
+        database_url: String,
+    }
+
+    #[test]
+    fn a_missing_required_key_says_how_to_set_it() {
+        let error = Loader::new("test").load::<Required>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "database_url: required: set it in the file or with FICUS_TEST__DATABASE_URL"
+        );
     }
 
     #[test]

@@ -12,6 +12,16 @@ pub trait Env {
     fn with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
 }
 
+impl<E: Env + ?Sized> Env for &E {
+    fn get(&self, name: &str) -> Option<String> {
+        (**self).get(name)
+    }
+
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        (**self).with_prefix(prefix)
+    }
+}
+
 /// The real process environment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcessEnv;
