@@ -1,5 +1,7 @@
 //! `ficus`: the one command-line tool of the toolkit. It only parses, builds and runs; the work
-//! lives in the crates (`ficus-monolith` today; the proxy, CDC and parity as their issues land).
+//! lives in the crates (`ficus-proxy`, `ficus-adapters`, `ficus-monolith`), the process plumbing
+//! (logs, settings, health, metrics) in `ficus-telemetry`. The process environment is read here
+//! only, through `ficus_telemetry::ProcessEnv`, and passed down.
 
 mod commands;
 
@@ -36,19 +38,23 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    let env = ficus_telemetry::ProcessEnv;
+    ficus_telemetry::logs::init(&env);
     match cli.command {
         Command::Routes(command) => {
             let code = commands::routes::run(command)?;
             std::process::exit(code);
         }
         Command::Proxy(args) => {
-            let settings = commands::proxy::Settings::load(&args)?;
+            let settings = commands::proxy::Settings::load(&args, &env)?;
             commands::proxy::runtime(&settings)?.block_on(commands::proxy::run(settings))
         }
-        Command::Monolith(args) => runtime()?.block_on(commands::monolith::run(args)),
+        Command::Monolith(args) => {
+            let settings = commands::monolith::Settings::load(&args, &env)?;
+            runtime()?.block_on(commands::monolith::run(settings))
+        }
         Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
-        Command::Cdc(command) => runtime()?.block_on(commands::cdc::run(command)),
+        Command::Cdc(command) => runtime()?.block_on(commands::cdc::run(command, &env)),
     }
 }
 
@@ -56,16 +62,4 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr (stdout is for what a command prints), colored only on a terminal.
-    let stderr = std::io::stderr();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&stderr))
-        .init();
 }

@@ -1,6 +1,6 @@
 //! The adapter's configuration: a TOML file (see `cdc.example.toml` at the repository root)
 //! plus `FICUS_CDC__<KEY>` environment overrides (`FICUS_CDC__KAFKA__BROKERS` sets
-//! `kafka.brokers`). Every field has a named default function and is documented here; a bad
+//! `kafka.brokers`), layered by `ficus_telemetry::config::Loader` like every component's. Every field has a named default function and is documented here; a bad
 //! value is refused by [`CdcConfig::validate`], which reports every problem at once and names
 //! the dotted key.
 
@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use ficus_telemetry::Env;
 use serde::Deserialize;
 
 use crate::error::CdcError;
@@ -267,48 +268,18 @@ pub const ENV_PREFIX: &str = "FICUS_CDC";
 
 impl CdcConfig {
     /// Defaults, then `file` (when given), then `FICUS_CDC__*` from `env` (a map, so tests need
-    /// not touch the process environment; pass `std::env::vars().collect()` in production).
-    /// The result is validated.
+    /// not touch the process environment). The result is validated.
     pub fn load(file: Option<&Path>, env: HashMap<String, String>) -> Result<Self, CdcError> {
-        let mut builder = config::Config::builder();
-        if let Some(file) = file {
-            if !file.exists() {
-                return Err(CdcError::Config(vec![format!(
-                    "config file {}: not found",
-                    file.display()
-                )]));
-            }
-            builder = builder.add_source(
-                config::File::from(file)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
-        }
-        let env: HashMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("tables")
-                .source(Some(env)),
-        );
-        let built = builder
-            .build()
-            .map_err(|e| CdcError::Config(vec![e.to_string()]))?;
-        let config: CdcConfig = serde_path_to_error::deserialize(built).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            if path.is_empty() || path == "." {
-                CdcError::Config(vec![inner])
-            } else {
-                CdcError::Config(vec![format!("{path}: {inner}")])
-            }
-        })?;
+        Self::load_from(file, &env)
+    }
+
+    /// [`CdcConfig::load`] from any [`Env`] (`&ficus_telemetry::ProcessEnv` in production).
+    pub fn load_from(file: Option<&Path>, env: &dyn Env) -> Result<Self, CdcError> {
+        let config: CdcConfig = ficus_telemetry::Loader::new("cdc")
+            .file(file)
+            .env(env)
+            .load()
+            .map_err(|error| CdcError::Config(vec![error.to_string()]))?;
         config.validate()?;
         Ok(config)
     }

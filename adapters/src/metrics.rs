@@ -1,5 +1,6 @@
 //! Prometheus metrics of the adapter (`ficus_cdc_*`), served on `metrics_listen` at `/metrics`,
-//! with `/healthz` beside them. Names are constants, described once here.
+//! with `/healthz` and `/readyz` beside them (`ficus-telemetry`'s admin router; the adapter fills
+//! the [`Health`] it reports). Names are constants, described once here.
 //!
 //! | metric | type | what |
 //! |---|---|---|
@@ -20,6 +21,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use ficus_telemetry::Health;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -195,27 +197,23 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped, with a
+/// health that has no checks (always ok, ready).
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }));
-    if let Err(error) = axum::serve(listener, app).await {
+    let health = Health::new();
+    health.set_ready(true);
+    serve_with_health(listener, metrics, health).await;
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped;
+/// `/healthz` reports the checks the adapter sets on `health` (`health.failing(name, reason)`).
+pub async fn serve_with_health(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    health: Health,
+) {
+    let admin = ficus_telemetry::Admin::new(health).metrics(move || metrics.encode());
+    if let Err(error) = admin.serve(listener, std::future::pending()).await {
         tracing::error!(%error, "metrics listener failed");
     }
 }

@@ -15,6 +15,8 @@
 //! The schema lives in `migrations/monolith/` at the workspace root and is applied at start
 //! ([`MIGRATOR`]). Data flow: HTTP request → axum router (tracing span, request id, metrics) →
 //! extractor checks the token → handler → PostgreSQL through sqlx → JSON response.
+//! `/metrics`, `/healthz` and `/readyz` (a database ping) come from `ficus-telemetry`'s admin
+//! router, merged into the app's; [`start()`] is how both `ficus monolith` and the tests run it.
 
 pub mod auth;
 pub mod config;
@@ -25,21 +27,24 @@ mod http;
 mod metrics;
 pub mod people;
 pub mod realtime;
+mod start;
 pub mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::routing::{get, post};
+use ficus_telemetry::Health;
+use ficus_telemetry::health::Scope;
 use sqlx::PgPool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub use auth::{Claims, SigningKey};
 pub use config::{AdminAccount, MonolithConfig};
+pub use start::{Running, start};
 
 use error::ApiError;
 
@@ -55,6 +60,8 @@ pub enum StartError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("listener: {0}")]
+    Listener(#[source] std::io::Error),
 }
 
 /// What every handler shares.
@@ -70,6 +77,7 @@ pub struct AppState {
 /// A ready-to-serve monolith: migrated database, bootstrap admin ensured.
 pub struct Monolith {
     state: AppState,
+    health: Health,
 }
 
 impl Monolith {
@@ -83,7 +91,23 @@ impl Monolith {
         if let Some(admin) = &config.bootstrap_admin {
             people::ensure_admin(&db, admin).await?;
         }
+        let health = Health::new();
+        let pool = db.clone();
+        health.probe("database", Scope::Ready, move || {
+            let pool = pool.clone();
+            async move {
+                match sqlx::query("SELECT 1").execute(&pool).await {
+                    Ok(_) => Ok(()),
+                    Err(error) => {
+                        tracing::warn!(%error, "readiness check failed");
+                        Err(format!("database unavailable: {error}"))
+                    }
+                }
+            }
+        });
+        health.set_ready(true);
         Ok(Self {
+            health,
             state: AppState {
                 db,
                 keys,
@@ -97,6 +121,9 @@ impl Monolith {
     /// The HTTP application.
     pub fn router(&self) -> Router {
         let state = self.state.clone();
+        let admin = ficus_telemetry::Admin::new(self.health.clone())
+            .metrics(state.metrics.registry.clone())
+            .router();
         Router::new()
             .route("/api/login", post(auth::login))
             .route("/.well-known/jwks.json", get(auth::jwks))
@@ -123,9 +150,8 @@ impl Monolith {
             .route("/api/documents/{id}/metadata", get(documents::metadata))
             .route("/api/rooms/{room}/ws", get(realtime::join))
             .route("/api/me", get(people::me))
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(ready))
-            .route("/metrics", get(metrics::export))
+            .with_state(state.clone())
+            .merge(admin)
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 metrics::track,
@@ -150,7 +176,11 @@ impl Monolith {
                 }),
             )
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .with_state(state)
+    }
+
+    /// Liveness and readiness (ready while serving and the database answers).
+    pub fn health(&self) -> Health {
+        self.health.clone()
     }
 
     /// Live WebSocket rooms (for tests and metrics).
@@ -165,19 +195,13 @@ impl Monolith {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.router();
+        let health = self.health.clone();
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                health.set_ready(false);
+            })
             .await
-    }
-}
-
-async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(&state.db).await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-        }
     }
 }
 

@@ -1,16 +1,16 @@
-//! Prometheus metrics of the monolith, served at `GET /metrics`.
+//! Prometheus metrics of the monolith, counted by the [`track`] middleware and served at
+//! `GET /metrics` by `ficus-telemetry`'s admin router (merged into the app's router).
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use ficus_telemetry::MetricsRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 
 use crate::AppState;
 
@@ -34,14 +34,14 @@ struct RouteLabels {
 
 /// The monolith's metric families and their registry.
 pub struct Metrics {
-    registry: Registry,
+    pub(crate) registry: MetricsRegistry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
+        let registry = MetricsRegistry::new();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             REQUESTS,
@@ -92,22 +92,4 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
         })
         .inc();
     response
-}
-
-/// `GET /metrics`
-pub(crate) async fn export(State(state): State<AppState>) -> Response {
-    let mut text = String::new();
-    if let Err(error) =
-        prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry)
-    {
-        tracing::error!(%error, "encoding metrics failed");
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        text,
-    )
-        .into_response()
 }

@@ -1,18 +1,19 @@
 //! The admin listener (loopback by default): the live table, Prometheus metrics, health.
 //!
 //! - `GET /routes`: the table in force with its version, load time and the last reload error;
-//! - `GET /metrics`: Prometheus text;
-//! - `GET /healthz`: the process is up; `GET /readyz`: a table is loaded and the proxy serves.
+//! - `GET /.well-known/jwks.json`: the public keys of the internal identity tokens;
+//! - `GET /metrics`, `GET /healthz`, `GET /readyz`: served by `ficus-telemetry`'s admin router
+//!   over the proxy's metrics and its [`Health`] (ready once a table is loaded and the client
+//!   listener serves; not ready once shutdown begins).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::UNIX_EPOCH;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use ficus_telemetry::Health;
 
 use crate::handler::Proxy;
 use crate::reload::Loader;
@@ -22,19 +23,22 @@ use crate::reload::Loader;
 pub struct Admin {
     pub proxy: Arc<Proxy>,
     pub loader: Arc<Loader>,
-    /// Set once the client listener serves; cleared when shutdown begins.
-    pub ready: Arc<AtomicBool>,
+    /// Liveness and readiness (the ready flag is set once the client listener serves).
+    pub health: Health,
 }
 
 impl Admin {
     pub fn router(self) -> Router {
-        Router::new()
+        let proxy = self.proxy.clone();
+        let health = self.health.clone();
+        let own = Router::new()
             .route("/routes", get(routes))
-            .route("/metrics", get(metrics))
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
             .route("/.well-known/jwks.json", get(jwks))
-            .with_state(self)
+            .with_state(self);
+        ficus_telemetry::Admin::new(health)
+            .metrics(move || proxy.metrics.encode())
+            .routes(own)
+            .router()
     }
 }
 
@@ -79,17 +83,6 @@ async fn routes(State(admin): State<Admin>) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn metrics(State(admin): State<Admin>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        admin.proxy.metrics.encode(),
-    )
-        .into_response()
-}
-
 /// The public keys of the internal identity tokens (empty without `[auth.internal_token]`).
 async fn jwks(State(admin): State<Admin>) -> Response {
     let table = admin.proxy.table();
@@ -100,12 +93,4 @@ async fn jwks(State(admin): State<Admin>) -> Response {
         .map(|s| s.jwks())
         .unwrap_or_else(|| serde_json::json!({ "keys": [] }));
     axum::Json(keys).into_response()
-}
-
-async fn readyz(State(admin): State<Admin>) -> (StatusCode, &'static str) {
-    if admin.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
 }

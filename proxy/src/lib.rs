@@ -25,7 +25,8 @@
 //! stickiness; [`handler`] the request path; [`body`] the body type; [`upstream`] connection
 //! pools; [`error`] the error type; [`tunnel`] upgrades; [`server`] the listener and graceful
 //! shutdown; [`reload`] loading and live reload; [`admin`] the admin API; [`metrics`] Prometheus;
-//! [`edit`] in-place edits for `ficus routes flip`.
+//! [`edit`] in-place edits for `ficus routes flip`; [`start`] the one way to start it all (the
+//! CLI and the test harness both call [`start()`]).
 
 pub mod admin;
 pub mod authz;
@@ -38,6 +39,7 @@ pub mod handler;
 pub mod metrics;
 pub mod reload;
 pub mod server;
+pub mod start;
 pub mod table;
 pub mod tunnel;
 pub mod upstream;
@@ -47,3 +49,4 @@ pub use config::{Problem, Problems, RoutesFile};
 pub use handler::Proxy;
 pub use reload::Loader;
 pub use server::{ServerSettings, serve};
+pub use start::{Listeners, Running, StartError, start};

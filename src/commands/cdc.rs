@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use ficus_adapters::{CancellationToken, CdcConfig};
+use ficus_telemetry::Env;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -46,18 +47,15 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn load(&self) -> anyhow::Result<CdcConfig> {
-        Ok(CdcConfig::load(
-            self.config.as_deref(),
-            std::env::vars().collect(),
-        )?)
+    fn load(&self, env: &dyn Env) -> anyhow::Result<CdcConfig> {
+        Ok(CdcConfig::load_from(self.config.as_deref(), env)?)
     }
 }
 
-pub async fn run(command: Command) -> anyhow::Result<()> {
+pub async fn run(command: Command, env: &dyn Env) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
-            let config = args.load()?;
+            let config = args.load(env)?;
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
             tokio::spawn(async move {
@@ -69,7 +67,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 .context("ficus cdc run")
         }
         Command::Status { config, json } => {
-            let config = config.load()?;
+            let config = config.load(env)?;
             let status = ficus_adapters::status::gather(&config).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -79,7 +77,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check(args) => {
-            let config = args.load()?;
+            let config = args.load(env)?;
             println!(
                 "configuration valid: slot {}, publication {}, topics {}.<schema>.<table>, broker {}",
                 config.slot, config.publication, config.topic_prefix, config.kafka.brokers

@@ -36,7 +36,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let database_url = ensure_database(&args.postgres_url, DATABASE).await?;
-    let monolith_args = super::monolith::Args {
+    let monolith_settings = super::monolith::Settings {
         listen: args.monolith_listen,
         database_url,
         key_file: args.state_dir.join("monolith-key.pem"),
@@ -46,26 +46,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         admin_email: Some(ADMIN_EMAIL.to_owned()),
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
     };
-    let monolith = super::monolith::build(&monolith_args).await?;
-    let listener = tokio::net::TcpListener::bind(args.monolith_listen)
-        .await
-        .with_context(|| format!("listening on {}", args.monolith_listen))?;
-    let proxy_settings = super::proxy::Settings {
-        routes_file: args.routes.clone(),
-        listen: args.proxy_listen,
-        admin_listen: args.admin_listen,
-        workers: 0,
-        header_read_timeout_ms: 10_000,
-        shutdown_grace_ms: 5_000,
-        preserve_header_case: true,
+    let monolith = super::monolith::start(&monolith_settings).await?;
+    let listeners = ficus_proxy::Listeners {
+        client: tokio::net::TcpListener::bind(args.proxy_listen)
+            .await
+            .with_context(|| format!("listening on {}", args.proxy_listen))?,
+        admin: tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("admin listener on {}", args.admin_listen))?,
     };
-    let proxy = tokio::spawn(super::proxy::run(proxy_settings));
+    let server = ficus_proxy::ServerSettings {
+        shutdown_grace: std::time::Duration::from_secs(5),
+        ..ficus_proxy::ServerSettings::default()
+    };
+    let proxy = ficus_proxy::start(&args.routes, server, listeners)?;
     print_guide(args.proxy_listen, args.monolith_listen, args.admin_listen);
-    monolith
-        .serve(listener, super::shutdown_signal())
-        .await
-        .context("serving the monolith")?;
-    proxy.await.context("the proxy task")?
+    super::shutdown_signal().await;
+    // The proxy drains first (its clients are the end users), then the monolith behind it.
+    proxy.stop().await;
+    monolith.stop().await.context("serving the monolith")
 }
 
 /// Creates `name` on the server when missing; returns its URL.

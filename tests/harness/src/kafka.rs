@@ -1,11 +1,17 @@
-//! The Kafka broker of the tests: its address, a topic name per test, topic creation.
+//! The Kafka broker of the tests: its address, a topic name per test, topic creation, and the
+//! reader tests check a topic with: [`read_topic`] reads every partition up to its high
+//! watermark as it is now; [`wait_for_messages`] reads again until a condition holds.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
 
 use crate::{KAFKA_BROKERS_VAR, service_env, unique_suffix};
 
@@ -40,4 +46,144 @@ pub async fn create_topic(name: &str, partitions: i32) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One message read back from the broker.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Msg {
+    pub fn json(&self) -> Value {
+        match &self.value {
+            Some(v) => serde_json::from_slice(v).expect("a JSON value"),
+            None => Value::Null,
+        }
+    }
+
+    pub fn key_json(&self) -> Value {
+        match &self.key {
+            Some(k) => serde_json::from_slice(k).expect("a JSON key"),
+            None => Value::Null,
+        }
+    }
+
+    pub fn op(&self) -> String {
+        self.json()["op"].as_str().unwrap_or("tombstone").to_owned()
+    }
+}
+
+/// Every message of `topic` (all partitions, in offset order per partition) up to the high
+/// watermarks as they are now; empty when the topic does not exist.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Msg> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("ficus-test-reader-{}", unique_suffix()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("a consumer");
+    let metadata = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+        Ok(m) => m,
+        Err(_) => return Vec::new(),
+    };
+    let Some(topic_meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Vec::new();
+    };
+    if topic_meta.error().is_some() || topic_meta.partitions().is_empty() {
+        return Vec::new();
+    }
+    let mut assignment = TopicPartitionList::new();
+    let mut highs = HashMap::new();
+    for partition in topic_meta.partitions() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        highs.insert(partition.id(), high);
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    let total: i64 = highs.values().sum();
+    let mut out = Vec::new();
+    if total == 0 {
+        return out;
+    }
+    consumer.assign(&assignment).expect("assigning partitions");
+    let mut done: HashMap<i32, bool> = highs.iter().map(|(p, h)| (*p, *h == 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.values().any(|d| !d) {
+        assert!(Instant::now() < deadline, "reading {topic} took over 60 s");
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if m.offset() + 1 >= highs[&m.partition()] {
+                    done.insert(m.partition(), true);
+                }
+                if m.offset() < highs[&m.partition()] {
+                    out.push(Msg {
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
+                }
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Reads `topic` until `ready` holds for its messages, or panics after `timeout`.
+pub async fn wait_for_messages(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    ready: impl Fn(&[Msg]) -> bool,
+) -> Vec<Msg> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let topic_owned = topic.to_owned();
+        let brokers = brokers.to_owned();
+        let messages = tokio::task::spawn_blocking(move || read_topic(&brokers, &topic_owned))
+            .await
+            .unwrap();
+        if ready(&messages) {
+            return messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: condition not met within {timeout:?}; {} messages: {:#?}",
+            messages.len(),
+            messages
+                .iter()
+                .rev()
+                .take(5)
+                .map(|m| (m.key_json(), m.json()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The last message per key (JSON text of the key).
+pub fn last_by_key(messages: &[Msg]) -> HashMap<String, Msg> {
+    let mut last = HashMap::new();
+    for m in messages {
+        if let Some(key) = &m.key {
+            last.insert(String::from_utf8_lossy(key).into_owned(), m.clone());
+        }
+    }
+    last
 }

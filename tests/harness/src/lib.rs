@@ -2,9 +2,13 @@
 //!
 //! - [`TestDatabase`]: a database of its own per test on the private PostgreSQL that
 //!   `scripts/services` starts (random name, dropped afterwards), optionally migrated;
-//! - [`kafka`]: the broker's address, a topic name per test, topic creation;
-//! - [`TestMonolith`]: the legacy monolith in-process on `127.0.0.1:0` over its own database;
-//! - [`TestProxy`]: the routing proxy in-process over a routes file it watches;
+//! - [`kafka`]: the broker's address, a topic name per test, topic creation, and a reader that
+//!   reads a topic to its end or until a condition holds ([`kafka::read_topic`],
+//!   [`kafka::wait_for_messages`]);
+//! - [`TestMonolith`]: the legacy monolith in-process on `127.0.0.1:0` over its own database,
+//!   started by `ficus_monolith::start` like `ficus monolith`;
+//! - [`TestProxy`]: the routing proxy in-process over a routes file it watches, started by
+//!   `ficus_proxy::start` like `ficus proxy`;
 //! - [`TestUpstream`]: small servers that say who they are, to tell which side answered.
 //!
 //! The services' addresses come from `FICUS_TEST_DATABASE_URL` and `FICUS_TEST_KAFKA_BROKERS`
@@ -46,15 +50,8 @@ pub fn unique_suffix() -> String {
     format!("{n:016x}")
 }
 
-/// Sends `tracing` output to the test's captured output, once per process (`RUST_LOG` filters).
+/// Sends `tracing` output to the test's captured output, once per process (`RUST_LOG` filters,
+/// `warn` by default).
 pub fn init_tracing() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .init();
-    });
+    ficus_telemetry::logs::init_for_tests();
 }

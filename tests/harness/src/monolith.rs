@@ -1,11 +1,10 @@
-//! The legacy monolith, in-process on `127.0.0.1:0`, over a database of its own.
+//! The legacy monolith, in-process on `127.0.0.1:0`, over a database of its own, started with
+//! [`ficus_monolith::start`] as `ficus monolith` does.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use ficus_monolith::{AdminAccount, Monolith, MonolithConfig, SigningKey};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use ficus_monolith::{AdminAccount, MonolithConfig, Running, SigningKey};
 
 use crate::TestDatabase;
 
@@ -26,8 +25,7 @@ pub struct TestMonolith {
     pub admin_email: String,
     pub admin_password: String,
     http: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<std::io::Result<()>>>,
+    running: Option<Running>,
 }
 
 impl TestMonolith {
@@ -47,25 +45,20 @@ impl TestMonolith {
             password: admin_password.clone(),
             display_name: "Ada Admin".to_owned(),
         });
-        let monolith = Monolith::new(db.pool.clone(), shared_signing_key(), config)
-            .await
-            .expect("starting the monolith");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding 127.0.0.1:0");
-        let addr = listener.local_addr().expect("a local address");
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(monolith.serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let running =
+            ficus_monolith::start(db.pool.clone(), shared_signing_key(), config, listener)
+                .await
+                .expect("starting the monolith");
         Self {
-            addr,
+            addr: running.addr,
             db,
             admin_email,
             admin_password,
             http: reqwest::Client::new(),
-            shutdown: Some(shutdown),
-            server: Some(server),
+            running: Some(running),
         }
     }
 
@@ -132,22 +125,15 @@ impl TestMonolith {
 
     /// Stops the server, letting in-flight requests finish.
     pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
+        if let Some(running) = self.running.take() {
+            let _ = running.stop().await;
         }
     }
 }
 
 impl Drop for TestMonolith {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
+        // The server stops before its database is dropped.
+        self.running.take();
     }
 }

@@ -4,14 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use ficus_proxy::admin::Admin;
-use ficus_proxy::metrics::Metrics;
-use ficus_proxy::{Loader, Proxy, ServerSettings};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use ficus_proxy::{Listeners, Loader, Proxy, Running, ServerSettings};
 
 /// A running proxy. Dropping it stops it and removes its routes file.
 pub struct TestProxy {
@@ -21,9 +16,7 @@ pub struct TestProxy {
     pub proxy: Arc<Proxy>,
     pub loader: Arc<Loader>,
     dir: PathBuf,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
-    tasks: Vec<JoinHandle<()>>,
+    running: Option<Running>,
 }
 
 impl TestProxy {
@@ -32,52 +25,27 @@ impl TestProxy {
         Self::start_with(routes, ServerSettings::default()).await
     }
 
+    /// Starts a proxy with `settings`, through [`ficus_proxy::start`] as `ficus proxy` does.
     pub async fn start_with(routes: &str, settings: ServerSettings) -> Self {
         crate::init_tracing();
         let dir = std::env::temp_dir().join(format!("ficus-proxy-{}", crate::unique_suffix()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let routes_path = dir.join("routes.toml");
         std::fs::write(&routes_path, routes).expect("writing the routes file");
-        let metrics = Arc::new(Metrics::default());
-        let loader = Arc::new(Loader::new(&routes_path, metrics.clone()));
-        let table = loader.load().expect("a valid routes file");
-        let proxy = Arc::new(Proxy::new(table, metrics));
-        let watch = loader
-            .clone()
-            .watch(proxy.clone())
-            .expect("watching the routes file");
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin_addr = admin_listener.local_addr().unwrap();
-        let admin = Admin {
-            proxy: proxy.clone(),
-            loader: loader.clone(),
-            ready: Arc::new(AtomicBool::new(true)),
+        let listeners = Listeners {
+            client: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
-        let admin_task = tokio::spawn(async move {
-            let _ = axum::serve(admin_listener, admin.router()).await;
-        });
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(ficus_proxy::serve(
-            listener,
-            proxy.clone(),
-            settings,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let running =
+            ficus_proxy::start(&routes_path, settings, listeners).expect("starting the proxy");
         Self {
-            addr,
-            admin_addr,
+            addr: running.addr,
+            admin_addr: running.admin_addr,
             routes_path,
-            proxy,
-            loader,
+            proxy: running.proxy.clone(),
+            loader: running.loader.clone(),
             dir,
-            shutdown: Some(shutdown),
-            server: Some(server),
-            tasks: vec![watch, admin_task],
+            running: Some(running),
         }
     }
 
@@ -121,26 +89,16 @@ impl TestProxy {
 
     /// Stops accepting, drains, and waits for the server to return.
     pub async fn shutdown(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
+        if let Some(running) = self.running.take() {
+            running.stop().await;
         }
     }
 }
 
 impl Drop for TestProxy {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
-        for task in &self.tasks {
-            task.abort();
-        }
+        // Dropping `Running` triggers the shutdown and aborts its tasks.
+        self.running.take();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
