@@ -415,7 +415,10 @@ mod tests {
             .iter()
             .filter(|(salt, key, expected)| bucket(salt, key) != *expected)
             .map(|(salt, key, expected)| {
-                format!("({salt:?}, {key:?}): {} instead of {expected}", bucket(salt, key))
+                format!(
+                    "({salt:?}, {key:?}): {} instead of {expected}",
+                    bucket(salt, key)
+                )
             })
             .collect();
         assert!(wrong.is_empty(), "buckets moved: {wrong:#?}");
