@@ -404,9 +404,52 @@ mod tests {
         assert_eq!(early_literal.specificity(&late_literal), Ordering::Greater);
     }
 
+    /// Buckets pinned as today's function computes them. A proxy whose hash differs from the
+    /// one already deployed would move users between the sides mid-rollout (and two instances
+    /// of different versions would disagree about the same user): changing any value here is a
+    /// breaking change of the canary, not a refactoring.
     #[test]
-    fn buckets_are_stable_and_spread() {
-        assert_eq!(bucket("people", b"user-1"), bucket("people", b"user-1"));
+    fn buckets_are_pinned() {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        let v4 = |ip: &str| ip.parse::<Ipv4Addr>().unwrap().octets().to_vec();
+        let v6 = |ip: &str| ip.parse::<Ipv6Addr>().unwrap().octets().to_vec();
+        let golden: [(&str, Vec<u8>, u32); 15] = [
+            ("people", b"user-1".to_vec(), 8672),
+            ("people", b"user-2".to_vec(), 2611),
+            ("people", b"user-9999".to_vec(), 4488),
+            ("people", b"s42".to_vec(), 2925),
+            // The salt (the extracted upstream) separates services, and the separator byte
+            // keeps salt and key from running into each other.
+            ("tasks", b"user-1".to_vec(), 9418),
+            ("peopl", b"euser-1".to_vec(), 9599),
+            // Empty key and empty salt.
+            ("people", Vec::new(), 4920),
+            ("", Vec::new(), 2295),
+            ("", b"user-1".to_vec(), 1151),
+            // `sticky = "ip"` hashes the address's octets (4 for IPv4, 16 for IPv6).
+            ("people", v4("127.0.0.1"), 7142),
+            ("people", v4("10.1.2.3"), 2419),
+            ("people", v6("::1"), 4341),
+            ("people", v6("2001:db8::42"), 1377),
+            // Non-ASCII header values and salts hash as their UTF-8 bytes.
+            ("people", "zoë-ß".as_bytes().to_vec(), 3867),
+            ("personnes", "ユーザー-7".as_bytes().to_vec(), 1561),
+        ];
+        let wrong: Vec<String> = golden
+            .iter()
+            .filter(|(salt, key, expected)| bucket(salt, key) != *expected)
+            .map(|(salt, key, expected)| {
+                format!(
+                    "({salt:?}, {key:?}): {} instead of {expected}",
+                    bucket(salt, key)
+                )
+            })
+            .collect();
+        assert!(wrong.is_empty(), "buckets moved: {wrong:#?}");
+    }
+
+    #[test]
+    fn buckets_spread_evenly() {
         let mut counts = [0u32; 10];
         for i in 0..10_000 {
             counts[(bucket("people", format!("user-{i}").as_bytes()) / 1000) as usize] += 1;

@@ -105,7 +105,8 @@ struct TestIdp {
     keys: Arc<Mutex<Vec<Value>>>,
     up: Arc<Mutex<bool>>,
     fetches: Arc<Mutex<u32>>,
-    _server: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl TestIdp {
@@ -137,15 +138,21 @@ impl TestIdp {
                 .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
         });
         TestIdp {
             url,
             keys: state.0,
             up: state.1,
             fetches: state.2,
-            _server: server,
+            stop: Some(stop),
+            server,
         }
     }
 
@@ -159,6 +166,15 @@ impl TestIdp {
 
     fn fetches(&self) -> u32 {
         *self.fetches.lock().unwrap()
+    }
+
+    /// Stops the server, closing its idle keep-alive connections too: from now on every
+    /// fetch fails to connect.
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
     }
 }
 
@@ -755,21 +771,41 @@ async fn jwks_rotation_while_running_and_an_unreachable_provider() {
         "rate-limited: {} fetches",
         idp.fetches() - before
     );
+}
 
-    // The provider fails: the keys in hand are served stale.
+const JWKS_ERRORS: &str = "ficus_proxy_jwks_fetches_total{result=\"error\"}";
+
+#[tokio::test]
+async fn the_keys_in_hand_are_served_stale_while_the_provider_fails() {
+    // A background refresh every 100 ms, so the failing provider is asked again by itself.
+    let (_monolith, people, mut idp, key, proxy) = setup("jwks_refresh_ms = 100").await;
+    let token = key.sign(&claims("u", "people:read"));
+    let get = |token: String| {
+        let proxy = &proxy;
+        async move { call(proxy, reqwest::Method::GET, "/api/people/1", Some(&token)).await }
+    };
+    assert_eq!(get(token.clone()).await.status(), 200);
+
+    // The provider answers 500 now: wait until a refresh has actually failed.
+    let errors = proxy.metric(JWKS_ERRORS).await;
     idp.set_up(false);
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(
-        call(
-            &proxy,
-            reqwest::Method::GET,
-            "/api/people/1",
-            Some(&new_token)
-        )
-        .await
-        .status(),
-        200
-    );
+    let errors = proxy.wait_for_metric_above(JWKS_ERRORS, errors).await;
+    // Tokens signed with the cached key still verify, and reach the service.
+    let hits = people.hits();
+    assert_eq!(get(token.clone()).await.status(), 200);
+    assert_eq!(people.hits(), hits + 1);
+    // A kid the cache does not hold is refused as unknown (the keys in hand are not thrown
+    // away: that would be 503 no_keys), and the service never sees it.
+    let stranger = TestKey::rsa().sign(&claims("u", "people:read"));
+    refused(get(stranger.clone()).await, 401, "unknown_key").await;
+    assert_eq!(people.hits(), hits + 1);
+
+    // The provider is gone altogether (connections refused): still the same.
+    idp.stop().await;
+    proxy.wait_for_metric_above(JWKS_ERRORS, errors).await;
+    assert_eq!(get(token).await.status(), 200);
+    refused(get(stranger).await, 401, "unknown_key").await;
+    assert_eq!(people.hits(), hits + 2);
 }
 
 #[tokio::test]

@@ -1,3 +1,6 @@
+//! WebSocket tunnels through the proxy, and shutdown: requests in flight drain, tunnels get a
+//! grace period.
+
 use std::time::Duration;
 
 use ficus_testkit::{TestMonolith, TestProxy, TestUpstream};
@@ -98,7 +101,8 @@ async fn shutdown_drains_requests_in_flight_then_stops() {
         let http = http.clone();
         async move { http.get(url).send().await.map(|r| r.status().as_u16()) }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // In flight: the upstream has the request (and holds it 500 ms) when the shutdown begins.
+    monolith.wait_for_hits(1).await;
     let started = std::time::Instant::now();
     proxy.shutdown().await;
     assert_eq!(

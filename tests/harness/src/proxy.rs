@@ -64,6 +64,35 @@ impl TestProxy {
         self.proxy.table().version
     }
 
+    /// The value of one series on the admin listener's `/metrics`, e.g.
+    /// `ficus_proxy_reload_failures_total` or `ficus_proxy_jwks_fetches_total{result="error"}`
+    /// (labels exactly as the exposition prints them); 0 while the series is absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("the admin listener answers")
+            .text()
+            .await
+            .expect("a metrics page");
+        metric_value(&text, series).unwrap_or(0.0)
+    }
+
+    /// Waits until `series` on `/metrics` exceeds `above` (panics after 10 s); returns its value.
+    pub async fn wait_for_metric_above(&self, series: &str, above: f64) -> f64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.metric(series).await;
+            if now > above {
+                return now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} stayed at {now} (waited for more than {above})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Writes a new routes file atomically and waits until the proxy has loaded it.
     pub async fn write_routes(&self, text: &str) -> u64 {
         let before = self.version();
@@ -101,4 +130,12 @@ impl Drop for TestProxy {
         self.running.take();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The value of `series` (name and labels as printed) in a Prometheus text exposition.
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
 }

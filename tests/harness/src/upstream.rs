@@ -8,11 +8,14 @@
 //!   (the request body is read streaming, never held whole).
 //!
 //! `/ws` upgrades to a WebSocket that echoes each text message as `"<name>: <text>"`.
+//!
+//! A request counts as a hit the moment its handler starts, before any `delay_ms`: a test waits
+//! for it with [`TestUpstream::wait_for_hits`] to know a request is in flight at the upstream,
+//! instead of sleeping and hoping it got there.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,20 +28,28 @@ use axum::routing::{any, get};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A running test upstream; stops when dropped.
 pub struct TestUpstream {
     pub name: String,
     pub addr: SocketAddr,
-    hits: Arc<AtomicU64>,
+    /// Requests received so far; every arrival notifies the waiters.
+    hits: Arc<watch::Sender<u64>>,
     server: JoinHandle<()>,
 }
 
 #[derive(Clone)]
 struct Shared {
     name: Arc<str>,
-    hits: Arc<AtomicU64>,
+    hits: Arc<watch::Sender<u64>>,
+}
+
+impl Shared {
+    fn arrived(&self) {
+        self.hits.send_modify(|hits| *hits += 1);
+    }
 }
 
 impl TestUpstream {
@@ -52,7 +63,7 @@ impl TestUpstream {
     /// Serves on a given listener (to restart an upstream on the same port).
     pub fn serve_on(name: &str, listener: tokio::net::TcpListener) -> Self {
         let addr = listener.local_addr().expect("an address");
-        let hits = Arc::new(AtomicU64::new(0));
+        let hits = Arc::new(watch::Sender::new(0));
         let shared = Shared {
             name: name.into(),
             hits: hits.clone(),
@@ -77,9 +88,23 @@ impl TestUpstream {
         format!("http://{}", self.addr)
     }
 
-    /// Requests this upstream answered.
+    /// Requests this upstream received (answered or still in its handler).
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::SeqCst)
+        *self.hits.borrow()
+    }
+
+    /// Waits until this upstream has received `count` requests in all (counted when the
+    /// handler starts, so a slow request is in flight once this returns). Panics after 10 s.
+    pub async fn wait_for_hits(&self, count: u64) {
+        let mut hits = self.hits.subscribe();
+        let waited =
+            tokio::time::timeout(Duration::from_secs(10), hits.wait_for(|&n| n >= count)).await;
+        assert!(
+            matches!(waited, Ok(Ok(_))),
+            "{} received {} requests within 10 s, expected {count}",
+            self.name,
+            self.hits()
+        );
     }
 }
 
@@ -94,7 +119,7 @@ async fn answer(
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Response {
-    shared.hits.fetch_add(1, Ordering::SeqCst);
+    shared.arrived();
     // `NAME.key` applies to the upstream of that name only, `key` to every upstream.
     let param = |key: &str| {
         query
@@ -163,7 +188,7 @@ async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    shared.hits.fetch_add(1, Ordering::SeqCst);
+    shared.arrived();
     let _ = headers;
     upgrade.on_upgrade(move |mut socket| async move {
         while let Some(Ok(message)) = socket.recv().await {
