@@ -18,9 +18,14 @@
 //!   stream consistent with it;
 //! - [`heartbeat`]: heartbeat writes and the slot-lag monitor;
 //! - [`metrics`]: Prometheus metrics (`ficus_cdc_*`) and their HTTP listener;
+//! - [`health`]: what `/healthz` reports (healthy, or the failure that stopped the pipeline);
+//! - [`error`]: the error type and its policy (retry / operator / never);
+//! - [`failpoint`]: crash points at the windows that matter, for tests (cargo feature
+//!   `failpoints`; nothing at all without it);
 //! - [`migrations`]: ficus's own schema (`ficus`), tracked in `ficus.schema_migrations`;
 //! - [`status`]: what `ficus cdc status` prints;
-//! - [`pipeline`]: the supervisor that runs it all and restarts it with backoff;
+//! - [`pipeline`]: the supervisor that runs it all, restarts it with backoff after a
+//!   retriable failure and stops it (unhealthy, still serving) after one no retry fixes;
 //! - [`catalog`]: the catalog queries (types, keys, tables).
 //!
 //! Delivery is at-least-once: a WAL position is confirmed to PostgreSQL only once the broker
@@ -31,6 +36,8 @@ pub mod catalog;
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod failpoint;
+pub mod health;
 pub mod heartbeat;
 pub mod metrics;
 pub mod migrations;

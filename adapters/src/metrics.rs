@@ -1,6 +1,7 @@
 //! Prometheus metrics of the adapter (`ficus_cdc_*`), served on `metrics_listen` at `/metrics`,
-//! with `/healthz` and `/readyz` beside them (`ficus-telemetry`'s admin router; the adapter fills
-//! the [`Health`] it reports). Names are constants, described once here.
+//! with `/healthz` and `/readyz` beside them: the exposition is `ficus-telemetry`'s, the health
+//! body is the adapter's own failure report ([`crate::health`]: class, cause, refused record),
+//! which `ficus cdc status` reads back. Names are constants, described once here.
 //!
 //! | metric | type | what |
 //! |---|---|---|
@@ -15,13 +16,13 @@
 //! | `ficus_cdc_snapshot_rows_total{table}` | counter | snapshot rows sent |
 //! | `ficus_cdc_snapshot_progress_ratio{table}` | gauge | rows done / estimated rows (1 when the table is done) |
 //! | `ficus_cdc_broker_errors_total{kind}` | counter | client-level broker errors (transport, delivery) |
-//! | `ficus_cdc_restarts_total{reason}` | counter | pipeline restarts (postgres, kafka, other) |
+//! | `ficus_cdc_restarts_total{reason,cause}` | counter | pipeline restarts after a retriable failure (reason: postgres, kafka, other; cause: connection, slot_in_use, broker_down, ...) |
+//! | `ficus_cdc_failed{class,cause}` | gauge | 1 once a failure no retry fixes stopped the pipeline (class: operator, never; cause: wal_level, slot_plugin, record_too_large, ...) |
 //! | `ficus_cdc_heartbeats_total` | counter | heartbeats written |
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use ficus_telemetry::Health;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +30,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+
+use crate::health::Health;
 
 pub const EVENTS: &str = "ficus_cdc_events";
 pub const ACKED_EVENTS: &str = "ficus_cdc_acked_events";
@@ -43,6 +46,7 @@ pub const SNAPSHOT_PROGRESS: &str = "ficus_cdc_snapshot_progress_ratio";
 pub const BROKER_ERRORS: &str = "ficus_cdc_broker_errors";
 pub const RESTARTS: &str = "ficus_cdc_restarts";
 pub const HEARTBEATS: &str = "ficus_cdc_heartbeats";
+pub const FAILED: &str = "ficus_cdc_failed";
 
 /// Buckets of the latency histogram: fine below 100 ms, where the goal is.
 pub const LATENCY_BUCKETS: [f64; 22] = [
@@ -67,8 +71,15 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
+pub struct RestartLabels {
     pub reason: &'static str,
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailedLabels {
+    pub class: &'static str,
+    pub cause: &'static str,
 }
 
 /// The adapter's metric families.
@@ -85,8 +96,11 @@ pub struct Metrics {
     pub snapshot_rows: Family<TableLabels, Counter>,
     pub snapshot_progress: Family<TableLabels, Gauge<f64, AtomicU64>>,
     pub broker_errors: Family<KindLabels, Counter>,
-    pub restarts: Family<ReasonLabels, Counter>,
+    pub restarts: Family<RestartLabels, Counter>,
     pub heartbeats: Counter,
+    pub failed: Family<FailedLabels, Gauge>,
+    /// What `/healthz` reports.
+    pub health: Health,
 }
 
 impl Default for Metrics {
@@ -154,10 +168,20 @@ impl Default for Metrics {
             "Broker errors, by kind",
             broker_errors.clone(),
         );
-        let restarts = Family::<ReasonLabels, Counter>::default();
-        registry.register(RESTARTS, "Pipeline restarts, by reason", restarts.clone());
+        let restarts = Family::<RestartLabels, Counter>::default();
+        registry.register(
+            RESTARTS,
+            "Pipeline restarts after a retriable failure, by reason and cause",
+            restarts.clone(),
+        );
         let heartbeats = Counter::default();
         registry.register(HEARTBEATS, "Heartbeats written", heartbeats.clone());
+        let failed = Family::<FailedLabels, Gauge>::default();
+        registry.register(
+            FAILED,
+            "1 once a failure no retry fixes stopped the pipeline, by class and cause",
+            failed.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             events,
@@ -173,6 +197,8 @@ impl Default for Metrics {
             broker_errors,
             restarts,
             heartbeats,
+            failed,
+            health: Health::default(),
         }
     }
 }
@@ -197,23 +223,34 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped, with a
-/// health that has no checks (always ok, ready).
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
+/// `/healthz` and `/readyz` answer the adapter's [`crate::health::HealthReport`]: 200 while the
+/// pipeline runs or retries, 503 once a failure no retry fixes stopped it.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    let health = Health::new();
-    health.set_ready(true);
-    serve_with_health(listener, metrics, health).await;
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped;
-/// `/healthz` reports the checks the adapter sets on `health` (`health.failing(name, reason)`).
-pub async fn serve_with_health(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    health: Health,
-) {
-    let admin = ficus_telemetry::Admin::new(health).metrics(move || metrics.encode());
-    if let Err(error) = admin.serve(listener, std::future::pending()).await {
+    use axum::routing::get;
+    let health = metrics.clone();
+    let report = move || {
+        let report = health.health.report();
+        async move {
+            (
+                axum::http::StatusCode::from_u16(report.http_status())
+                    .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE),
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                report.body(),
+            )
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { ficus_telemetry::admin::exposition(&move || metrics.encode()) }
+            }),
+        )
+        .route("/healthz", get(report.clone()))
+        .route("/readyz", get(report));
+    if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "metrics listener failed");
     }
 }

@@ -1,7 +1,10 @@
-//! The supervisor: set up, snapshot when needed, stream; on any retriable failure (PostgreSQL
-//! restarting, the connection dropped, a delivery refused), wait with exponential backoff and
-//! start over from the last confirmed position. The process never exits on its own for those:
-//! no crash loop.
+//! The supervisor: set up, snapshot when needed, stream. Each failure is classified
+//! ([`CdcError::classify`]): a retriable one (PostgreSQL restarting, the connection dropped, the
+//! broker down) waits with exponential backoff and starts over from the last confirmed position;
+//! one no retry fixes (an operator's setting, a record the broker never takes) stops the
+//! pipeline, and the process stays up unhealthy (`/healthz` 503 with the cause,
+//! `ficus_cdc_failed{class,cause}` = 1) until it is stopped, so the operator sees the cause
+//! instead of a restart loop.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +18,8 @@ use crate::catalog::Catalog;
 use crate::config::CdcConfig;
 use crate::decode::Decoder;
 use crate::error::CdcError;
-use crate::metrics::{Metrics, ReasonLabels};
+use crate::error::ErrorClass;
+use crate::metrics::{FailedLabels, Metrics, RestartLabels};
 use crate::sink::Sink;
 use crate::snapshot::filter::SnapshotFilter;
 use crate::source::Streamer;
@@ -89,18 +93,22 @@ async fn supervise(
         };
         match result {
             Ok(()) | Err(CdcError::Stopped) => return Ok(()),
-            Err(error) if !error.is_retriable() => return Err(error),
             Err(error) => {
+                let classified = error.classify();
+                if classified.class != ErrorClass::Retry {
+                    return stop_failed(error, &metrics, &shutdown).await;
+                }
                 let reason = match &error {
-                    CdcError::Postgres { .. } | CdcError::Replication(_) | CdcError::Setup(_) => {
-                        "postgres"
-                    }
+                    CdcError::Postgres { .. } | CdcError::Replication(_) => "postgres",
                     CdcError::Kafka { .. } | CdcError::Delivery(_) => "kafka",
                     _ => "other",
                 };
                 metrics
                     .restarts
-                    .get_or_create(&ReasonLabels { reason })
+                    .get_or_create(&RestartLabels {
+                        reason,
+                        cause: classified.cause,
+                    })
                     .inc();
                 if matches!(error, CdcError::Delivery(_)) {
                     // The producer's state is suspect: a fresh one, and the stream starts
@@ -112,6 +120,7 @@ async fn supervise(
                 }
                 tracing::warn!(
                     error = %error,
+                    cause = classified.cause,
                     retry_in_ms = backoff.as_millis() as u64,
                     "pipeline interrupted; restarting"
                 );
@@ -123,6 +132,32 @@ async fn supervise(
             }
         }
     }
+}
+
+/// A failure no retry fixes: report it (health, metric, log) and wait for the shutdown without
+/// retrying; the run then ends with the failure, so the exit status says it failed.
+async fn stop_failed(
+    error: CdcError,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<(), CdcError> {
+    let classified = error.classify();
+    metrics.health.fail(classified.class, classified.cause, &error);
+    metrics
+        .failed
+        .get_or_create(&FailedLabels {
+            class: classified.class.as_str(),
+            cause: classified.cause,
+        })
+        .set(1);
+    tracing::error!(
+        error = %error,
+        class = %classified.class,
+        cause = classified.cause,
+        "pipeline stopped: no retry can fix this; /healthz reports it until the adapter is restarted"
+    );
+    shutdown.cancelled().await;
+    Err(error)
 }
 
 async fn attempt(

@@ -1,5 +1,7 @@
 //! `ficus cdc status`: the slot's position and lag, the publication, the last heartbeat and
-//! the snapshot's state, read from PostgreSQL (it works whether the adapter runs or not).
+//! the snapshot's state, read from PostgreSQL (it works whether the adapter runs or not), and
+//! the running adapter's health, asked on its `metrics_listen` address (`/healthz`): a failure
+//! that stopped the pipeline shows there with its class and cause.
 
 use std::fmt;
 
@@ -8,6 +10,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::config::CdcConfig;
 use crate::error::CdcError;
+use crate::health::HealthReport;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -17,6 +20,64 @@ pub struct Status {
     pub publication: Option<PublicationState>,
     pub heartbeat: Option<HeartbeatState>,
     pub snapshot: SnapshotState,
+    pub adapter: AdapterState,
+}
+
+/// The running adapter, as its `/healthz` answers.
+#[derive(Debug, Serialize)]
+pub struct AdapterState {
+    /// Where it was asked.
+    pub address: String,
+    /// Its health; `None` when nothing answered.
+    pub health: Option<HealthReport>,
+    /// Why nothing answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
+}
+
+impl AdapterState {
+    /// Asks the adapter configured by `config` for its health.
+    pub async fn fetch(config: &CdcConfig) -> Self {
+        let addr = config.metrics_addr();
+        let (health, unreachable) = match crate::health::fetch(addr).await {
+            Ok(report) => (Some(report), None),
+            Err(why) => (None, Some(why)),
+        };
+        Self {
+            address: addr.to_string(),
+            health,
+            unreachable,
+        }
+    }
+}
+
+impl fmt::Display for AdapterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.health, &self.unreachable) {
+            (Some(h), _) if h.is_ok() => writeln!(f, "adapter: healthy (on {})", self.address),
+            (Some(h), _) => {
+                writeln!(
+                    f,
+                    "adapter: FAILED, stopped without retrying (class {}, cause {})",
+                    h.class.as_deref().unwrap_or("?"),
+                    h.cause.as_deref().unwrap_or("?")
+                )?;
+                if let Some(error) = &h.error {
+                    writeln!(f, "  {error}")?;
+                }
+                if let Some(since) = h.since {
+                    writeln!(f, "  since {}", since.to_rfc3339())?;
+                }
+                Ok(())
+            }
+            (None, why) => writeln!(
+                f,
+                "adapter: not answering on {} ({})",
+                self.address,
+                why.as_deref().unwrap_or("unknown")
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -63,6 +124,7 @@ pub struct TableSnapshot {
 
 /// Reads the status.
 pub async fn gather(config: &CdcConfig) -> Result<Status, CdcError> {
+    let adapter = AdapterState::fetch(config).await;
     let mut conn = PgConnection::connect(&config.database_url)
         .await
         .map_err(CdcError::pg("connecting to the database"))?;
@@ -184,11 +246,13 @@ pub async fn gather(config: &CdcConfig) -> Result<Status, CdcError> {
         publication,
         heartbeat,
         snapshot,
+        adapter,
     })
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.adapter)?;
         match &self.slot_state {
             None => writeln!(
                 f,

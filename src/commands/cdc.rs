@@ -10,9 +10,12 @@ use ficus_telemetry::Env;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Stream the database's changes into Kafka until Ctrl-C or SIGTERM.
+    /// Stream the database's changes into Kafka until Ctrl-C or SIGTERM. A failure no retry
+    /// fixes stops the pipeline but not the process: `/healthz` answers 503 with the cause
+    /// until it is stopped, and the exit status is then non-zero.
     Run(ConfigArgs),
-    /// Print the slot's position and lag, the last heartbeat and the snapshot's state.
+    /// Print the running adapter's health (a failure that stopped it, with its cause), the
+    /// slot's position and lag, the last heartbeat and the snapshot's state.
     Status {
         #[command(flatten)]
         config: ConfigArgs,
@@ -68,7 +71,20 @@ pub async fn run(command: Command, env: &dyn Env) -> anyhow::Result<()> {
         }
         Command::Status { config, json } => {
             let config = config.load(env)?;
-            let status = ficus_adapters::status::gather(&config).await?;
+            let status = match ficus_adapters::status::gather(&config).await {
+                Ok(status) => status,
+                Err(error) => {
+                    // The database may be what is wrong (authentication...): the adapter's
+                    // own report still says so.
+                    let adapter = ficus_adapters::status::AdapterState::fetch(&config).await;
+                    if json {
+                        println!("{}", serde_json::json!({ "adapter": adapter }));
+                    } else {
+                        print!("{adapter}");
+                    }
+                    return Err(error.into());
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::CdcTest;
+use crate::support::{CdcTest, metric_sum};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_to_uncaptured_tables_do_not_pin_wal() {
@@ -52,7 +52,28 @@ async fn writes_to_uncaptured_tables_do_not_pin_wal() {
     assert!(messages[0].json()["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
     assert!(test.messages(&test.topic("noise")).await.is_empty());
 
+    // The heartbeat counter moves as heartbeats are written (not merely registered).
+    let before = metric_sum(&adapter.metrics_text().await, "ficus_cdc_heartbeats_total", &[]);
+    let (beats_before,): (i64,) =
+        sqlx::query_as("SELECT beats FROM ficus.heartbeat WHERE slot_name = $1")
+            .bind(&test.slot)
+            .fetch_one(&test.pool)
+            .await
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let metrics = adapter.metrics_text().await;
+    let after = metric_sum(&metrics, "ficus_cdc_heartbeats_total", &[]);
+    let (beats_after,): (i64,) =
+        sqlx::query_as("SELECT beats FROM ficus.heartbeat WHERE slot_name = $1")
+            .bind(&test.slot)
+            .fetch_one(&test.pool)
+            .await
+            .unwrap();
+    assert!(before >= 2.0, "{before} heartbeats counted, {beats} written");
+    assert!(
+        after > before && beats_after > beats_before,
+        "heartbeats counted {before} -> {after} while written {beats_before} -> {beats_after}"
+    );
     for name in [
         "ficus_cdc_slot_lag_bytes",
         "ficus_cdc_lag_seconds",

@@ -6,6 +6,7 @@
 mod broker;
 mod cli;
 mod crash;
+mod failures;
 mod heartbeat;
 mod reconnect;
 mod roundtrip;

@@ -43,7 +43,7 @@ async fn a_killed_replication_connection_is_reopened_and_resumed() {
     test.assert_topic_matches_table(&test.topic("t"), "t").await;
     let metrics = adapter.metrics_text().await;
     assert!(
-        metrics.contains("ficus_cdc_restarts_total{reason=\"postgres\"}"),
+        metrics.contains("ficus_cdc_restarts_total{reason=\"postgres\""),
         "{metrics}"
     );
     adapter.stop().await;

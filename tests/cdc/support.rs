@@ -172,6 +172,11 @@ impl CdcTest {
 
     /// The real `ficus cdc run`, configured through the environment.
     pub fn spawn(&self, name: &str) -> AdapterProcess {
+        self.spawn_with(name, &[])
+    }
+
+    /// The real `ficus cdc run` with extra environment variables (e.g. armed fail points).
+    pub fn spawn_with(&self, name: &str, extra: &[(&str, &str)]) -> AdapterProcess {
         let metrics = free_addr();
         let log = self.work_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
@@ -184,6 +189,7 @@ impl CdcTest {
             )
             .envs(self.env(metrics))
             .env("RUST_LOG", "info,pg_walstream=warn,librdkafka=warn")
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -193,6 +199,27 @@ impl CdcTest {
             log,
             metrics,
         }
+    }
+
+    /// `ficus cdc status` (with `--json` when asked) against this test's database and the
+    /// adapter listening on `metrics`: its standard output and whether it succeeded.
+    pub fn status_cli(&self, metrics: SocketAddr, json: bool) -> (String, bool) {
+        let output = Command::new(env!("CARGO_BIN_EXE_ficus"))
+            .args(["cdc", "status"])
+            .args(json.then_some("--json"))
+            .args(
+                self.file
+                    .iter()
+                    .flat_map(|f| [std::ffi::OsStr::new("--config"), f.as_os_str()]),
+            )
+            .envs(self.env(metrics))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running ficus cdc status");
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            output.status.success(),
+        )
     }
 
     /// A connection to the test database.
@@ -384,6 +411,16 @@ impl Adapter {
         }
     }
 
+    /// Stops it and returns how its run ended (an error after a failure no retry fixes).
+    pub async fn stop_result(mut self) -> Result<(), CdcError> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("a running adapter");
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the adapter stops within 30 s")
+            .expect("the adapter task")
+    }
+
     /// Whether the adapter is still running (it never exits on its own for retriable failures).
     pub fn is_running(&self) -> bool {
         self.task.as_ref().is_some_and(|t| !t.is_finished())
@@ -446,6 +483,77 @@ impl AdapterProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits for the process to exit on its own (at a fail point, say).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ficus cdc run still running after {timeout:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `GET /healthz` on an adapter's metrics address: the status code and the JSON body.
+pub async fn health(metrics: SocketAddr) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("http://{metrics}/healthz"))
+        .await
+        .expect("/healthz answers");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/healthz body {body:?}: {e}")),
+    )
+}
+
+/// Polls `/healthz` until it answers non-200 (the pipeline stopped), for at most `timeout`.
+pub async fn wait_unhealthy(metrics: SocketAddr, timeout: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(response) = reqwest::get(format!("http://{metrics}/healthz")).await
+            && response.status().as_u16() != 200
+        {
+            assert_eq!(response.status().as_u16(), 503);
+            let body = response.text().await.unwrap();
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz on {metrics} still healthy (or silent) after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `/metrics` of an adapter.
+pub async fn metrics_text(metrics: SocketAddr) -> String {
+    reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of the samples of metric `name` whose line starts with `name` followed by `{` or a
+/// space and contains every one of `labels` (e.g. `cause="slot_plugin"`).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && labels.iter().all(|l| line.contains(l))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl Drop for AdapterProcess {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::error::DeliveryFailure;
 use crate::metrics::Metrics;
 
 struct PendingCommit {
@@ -40,7 +41,7 @@ pub struct AckTracker {
     inner: Mutex<Inner>,
     confirmed: AtomicU64,
     notify: Notify,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<DeliveryFailure>>,
     metrics: Arc<Metrics>,
 }
 
@@ -126,11 +127,12 @@ impl AckTracker {
         }
     }
 
-    /// The broker refused `seq` for good: the pipeline must restart.
-    pub fn fail(&self, seq: u64, reason: String) {
+    /// The broker refused `seq` for good: the pipeline must stop (the supervisor decides,
+    /// from the failure's class, whether it restarts from the last confirmed position).
+    pub fn fail(&self, seq: u64, reason: DeliveryFailure) {
         let mut failure = self.failure.lock().expect("ack tracker failure");
         if failure.is_none() {
-            tracing::error!(seq, %reason, "delivery failed; the pipeline restarts from the last confirmed position");
+            tracing::error!(seq, %reason, "delivery failed; the pipeline stops");
             *failure = Some(reason);
         }
         drop(failure);
@@ -138,7 +140,7 @@ impl AckTracker {
     }
 
     /// A delivery failure, if one happened.
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<DeliveryFailure> {
         self.failure.lock().expect("ack tracker failure").clone()
     }
 
@@ -270,10 +272,10 @@ mod tests {
         let a = t.register();
         let b = t.register();
         t.commit(10, 0);
-        t.fail(a, "refused".to_owned());
+        t.fail(a, DeliveryFailure::message("refused"));
         t.ack(b);
         assert_eq!(t.confirmed(), 0);
-        assert_eq!(t.failure().as_deref(), Some("refused"));
+        assert_eq!(t.failure(), Some(DeliveryFailure::message("refused")));
     }
 
     #[test]
@@ -300,19 +302,51 @@ mod tests {
         assert_eq!(t.confirmed(), 50);
     }
 
-    #[tokio::test]
+    /// Paused time: a waiter that missed the acknowledgement would sleep to its (far)
+    /// deadline, which the paused clock reaches at once, and still see `ready()`. What proves
+    /// the wake-up is the clock: it must not have moved past the acknowledgement.
+    #[tokio::test(start_paused = true)]
     async fn waiters_wake_on_acknowledgement() {
         let t = Arc::new(tracker());
         let a = t.register();
+        let start = tokio::time::Instant::now();
         let waiter = {
             let t = t.clone();
             tokio::spawn(async move {
-                t.wait_until(Duration::from_secs(5), |t| t.acked_below(a + 1))
-                    .await
+                let ready = t
+                    .wait_until(Duration::from_secs(3600), |t| t.acked_below(a + 1))
+                    .await;
+                (ready, start.elapsed())
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         t.ack(a);
-        assert!(waiter.await.unwrap());
+        let (ready, waited) = waiter.await.unwrap();
+        assert!(ready);
+        assert!(
+            waited < Duration::from_secs(1),
+            "woke after {waited:?}: at the deadline, not on the acknowledgement"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_wake_on_failure() {
+        let t = Arc::new(tracker());
+        let a = t.register();
+        let start = tokio::time::Instant::now();
+        let waiter = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let ready = t
+                    .wait_until(Duration::from_secs(3600), |t| t.acked_below(a + 1))
+                    .await;
+                (ready, start.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        t.fail(a, DeliveryFailure::message("refused"));
+        let (ready, waited) = waiter.await.unwrap();
+        assert!(!ready);
+        assert!(waited < Duration::from_secs(1), "woke after {waited:?}");
     }
 }

@@ -10,7 +10,7 @@
 
 pub mod ack;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use self::ack::AckTracker;
 use crate::config::CdcConfig;
 use crate::decode::Record;
-use crate::error::CdcError;
+use crate::error::{CdcError, DeliveryFailure, RecordInfo};
 use crate::metrics::{KindLabels, Metrics};
 
 /// Receives librdkafka's callbacks: delivery reports go to the tracker.
@@ -33,6 +33,9 @@ pub struct AckContext {
     tracker: Arc<AckTracker>,
     metrics: Arc<Metrics>,
     last_warning: Mutex<Option<Instant>>,
+    /// Topic → `schema.table`, to name the table of a refused record (filled when a topic is
+    /// first used, read only on a failure).
+    tables: Mutex<HashMap<Arc<str>, Arc<str>>>,
 }
 
 impl AckContext {
@@ -76,12 +79,29 @@ impl ProducerContext for AckContext {
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         match result {
             Ok(_) => self.tracker.ack(seq as u64),
-            Err((error, _)) => {
+            Err((error, message)) => {
                 self.metrics
                     .broker_errors
                     .get_or_create(&KindLabels { kind: "delivery" })
                     .inc();
-                self.tracker.fail(seq as u64, error.to_string());
+                let topic = message.topic();
+                let table = self
+                    .tables
+                    .lock()
+                    .expect("topic tables")
+                    .get(topic)
+                    .map_or_else(|| topic.to_owned(), |t| t.to_string());
+                let size = message.key_len() + message.payload_len();
+                let record = RecordInfo::new(&table, topic, message.key(), size);
+                let failure = match error.rdkafka_error_code() {
+                    Some(code) => DeliveryFailure::kafka(code, error.to_string(), record),
+                    None => DeliveryFailure {
+                        code: None,
+                        reason: error.to_string(),
+                        record: Some(record),
+                    },
+                };
+                self.tracker.fail(seq as u64, failure);
             }
         }
     }
@@ -138,6 +158,7 @@ impl Sink {
             tracker: tracker.clone(),
             metrics: metrics.clone(),
             last_warning: Mutex::new(None),
+            tables: Mutex::new(HashMap::new()),
         };
         let producer: ThreadedProducer<AckContext> = client
             .create_with_context(context)
@@ -167,15 +188,23 @@ impl Sink {
         self.topics.contains(topic)
     }
 
-    /// Creates `topic` unless it exists (one attempt, bounded by `timeout`).
+    /// Creates `topic` (the events of `table`) unless it exists (one attempt, bounded by
+    /// `timeout`).
     pub async fn ensure_topic(
         &mut self,
         topic: &Arc<str>,
+        table: &Arc<str>,
         timeout: Duration,
     ) -> Result<(), CdcError> {
         if self.topics.contains(topic) {
             return Ok(());
         }
+        self.producer
+            .context()
+            .tables
+            .lock()
+            .expect("topic tables")
+            .insert(topic.clone(), table.clone());
         let new = NewTopic::new(
             topic,
             self.partitions,
@@ -239,10 +268,20 @@ impl Sink {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Ok(TrySend::Full)
             }
-            Err((error, _)) => Err(CdcError::Delivery(format!(
-                "the producer refused a record for {}: {error}",
-                record.topic
-            ))),
+            Err((error, _)) => {
+                let size = record.key.as_ref().map_or(0, Vec::len)
+                    + record.value.as_ref().map_or(0, Vec::len);
+                let info = RecordInfo::new(&record.table, &record.topic, record.key.as_deref(), size);
+                let reason = format!("the producer refused it: {error}");
+                Err(CdcError::Delivery(match error.rdkafka_error_code() {
+                    Some(code) => DeliveryFailure::kafka(code, reason, info),
+                    None => DeliveryFailure {
+                        code: None,
+                        reason,
+                        record: Some(info),
+                    },
+                }))
+            }
         }
     }
 

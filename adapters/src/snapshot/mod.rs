@@ -291,7 +291,7 @@ impl Snapshotter<'_> {
         .execute(&self.pool)
         .await
         .map_err(CdcError::pg("recording a snapshot segment"))?;
-        sink.ensure_topic(&relation.topic, Duration::from_secs(10))
+        sink.ensure_topic(&relation.topic, &relation.full_name, Duration::from_secs(10))
             .await?;
         let reader = TableReader {
             config,
@@ -512,6 +512,8 @@ impl TableReader<'_> {
                 }
                 tracing::info!("waiting for the broker to acknowledge the chunk");
             }
+            // The broker has the chunk; its progress row is not written yet.
+            crate::failpoint::hit(crate::failpoint::SNAPSHOT_CHUNK_PUBLISHED);
             done += rows.len() as i64;
             rows_counter.inc_by(rows.len() as u64);
             events_counter.inc_by(rows.len() as u64);

@@ -57,6 +57,8 @@ pub struct Streamer<'a> {
     heartbeat_topic: Arc<str>,
     heartbeat_key: Vec<u8>,
     records: Vec<Record>,
+    /// The position last handed to the feedback (fail point bookkeeping).
+    last_pushed: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Streamer<'_> {
@@ -144,6 +146,7 @@ impl<'a> Streamer<'a> {
             heartbeat_topic,
             heartbeat_key,
             records: Vec::with_capacity(16),
+            last_pushed: std::sync::atomic::AtomicU64::new(confirmed),
         })
     }
 
@@ -214,6 +217,13 @@ impl<'a> Streamer<'a> {
     /// Copies the tracker's confirmed position into the feedback PostgreSQL receives.
     fn push_feedback(&self) {
         let confirmed = self.sink.tracker().confirmed();
+        let previous = self
+            .last_pushed
+            .swap(confirmed, std::sync::atomic::Ordering::Relaxed);
+        if confirmed > previous {
+            // The broker has these events; PostgreSQL does not know yet.
+            crate::failpoint::hit(crate::failpoint::AFTER_ACK_BEFORE_CONFIRM);
+        }
         if confirmed > 0 {
             self.stream
                 .shared_lsn_feedback
@@ -506,10 +516,13 @@ impl<'a> Streamer<'a> {
             loop {
                 match self
                     .sink
-                    .ensure_topic(&record.topic, Duration::from_secs(5))
+                    .ensure_topic(&record.topic, &record.table, Duration::from_secs(5))
                     .await
                 {
                     Ok(()) => break,
+                    // Not authorized, an invalid name or replication factor: waiting
+                    // cannot help.
+                    Err(error) if !error.is_retriable() => return Err(error),
                     Err(error) => {
                         tracing::warn!(%error, topic = %record.topic, "topic not ready; retrying");
                         self.keepalive().await?;

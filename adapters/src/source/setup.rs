@@ -18,9 +18,12 @@ pub async fn check_server(pool: &PgPool) -> Result<(), CdcError> {
         .await
         .map_err(CdcError::pg("reading wal_level"))?;
     if wal_level != "logical" {
-        return Err(CdcError::Setup(format!(
-            "the server runs with wal_level = {wal_level}; logical decoding needs wal_level = logical (and a restart)"
-        )));
+        return Err(CdcError::Operator {
+            cause: "wal_level",
+            message: format!(
+                "the server runs with wal_level = {wal_level}; logical decoding needs wal_level = logical (and a restart)"
+            ),
+        });
     }
     Ok(())
 }
@@ -116,10 +119,23 @@ pub async fn ensure_slot(pool: &PgPool, slot: &str) -> Result<bool, CdcError> {
     .await
     .map_err(CdcError::pg("reading pg_replication_slots"))?;
     if let Some((plugin, database, current)) = existing {
-        if plugin.as_deref() != Some("pgoutput") || database.as_deref() != Some(current.as_str()) {
-            return Err(CdcError::Setup(format!(
-                "slot {slot} exists but is not a pgoutput slot of database {current} (plugin {plugin:?}, database {database:?})"
-            )));
+        if plugin.as_deref() != Some("pgoutput") {
+            return Err(CdcError::Operator {
+                cause: "slot_plugin",
+                message: format!(
+                    "slot {slot} exists with output plugin {} instead of pgoutput: drop it or configure another slot name",
+                    plugin.as_deref().unwrap_or("none (a physical slot)")
+                ),
+            });
+        }
+        if database.as_deref() != Some(current.as_str()) {
+            return Err(CdcError::Operator {
+                cause: "slot_database",
+                message: format!(
+                    "slot {slot} belongs to database {}, not {current}: configure another slot name",
+                    database.as_deref().unwrap_or("?")
+                ),
+            });
         }
         return Ok(false);
     }
