@@ -133,6 +133,9 @@ fn join(prefix: &str, rest: &str) -> String {
 
 /// The whole routes file, checked: only [`crate::check::check`] makes one, so every name in it
 /// refers to something that exists (`proxy.default`, `serve` and `monolith` name upstreams).
+// A private field, not `#[non_exhaustive]`: that would still let this crate build an unchecked
+// file; the field keeps construction inside the check.
+#[allow(clippy::manual_non_exhaustive)]
 #[derive(Debug, Clone)]
 pub struct RoutesFile {
     pub proxy: ProxySection,

@@ -1,0 +1,314 @@
+//! Readiness and lag of a running view: what the consumer has stored per partition, the high
+//! watermarks it saw at start and sees now, the source position and time of the last applied
+//! change. A view is ready once every partition reached the high watermark seen at start (within
+//! `max_lag_events`), and stays ready unless its lag grows past `max_lag_events` again; while the
+//! broker is unreachable it keeps serving what it has and its lag in seconds keeps growing.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::event::Position;
+use crate::store::Progress;
+
+/// One partition's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionStatus {
+    /// Stored: the next offset to consume (durable with the rows).
+    pub next_offset: i64,
+    /// Stored: events consumed into the store, in total.
+    pub events: i64,
+    /// The log start offset seen at start (retention may have removed what came before).
+    pub low: i64,
+    /// The high watermark seen at start: readiness waits for it.
+    pub start_high: Option<i64>,
+    /// The latest high watermark seen.
+    pub high: Option<i64>,
+}
+
+impl PartitionStatus {
+    /// Events behind the latest known high watermark.
+    pub fn lag_events(&self) -> i64 {
+        match self.high.or(self.start_high) {
+            Some(high) => (high - self.next_offset.max(self.low)).max(0),
+            None => 0,
+        }
+    }
+
+    fn reached_start(&self, max_lag: i64) -> bool {
+        self.start_high
+            .is_some_and(|high| self.next_offset.max(self.low) + max_lag >= high)
+    }
+}
+
+/// A snapshot of a view's status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusReport {
+    pub view: String,
+    pub topic: String,
+    pub ready: bool,
+    pub partitions: BTreeMap<i32, PartitionStatus>,
+    /// The source position of the last applied change.
+    pub position: Option<Position>,
+    /// Commit time (`source.ts_ms`) of the last applied change.
+    pub source_ts_ms: Option<i64>,
+    pub lag_events: i64,
+    pub lag_seconds: f64,
+    pub broker_up: bool,
+    /// Events consumed since this process started (stale ones included).
+    pub consumed: u64,
+    pub applied: u64,
+    pub stale: u64,
+    /// Why the view stopped, when it did.
+    pub failure: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    partitions: BTreeMap<i32, PartitionStatus>,
+    position: Option<Position>,
+    source_ts_ms: Option<i64>,
+    caught_up: bool,
+    broker_up: bool,
+    last_broker_contact: Option<Instant>,
+    consumed: u64,
+    applied: u64,
+    stale: u64,
+    failure: Option<String>,
+}
+
+/// The live status of one view, shared by its consumer, `/readyz` and `/metrics`.
+#[derive(Debug)]
+pub struct ViewStatus {
+    pub view: String,
+    pub topic: String,
+    max_lag_events: i64,
+    inner: Mutex<Inner>,
+}
+
+impl ViewStatus {
+    pub fn new(view: &str, topic: &str, max_lag_events: u64) -> Self {
+        Self {
+            view: view.to_owned(),
+            topic: topic.to_owned(),
+            max_lag_events: i64::try_from(max_lag_events).unwrap_or(i64::MAX),
+            inner: Mutex::new(Inner {
+                partitions: BTreeMap::new(),
+                position: None,
+                source_ts_ms: None,
+                caught_up: false,
+                broker_up: false,
+                last_broker_contact: None,
+                consumed: 0,
+                applied: 0,
+                stale: 0,
+                failure: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The partitions this instance holds, with their stored progress and start watermarks.
+    pub(crate) fn start(&self, partitions: BTreeMap<i32, (Progress, i64, i64)>) {
+        let mut inner = self.lock();
+        inner.partitions = partitions
+            .into_iter()
+            .map(|(p, (progress, low, high))| {
+                (
+                    p,
+                    PartitionStatus {
+                        next_offset: progress.next_offset,
+                        events: progress.events,
+                        low,
+                        start_high: Some(high),
+                        high: Some(high),
+                    },
+                )
+            })
+            .collect();
+        inner.broker_up = true;
+        inner.last_broker_contact = Some(Instant::now());
+        self.update_ready(&mut inner);
+    }
+
+    /// A batch is durable.
+    pub(crate) fn stored(
+        &self,
+        offsets: &BTreeMap<i32, Progress>,
+        last: Option<(Position, i64)>,
+        applied: u64,
+        stale: u64,
+    ) {
+        let mut inner = self.lock();
+        for (partition, progress) in offsets {
+            let status = inner.partitions.entry(*partition).or_default();
+            status.next_offset = progress.next_offset;
+            status.events += progress.events;
+            inner.consumed += progress.events as u64;
+        }
+        if let Some((position, ts_ms)) = last {
+            inner.position = Some(position);
+            inner.source_ts_ms = Some(ts_ms);
+        }
+        inner.applied += applied;
+        inner.stale += stale;
+        self.update_ready(&mut inner);
+    }
+
+    /// The broker answered with the current high watermarks.
+    pub(crate) fn watermarks(&self, highs: &BTreeMap<i32, i64>) {
+        let mut inner = self.lock();
+        for (partition, high) in highs {
+            if let Some(status) = inner.partitions.get_mut(partition) {
+                status.high = Some(*high);
+            }
+        }
+        inner.broker_up = true;
+        inner.last_broker_contact = Some(Instant::now());
+        self.update_ready(&mut inner);
+    }
+
+    /// The broker did not answer.
+    pub(crate) fn broker_down(&self) {
+        self.lock().broker_up = false;
+    }
+
+    pub(crate) fn failed(&self, failure: String) {
+        self.lock().failure = Some(failure);
+    }
+
+    fn update_ready(&self, inner: &mut Inner) {
+        let all_reached = !inner.partitions.is_empty()
+            && inner
+                .partitions
+                .values()
+                .all(|p| p.reached_start(self.max_lag_events));
+        if all_reached {
+            inner.caught_up = true;
+        }
+    }
+
+    /// Whether the view may serve: caught up with the start watermarks once, not failed, and
+    /// (when a `max_lag_events` is set) not further behind than that now.
+    pub fn is_ready(&self) -> bool {
+        self.report().ready
+    }
+
+    pub fn report(&self) -> StatusReport {
+        let inner = self.lock();
+        let lag_events: i64 = inner.partitions.values().map(|p| p.lag_events()).sum();
+        let within_lag = self.max_lag_events == 0
+            || inner
+                .partitions
+                .values()
+                .all(|p| p.lag_events() <= self.max_lag_events);
+        let lag_seconds = if lag_events > 0 {
+            // Behind: how old the last applied change is (or, before any, how long the broker
+            // has been known to have more).
+            match inner.source_ts_ms {
+                Some(ts) => (now_ms() - ts).max(0) as f64 / 1000.0,
+                None => inner
+                    .last_broker_contact
+                    .map_or(0.0, |t| t.elapsed().as_secs_f64()),
+            }
+        } else if !inner.broker_up {
+            // Nothing known to be missing, but nothing known since the broker went away.
+            inner
+                .last_broker_contact
+                .map_or(0.0, |t| t.elapsed().as_secs_f64())
+        } else {
+            0.0
+        };
+        StatusReport {
+            view: self.view.clone(),
+            topic: self.topic.clone(),
+            ready: inner.caught_up && within_lag && inner.failure.is_none(),
+            partitions: inner.partitions.clone(),
+            position: inner.position,
+            source_ts_ms: inner.source_ts_ms,
+            lag_events,
+            lag_seconds,
+            broker_up: inner.broker_up,
+            consumed: inner.consumed,
+            applied: inner.applied,
+            stale: inner.stale,
+            failure: inner.failure.clone(),
+        }
+    }
+
+    /// Waits until the view is ready, or `timeout` passes (returns whether it is ready).
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_ready() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(next_offset: i64) -> Progress {
+        Progress {
+            next_offset,
+            events: 0,
+        }
+    }
+
+    #[test]
+    fn ready_once_every_partition_reached_its_start_high_watermark() {
+        let status = ViewStatus::new("v", "t", 0);
+        assert!(!status.is_ready(), "nothing known yet");
+        status.start(BTreeMap::from([
+            (0, (progress(0), 0, 10)),
+            (1, (progress(5), 0, 5)),
+        ]));
+        assert!(!status.is_ready());
+        assert_eq!(status.report().lag_events, 10);
+        status.stored(&BTreeMap::from([(0, progress(9))]), None, 9, 0);
+        assert!(!status.is_ready());
+        status.stored(&BTreeMap::from([(0, progress(10))]), None, 1, 0);
+        assert!(status.is_ready());
+        // New events after the start do not take readiness back (no max_lag set)...
+        status.watermarks(&BTreeMap::from([(0, 50)]));
+        assert!(status.is_ready());
+        assert_eq!(status.report().lag_events, 40);
+        status.failed("poison".into());
+        assert!(!status.is_ready());
+    }
+
+    #[test]
+    fn max_lag_lets_a_view_be_ready_behind_and_takes_it_back_further_behind() {
+        let status = ViewStatus::new("v", "t", 3);
+        status.start(BTreeMap::from([(0, (progress(0), 0, 3))]));
+        assert!(status.is_ready());
+        status.watermarks(&BTreeMap::from([(0, 10)]));
+        assert!(!status.is_ready());
+    }
+
+    #[test]
+    fn retention_removed_events_count_as_reached() {
+        let status = ViewStatus::new("v", "t", 0);
+        status.start(BTreeMap::from([(0, (progress(0), 7, 7))]));
+        assert!(status.is_ready());
+    }
+}

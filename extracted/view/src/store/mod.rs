@@ -1,0 +1,376 @@
+//! Where views live: embedded SQLite by default (a file path; nothing to set up) or PostgreSQL
+//! by URL, both through sqlx. A batch of changes and the consumer offsets it advances to are
+//! written in ONE transaction, so after any crash the store holds exactly the events up to its
+//! offsets, and the consumer resumes there (never from zero, never applying an event twice).
+//!
+//! Tables: the view's own (its declared columns plus the source position of each row's last
+//! change), and the bookkeeping shared by the views of a store: `ficus_view_offsets(view, topic,
+//! partition, next_offset, events)`, `ficus_view_deletes(view, key, commit_lsn, lsn)` (the last
+//! delete per key, so a stale create after a delete stays a no-op) and
+//! `ficus_view_truncates(view, commit_lsn, lsn)`.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{Database, Executor};
+
+pub use self::sql::{DELETES_TABLE, Dialect, OFFSETS_TABLE, Statements, TRUNCATES_TABLE};
+use crate::error::ViewError;
+use crate::event::Position;
+use crate::view::{Cell, ColumnType, ViewSpec};
+
+/// Binds a cell; nulls with the column's own type, so a statement's parameter types never vary.
+macro_rules! bind_cell {
+    ($query:expr, $ty:expr, $cell:expr) => {
+        match ($ty, $cell) {
+            (_, Cell::Bool(v)) => $query.bind(Some(*v)),
+            (_, Cell::Int(v)) => $query.bind(Some(*v)),
+            (_, Cell::Float(v)) => $query.bind(Some(*v)),
+            (_, Cell::Text(v)) => $query.bind(Some(v.clone())),
+            (_, Cell::Timestamp(v)) => $query.bind(Some(*v)),
+            (_, Cell::Date(v)) => $query.bind(Some(*v)),
+            (ColumnType::Bool, _) => $query.bind(None::<bool>),
+            (ColumnType::BigInt, _) => $query.bind(None::<i64>),
+            (ColumnType::Double, _) => $query.bind(None::<f64>),
+            (ColumnType::TimestampTz, _) => $query.bind(None::<DateTime<Utc>>),
+            (ColumnType::Date, _) => $query.bind(None::<NaiveDate>),
+            (ColumnType::Text | ColumnType::Numeric | ColumnType::Json, _) => {
+                $query.bind(None::<String>)
+            }
+        }
+    };
+}
+
+fn lsn(value: u64) -> i64 {
+    // WAL positions stay far below 2^63 (that is 8 EiB of WAL).
+    value as i64
+}
+
+/// Writes a batch's changes and offsets on `$conn` (a connection inside a transaction); the
+/// same code for both backends, expanded once per concrete connection type.
+macro_rules! apply_batch {
+    ($conn:expr, $spec:expr, $statements:expr, $batch:expr) => {{
+        let key_types: Vec<ColumnType> = $spec.key_columns().map(|c| c.ty).collect();
+        let mut outcome = Outcome::default();
+        let count = |outcome: &mut Outcome, affected: u64| {
+            if affected > 0 {
+                outcome.applied += 1;
+            } else {
+                outcome.stale += 1;
+            }
+        };
+        for change in &$batch.changes {
+            match change {
+                Change::Upsert {
+                    key,
+                    cells,
+                    position,
+                } => {
+                    let unchanged = cells
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| **c == Cell::Unchanged)
+                        .fold(0u64, |mask, (i, _)| mask | (1 << i.min(63)));
+                    let sql = $statements.upsert_for(unchanged);
+                    let mut query = sqlx::query(&sql);
+                    for (column, cell) in $spec.columns.iter().zip(cells) {
+                        query = bind_cell!(query, column.ty, cell);
+                    }
+                    let result = query
+                        .bind(position.commit_lsn.map(lsn))
+                        .bind(Some(lsn(position.lsn)))
+                        .bind(Some($spec.name.clone()))
+                        .bind(Some(key.clone()))
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(ViewError::store("upserting a row"))?;
+                    count(&mut outcome, result.rows_affected());
+                }
+                Change::Delete {
+                    key,
+                    key_cells,
+                    position,
+                } => {
+                    let mut query = sqlx::query(&$statements.delete_row);
+                    for (ty, cell) in key_types.iter().zip(key_cells) {
+                        query = bind_cell!(query, *ty, cell);
+                    }
+                    query
+                        .bind(position.commit_lsn.map(lsn))
+                        .bind(Some(lsn(position.lsn)))
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(ViewError::store("deleting a row"))?;
+                    let result = sqlx::query(&$statements.record_delete)
+                        .bind(Some($spec.name.clone()))
+                        .bind(Some(key.clone()))
+                        .bind(position.commit_lsn.map(lsn))
+                        .bind(Some(lsn(position.lsn)))
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(ViewError::store("recording a delete"))?;
+                    count(&mut outcome, result.rows_affected());
+                }
+                Change::Tombstone { key, key_cells } => {
+                    let mut query = sqlx::query(&$statements.tombstone);
+                    for (ty, cell) in key_types.iter().zip(key_cells) {
+                        query = bind_cell!(query, *ty, cell);
+                    }
+                    let result = query
+                        .bind(Some($spec.name.clone()))
+                        .bind(Some(key.clone()))
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(ViewError::store("applying a tombstone"))?;
+                    // A tombstone after its delete finds nothing to do: that is not staleness.
+                    if result.rows_affected() > 0 {
+                        outcome.applied += 1;
+                    }
+                }
+                Change::Truncate { position } => {
+                    sqlx::query(&$statements.truncate_rows)
+                        .bind(position.commit_lsn.map(lsn))
+                        .bind(Some(lsn(position.lsn)))
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(ViewError::store("truncating"))?;
+                    let result = sqlx::query(&$statements.record_truncate)
+                        .bind(Some($spec.name.clone()))
+                        .bind(position.commit_lsn.map(lsn))
+                        .bind(Some(lsn(position.lsn)))
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(ViewError::store("recording a truncate"))?;
+                    count(&mut outcome, result.rows_affected());
+                }
+            }
+        }
+        for (partition, progress) in &$batch.offsets {
+            sqlx::query(&$statements.store_offset)
+                .bind(Some($spec.name.clone()))
+                .bind(Some($spec.topic.clone()))
+                .bind(*partition)
+                .bind(progress.next_offset)
+                .bind(progress.events)
+                .execute(&mut *$conn)
+                .await
+                .map_err(ViewError::store("storing offsets"))?;
+        }
+        Ok::<Outcome, ViewError>(outcome)
+    }};
+}
+
+macro_rules! rebuild_view {
+    ($conn:expr, $spec:expr, $statements:expr) => {{
+        sqlx::query(&$statements.rebuild_table)
+            .execute(&mut *$conn)
+            .await
+            .map_err(ViewError::store("emptying the view"))?;
+        for statement in &$statements.rebuild {
+            sqlx::query(statement)
+                .bind(Some($spec.name.clone()))
+                .execute(&mut *$conn)
+                .await
+                .map_err(ViewError::store("forgetting the view's offsets"))?;
+        }
+    }};
+}
+
+/// A view store.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// What one event does to a view, decoded and ready to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// `c`, `u`, `r`: every declared column, in declaration order.
+    Upsert {
+        key: String,
+        cells: Vec<Cell>,
+        position: Position,
+    },
+    /// `d`: the key columns.
+    Delete {
+        key: String,
+        key_cells: Vec<Cell>,
+        position: Position,
+    },
+    /// A null value: deletes the key unless the stored row is newer than the key's last delete.
+    Tombstone { key: String, key_cells: Vec<Cell> },
+    /// `t`: every row older than it goes.
+    Truncate { position: Position },
+}
+
+/// A partition's stored progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// The offset of the next event to consume.
+    pub next_offset: i64,
+    /// How many events were consumed into the store, in total (each exactly once).
+    pub events: i64,
+}
+
+/// Changes and the offsets they advance the view to.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub changes: Vec<Change>,
+    /// Per partition: the next offset after this batch, and how many events it consumed.
+    pub offsets: BTreeMap<i32, Progress>,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// Changes that took effect.
+    pub applied: u64,
+    /// Changes the guard refused (stale or duplicate).
+    pub stale: u64,
+}
+
+impl Store {
+    /// Opens `location`: a `postgres://` / `postgresql://` URL, or a SQLite file (a path, or a
+    /// `sqlite:` URL; created when missing).
+    pub async fn open(location: &str) -> Result<Store, ViewError> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            postgres::open(location).await.map(Store::Postgres)
+        } else if location.is_empty() {
+            Err(ViewError::Location(location.to_owned()))
+        } else {
+            sqlite::open(location).await.map(Store::Sqlite)
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Store::Sqlite(_) => Dialect::Sqlite,
+            Store::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Creates the view's table and the bookkeeping tables when missing.
+    pub async fn prepare(&self, statements: &Statements) -> Result<(), ViewError> {
+        let mut ddl = self.dialect().bookkeeping_ddl();
+        ddl.push(statements.create_table.clone());
+        match self {
+            Store::Sqlite(pool) => run_all(pool, &ddl).await,
+            Store::Postgres(pool) => run_all(pool, &ddl).await,
+        }
+    }
+
+    /// The stored progress of each partition of the view's topic.
+    pub async fn progress(
+        &self,
+        spec: &ViewSpec,
+        statements: &Statements,
+    ) -> Result<BTreeMap<i32, Progress>, ViewError> {
+        let rows: Vec<(i32, i64, i64)> = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query_as(&statements.load_offsets)
+                    .bind(&spec.name)
+                    .bind(&spec.topic)
+                    .fetch_all(pool)
+                    .await
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_as(&statements.load_offsets)
+                    .bind(&spec.name)
+                    .bind(&spec.topic)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+        .map_err(ViewError::store("reading the offsets"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(partition, next_offset, events)| {
+                (
+                    partition,
+                    Progress {
+                        next_offset,
+                        events,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Writes a batch and its offsets in one transaction.
+    pub async fn apply(
+        &self,
+        spec: &ViewSpec,
+        statements: &Statements,
+        batch: &Batch,
+    ) -> Result<Outcome, ViewError> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                let conn = &mut *tx;
+                let outcome = apply_batch!(conn, spec, statements, batch)?;
+                tx.commit()
+                    .await
+                    .map_err(ViewError::store("committing a batch"))?;
+                Ok(outcome)
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                let conn = &mut *tx;
+                let outcome = apply_batch!(conn, spec, statements, batch)?;
+                tx.commit()
+                    .await
+                    .map_err(ViewError::store("committing a batch"))?;
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// Drops the view's rows, deletes, truncate and offsets in one transaction: the next start
+    /// replays the topic from its earliest offset.
+    pub async fn rebuild(&self, spec: &ViewSpec, statements: &Statements) -> Result<(), ViewError> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                let conn = &mut *tx;
+                rebuild_view!(conn, spec, statements);
+                tx.commit().await.map_err(ViewError::store("rebuilding"))
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                let conn = &mut *tx;
+                rebuild_view!(conn, spec, statements);
+                tx.commit().await.map_err(ViewError::store("rebuilding"))
+            }
+        }
+    }
+}
+
+async fn run_all<DB>(pool: &sqlx::Pool<DB>, statements: &[String]) -> Result<(), ViewError>
+where
+    DB: Database,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+{
+    for statement in statements {
+        pool.execute(statement.as_str())
+            .await
+            .map_err(ViewError::store("creating tables"))?;
+    }
+    Ok(())
+}
