@@ -322,6 +322,7 @@ async fn ficus_proxy_serves_reloads_on_sighup_and_drains_on_sigterm() {
     assert!(reloaded, "SIGHUP made the proxy read its routes file");
 
     // SIGTERM: a request in flight still completes, then the process exits.
+    let hits_before = monolith.hits();
     let slow = tokio::spawn({
         let http = http.clone();
         async move {
@@ -331,7 +332,8 @@ async fn ficus_proxy_serves_reloads_on_sighup_and_drains_on_sigterm() {
                 .map(|r| r.status().as_u16())
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight for sure: the monolith has it (and holds it for 700 ms).
+    monolith.wait_for_hits(hits_before + 1).await;
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid.to_string()])
