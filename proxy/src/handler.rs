@@ -158,7 +158,10 @@ impl Proxy {
     ) -> Response<Body> {
         let table = self.table.load_full();
         let route = table.route(request.method(), request.uri().path(), request.headers());
+        // Target `ficus_proxy::request` (ficus-telemetry's REQUEST_SPAN_TARGET): the default log
+        // filter turns it off, so the default level costs nothing per request.
         let span = tracing::info_span!(
+            target: "ficus_proxy::request",
             "request",
             route = %route.name,
             method = %request.method(),
