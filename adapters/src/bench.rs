@@ -61,7 +61,11 @@ pub async fn produce_raw(
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || produce_blocking(&brokers, &topic, count, size))
         .await
-        .map_err(|e| CdcError::Delivery(crate::error::DeliveryFailure::message(format!("bench producer: {e}"))))?
+        .map_err(|e| {
+            CdcError::Delivery(crate::error::DeliveryFailure::message(format!(
+                "bench producer: {e}"
+            )))
+        })?
 }
 
 fn produce_blocking(brokers: &str, topic: &str, count: u64, size: usize) -> Result<f64, CdcError> {
@@ -100,7 +104,9 @@ fn produce_blocking(brokers: &str, topic: &str, count: u64, size: usize) -> Resu
     let elapsed = started.elapsed().as_secs_f64();
     let failed = failed.load(Ordering::Relaxed);
     if failed > 0 {
-        return Err(CdcError::Delivery(crate::error::DeliveryFailure::message(format!("{failed} messages failed"))));
+        return Err(CdcError::Delivery(crate::error::DeliveryFailure::message(
+            format!("{failed} messages failed"),
+        )));
     }
     // Sanity: the broker holds what was acknowledged.
     let (_, high) = producer
@@ -147,7 +153,9 @@ pub fn round_trips(
             .map_err(|(e, _)| CdcError::kafka("sending")(e))?;
         while acked.load(Ordering::SeqCst) == before {
             if failed.load(Ordering::SeqCst) > 0 {
-                return Err(CdcError::Delivery(crate::error::DeliveryFailure::message("a message failed")));
+                return Err(CdcError::Delivery(crate::error::DeliveryFailure::message(
+                    "a message failed",
+                )));
             }
             std::thread::sleep(Duration::from_micros(100));
         }

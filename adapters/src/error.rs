@@ -203,7 +203,7 @@ impl CdcError {
             CdcError::Setup(_) => Classified::new(Operator, "setup"),
             CdcError::Stopped => Classified::new(Retry, "stopped"),
             CdcError::Snapshot(_) => Classified::new(Retry, "snapshot"),
-            CdcError::Operator { cause, .. } => Classified::new(Operator, *cause),
+            CdcError::Operator { cause, .. } => Classified::new(Operator, cause),
             CdcError::Delivery(failure) => failure.classify(),
             CdcError::Kafka { source, .. } => match source.rdkafka_error_code() {
                 Some(code) => classify_kafka(code),

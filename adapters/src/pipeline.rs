@@ -142,7 +142,9 @@ async fn stop_failed(
     shutdown: &CancellationToken,
 ) -> Result<(), CdcError> {
     let classified = error.classify();
-    metrics.health.fail(classified.class, classified.cause, &error);
+    metrics
+        .health
+        .fail(classified.class, classified.cause, &error);
     metrics
         .failed
         .get_or_create(&FailedLabels {

@@ -100,7 +100,13 @@ async fn a_crash_after_the_ack_before_the_confirm_loses_nothing() {
     drop(first);
 
     let stop = CancellationToken::new();
-    let writer = spawn_writer(test.url.clone(), "t", 300, stop.clone(), Duration::from_millis(1));
+    let writer = spawn_writer(
+        test.url.clone(),
+        "t",
+        300,
+        stop.clone(),
+        Duration::from_millis(1),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut crashing = test.spawn_with(
         "run-1",
@@ -161,7 +167,10 @@ async fn a_crash_between_a_snapshot_chunk_and_its_progress_row_loses_nothing() {
     .fetch_one(&test.pool)
     .await
     .unwrap();
-    assert!(done < ROWS, "the snapshot was interrupted ({done} rows recorded)");
+    assert!(
+        done < ROWS,
+        "the snapshot was interrupted ({done} rows recorded)"
+    );
 
     let mut adapter = test.spawn("run-1");
     test.wait_snapshot_complete(Duration::from_secs(120)).await;
@@ -173,7 +182,10 @@ async fn a_crash_between_a_snapshot_chunk_and_its_progress_row_loses_nothing() {
         .collect();
     assert_eq!(ids.len() as i64, ROWS, "every row has its read event");
     let sent_again = reads.len() as i64 - ROWS;
-    eprintln!("{} read events, {sent_again} sent again across the crash", reads.len());
+    eprintln!(
+        "{} read events, {sent_again} sent again across the crash",
+        reads.len()
+    );
     assert!(
         sent_again > 0,
         "the chunk in the broker but not in the progress table is sent again"

@@ -63,7 +63,10 @@ async fn a_slot_of_another_plugin_stops_with_its_cause() {
     let (json, ok) = test.status_cli(adapter.metrics, true);
     assert!(ok, "{json}");
     let status: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(status["adapter"]["health"]["cause"], "slot_plugin", "{json}");
+    assert_eq!(
+        status["adapter"]["health"]["cause"], "slot_plugin",
+        "{json}"
+    );
     assert_eq!(status["adapter"]["health"]["class"], "operator", "{json}");
     assert_eq!(status["slot_state"]["plugin"], "test_decoding", "{json}");
 
@@ -80,9 +83,7 @@ async fn a_slot_of_another_plugin_stops_with_its_cause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_the_broker_never_takes_stops_naming_table_key_and_size() {
     let mut test = CdcTest::new("CREATE TABLE t (id bigint PRIMARY KEY, note text);").await;
-    test.with_file(
-        "[kafka.properties]\n\"message.max.bytes\" = \"100000\"\n",
-    );
+    test.with_file("[kafka.properties]\n\"message.max.bytes\" = \"100000\"\n");
     let adapter = test.start_streaming().await;
     sqlx::query("INSERT INTO t VALUES (1, 'small')")
         .execute(&test.pool)

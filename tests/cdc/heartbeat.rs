@@ -53,7 +53,11 @@ async fn writes_to_uncaptured_tables_do_not_pin_wal() {
     assert!(test.messages(&test.topic("noise")).await.is_empty());
 
     // The heartbeat counter moves as heartbeats are written (not merely registered).
-    let before = metric_sum(&adapter.metrics_text().await, "ficus_cdc_heartbeats_total", &[]);
+    let before = metric_sum(
+        &adapter.metrics_text().await,
+        "ficus_cdc_heartbeats_total",
+        &[],
+    );
     let (beats_before,): (i64,) =
         sqlx::query_as("SELECT beats FROM ficus.heartbeat WHERE slot_name = $1")
             .bind(&test.slot)
@@ -69,7 +73,10 @@ async fn writes_to_uncaptured_tables_do_not_pin_wal() {
             .fetch_one(&test.pool)
             .await
             .unwrap();
-    assert!(before >= 2.0, "{before} heartbeats counted, {beats} written");
+    assert!(
+        before >= 2.0,
+        "{before} heartbeats counted, {beats} written"
+    );
     assert!(
         after > before && beats_after > beats_before,
         "heartbeats counted {before} -> {after} while written {beats_before} -> {beats_after}"

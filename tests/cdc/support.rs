@@ -503,19 +503,6 @@ impl AdapterProcess {
     }
 }
 
-/// `GET /healthz` on an adapter's metrics address: the status code and the JSON body.
-pub async fn health(metrics: SocketAddr) -> (u16, Value) {
-    let response = reqwest::get(format!("http://{metrics}/healthz"))
-        .await
-        .expect("/healthz answers");
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/healthz body {body:?}: {e}")),
-    )
-}
-
 /// Polls `/healthz` until it answers non-200 (the pipeline stopped), for at most `timeout`.
 pub async fn wait_unhealthy(metrics: SocketAddr, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;

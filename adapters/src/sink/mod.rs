@@ -271,7 +271,8 @@ impl Sink {
             Err((error, _)) => {
                 let size = record.key.as_ref().map_or(0, Vec::len)
                     + record.value.as_ref().map_or(0, Vec::len);
-                let info = RecordInfo::new(&record.table, &record.topic, record.key.as_deref(), size);
+                let info =
+                    RecordInfo::new(&record.table, &record.topic, record.key.as_deref(), size);
                 let reason = format!("the producer refused it: {error}");
                 Err(CdcError::Delivery(match error.rdkafka_error_code() {
                     Some(code) => DeliveryFailure::kafka(code, reason, info),

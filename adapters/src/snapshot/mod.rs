@@ -291,8 +291,12 @@ impl Snapshotter<'_> {
         .execute(&self.pool)
         .await
         .map_err(CdcError::pg("recording a snapshot segment"))?;
-        sink.ensure_topic(&relation.topic, &relation.full_name, Duration::from_secs(10))
-            .await?;
+        sink.ensure_topic(
+            &relation.topic,
+            &relation.full_name,
+            Duration::from_secs(10),
+        )
+        .await?;
         let reader = TableReader {
             config,
             info: &info,
