@@ -84,16 +84,14 @@ async fn status_shows_the_slot_lag_and_snapshot_and_sigterm_stops_cleanly() {
     test.wait_snapshot_complete(Duration::from_secs(60)).await;
     test.wait_caught_up(Duration::from_secs(60)).await;
 
+    let metrics_addr = adapter.metrics;
     let status = |json: bool| {
         let mut command = ficus();
         command.args(["cdc", "status"]);
         if json {
             command.arg("--json");
         }
-        let output = command
-            .envs(test.env(crate::support::free_addr()))
-            .output()
-            .unwrap();
+        let output = command.envs(test.env(metrics_addr)).output().unwrap();
         assert!(
             output.status.success(),
             "{}",
@@ -115,7 +113,9 @@ async fn status_shows_the_slot_lag_and_snapshot_and_sigterm_stops_cleanly() {
     assert_eq!(json["snapshot"]["tables"][0]["table"], "public.items");
     assert_eq!(json["snapshot"]["tables"][0]["rows_done"], 100);
     assert_eq!(json["publication"]["all_tables"], true);
+    assert_eq!(json["adapter"]["health"]["status"], "ok", "{json}");
     let text = status(false);
+    assert!(text.contains("adapter: healthy"), "{text}");
     assert!(
         text.contains(&format!("slot {} (pgoutput): active", test.slot)),
         "{text}"
@@ -138,4 +138,6 @@ async fn status_shows_the_slot_lag_and_snapshot_and_sigterm_stops_cleanly() {
     assert!(adapter.terminate().success(), "{}", adapter.log_text());
     let json: Value = serde_json::from_str(&status(true)).unwrap();
     assert_eq!(json["slot_state"]["active"], false);
+    assert!(json["adapter"]["health"].is_null(), "{json}");
+    assert!(json["adapter"]["unreachable"].is_string(), "{json}");
 }
