@@ -70,6 +70,15 @@ impl PrivateBroker {
         }
     }
 
+    /// SIGKILL: the broker vanishes without answering anything (a crash or a partition), so
+    /// the producer keeps its records queued and the stream goes on reading the WAL.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
@@ -124,7 +133,7 @@ async fn a_broker_outage_during_writes_loses_nothing() {
         Duration::from_millis(2),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    broker.stop();
+    broker.kill();
     // Rows written only during the outage, outside the writer's keys: each must reach the
     // topic once the broker is back.
     const MARKERS: std::ops::RangeInclusive<i64> = 1_000_001..=1_000_050;
