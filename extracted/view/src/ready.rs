@@ -48,9 +48,9 @@ pub struct StatusReport {
     pub topic: String,
     pub ready: bool,
     pub partitions: BTreeMap<i32, PartitionStatus>,
-    /// The source position of the last applied change.
+    /// The highest source position applied (batches interleave partitions).
     pub position: Option<Position>,
-    /// Commit time (`source.ts_ms`) of the last applied change.
+    /// Commit time (`source.ts_ms`) of the change at `position`.
     pub source_ts_ms: Option<i64>,
     pub lag_events: i64,
     pub lag_seconds: f64,
@@ -151,7 +151,11 @@ impl ViewStatus {
             status.events += progress.events;
             inner.consumed += progress.events as u64;
         }
-        if let Some((position, ts_ms)) = last {
+        // The highest position applied: a batch interleaves partitions, so its last event is not
+        // always its newest, and a later batch may end on an older one.
+        if let Some((position, ts_ms)) = last
+            && inner.position.is_none_or(|old| position.supersedes(&old))
+        {
             inner.position = Some(position);
             inner.source_ts_ms = Some(ts_ms);
         }
