@@ -51,6 +51,8 @@ pub async fn create_topic(name: &str, partitions: i32) -> anyhow::Result<()> {
 /// One message read back from the broker.
 #[derive(Debug, Clone)]
 pub struct Msg {
+    pub partition: i32,
+    pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -132,6 +134,8 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Msg> {
                 }
                 if m.offset() < highs[&m.partition()] {
                     out.push(Msg {
+                        partition: m.partition(),
+                        offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().map(<[u8]>::to_vec),
                         headers,

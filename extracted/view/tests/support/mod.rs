@@ -13,10 +13,8 @@ use ficus_adapters::metrics::Metrics;
 use ficus_adapters::{CancellationToken, CdcConfig, CdcError};
 use ficus_testkit::{TestDatabase, kafka, unique_suffix};
 use ficus_view::Store;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
+use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -189,81 +187,17 @@ impl Adapter {
     }
 }
 
-/// One record as read back.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-}
+/// A record read back from the broker: the testkit's reader, shared with the CDC tests.
+pub type Record = kafka::Msg;
 
 /// Every record of `topic` up to its high watermarks now (offset order per partition).
 pub fn read_topic(topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = kafka::client_config()
-        .set("group.id", format!("ficus-view-test-{}", unique_suffix()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("a consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return Vec::new();
-    };
-    let mut assignment = TopicPartitionList::new();
-    let mut highs = HashMap::new();
-    for p in meta.partitions() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .expect("watermarks");
-        highs.insert(p.id(), high);
-        assignment
-            .add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let mut out = Vec::new();
-    let mut done: HashMap<i32, bool> = highs.iter().map(|(p, h)| (*p, *h == 0)).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.values().any(|d| !d) {
-        assert!(Instant::now() < deadline, "reading {topic} took over 60 s");
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let m = message.expect("a record");
-            if m.offset() + 1 >= highs[&m.partition()] {
-                done.insert(m.partition(), true);
-            }
-            if m.offset() < highs[&m.partition()] {
-                out.push(Record {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
-                });
-            }
-        }
-    }
-    out
+    kafka::read_topic(&kafka::brokers(), topic)
 }
 
 /// Reads `topic` until `ready` holds, for at most 60 s.
 pub async fn wait_records(topic: &str, ready: impl Fn(&[Record]) -> bool) -> Vec<Record> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = topic.to_owned();
-        let records = tokio::task::spawn_blocking(move || read_topic(&t))
-            .await
-            .unwrap();
-        if ready(&records) {
-            return records;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{topic}: condition not met; {} records",
-            records.len()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    kafka::wait_for_messages(&kafka::brokers(), topic, Duration::from_secs(60), ready).await
 }
 
 /// A producer to the test broker.
