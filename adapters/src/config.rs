@@ -19,7 +19,7 @@ use crate::error::CdcError;
 #[serde(deny_unknown_fields)]
 pub struct CdcConfig {
     /// The monolith's database, as a `postgres://` URL. The role needs `REPLICATION` (or
-    /// superuser), `CREATE` on the database (for schema `ficus`) and, to create a publication
+    /// superuser), `CREATE` on the database (for schema `_ficus`) and, to create a publication
     /// `FOR ALL TABLES`, superuser.
     #[serde(default)]
     pub database_url: String,
@@ -61,6 +61,40 @@ pub struct CdcConfig {
     /// Tables that are transactional outboxes.
     #[serde(default)]
     pub outbox: Vec<OutboxConfig>,
+    /// Records the broker will never take.
+    #[serde(default)]
+    pub errors: ErrorsConfig,
+}
+
+/// `[errors]`: what becomes of a record the broker will never take — over the size limit
+/// (known before sending: the topic's `max.message.bytes` as the broker describes it, else the
+/// producer's `message.max.bytes`, librdkafka's default 1000000, settable in
+/// `[kafka.properties]`), or refused by the producer for good (invalid, not authorized). The
+/// names are Kafka Connect's (`errors.tolerance`, `errors.deadletterqueue.topic.name`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsConfig {
+    /// `none` (the fail policy, Kafka Connect's default): capture stops at the record,
+    /// `/healthz` answers 503 naming its table, key and size, as do `ficus cdc status` and
+    /// `ficus_cdc_refused_record_bytes`; nothing after it is confirmed, so nothing is lost.
+    /// `all` (the dead-letter policy): the record goes to the dead-letter topic, a placeholder
+    /// event takes its place in the table's topic, and capture goes on.
+    #[serde(default)]
+    pub tolerance: ErrorTolerance,
+    /// The dead-letter topic (`all`); default `__ficus-dlq.<topic_prefix>`.
+    #[serde(default)]
+    pub deadletterqueue_topic_name: Option<String>,
+}
+
+/// `errors.tolerance`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorTolerance {
+    /// Fail: stop capture, loudly.
+    #[default]
+    None,
+    /// Dead letter: set the record aside, put a placeholder in its place, go on.
+    All,
 }
 
 /// `[kafka]`
@@ -129,7 +163,7 @@ pub struct HeartbeatConfig {
     /// Interval between heartbeats; 0 turns them off.
     #[serde(default = "default_heartbeat_interval_ms")]
     pub interval_ms: u64,
-    /// Write `ficus.heartbeat` at each beat (an action query, so the slot advances even when
+    /// Write `_ficus.heartbeat` at each beat (an action query, so the slot advances even when
     /// the captured tables are idle).
     #[serde(default = "default_true")]
     pub write_table: bool,
@@ -413,6 +447,20 @@ impl CdcConfig {
                 ));
             }
         }
+        if let Some(topic) = &self.errors.deadletterqueue_topic_name
+            && !is_topic_name(topic)
+        {
+            problems.push(format!(
+                "errors.deadletterqueue_topic_name: must be a Kafka topic name, got {topic:?}"
+            ));
+        }
+        if let Some(value) = self.kafka.properties.get("message.max.bytes")
+            && value.parse::<usize>().map_or(true, |n| n < 1000)
+        {
+            problems.push(format!(
+                "kafka.properties.message.max.bytes: must be a number of bytes (at least 1000), got {value:?}"
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -433,6 +481,24 @@ impl CdcConfig {
             .topic
             .clone()
             .unwrap_or_else(|| format!("__ficus-heartbeat.{}", self.topic_prefix))
+    }
+
+    /// The dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        self.errors
+            .deadletterqueue_topic_name
+            .clone()
+            .unwrap_or_else(|| format!("__ficus-dlq.{}", self.topic_prefix))
+    }
+
+    /// The producer's own record size limit: `kafka.properties."message.max.bytes"`, else
+    /// librdkafka's default.
+    pub fn producer_max_message_bytes(&self) -> usize {
+        self.kafka
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000)
     }
 
     pub fn feedback_interval(&self) -> Duration {
@@ -567,6 +633,43 @@ brokers = "127.0.0.1:9092"
             "postgres://u:p@127.0.0.1:5432/app?replication=database"
         );
         assert_eq!(config.heartbeat_topic(), "__ficus-heartbeat.ficus");
+        assert_eq!(config.errors.tolerance, ErrorTolerance::None);
+        assert_eq!(config.dead_letter_topic(), "__ficus-dlq.ficus");
+        assert_eq!(config.producer_max_message_bytes(), 1_000_000);
+    }
+
+    #[test]
+    fn the_errors_section_takes_kafka_connect_names() {
+        let file = write(&format!(
+            "{MINIMAL}\n[errors]\ntolerance = \"all\"\ndeadletterqueue_topic_name = \"dlq.app\"\n"
+        ));
+        let config = CdcConfig::load(Some(&file.0), HashMap::new()).unwrap();
+        assert_eq!(config.errors.tolerance, ErrorTolerance::All);
+        assert_eq!(config.dead_letter_topic(), "dlq.app");
+        let file = write(&format!(
+            "{MINIMAL}\n[errors]\ntolerance = \"some\"\ndeadletterqueue_topic_name = \"a b\"\n"
+        ));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("errors.tolerance") || text.contains("some"),
+            "{text}"
+        );
+        let file = write(&format!(
+            "{MINIMAL}\n[errors]\ndeadletterqueue_topic_name = \"a b\"\n[kafka.properties]\n\"message.max.bytes\" = \"lots\"\n"
+        ));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("errors.deadletterqueue_topic_name:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kafka.properties.message.max.bytes:"),
+            "{text}"
+        );
     }
 
     #[test]

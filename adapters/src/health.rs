@@ -1,5 +1,6 @@
 //! What `/healthz` reports: healthy, or stopped by a failure no retry fixes (its class, cause
-//! and message). The supervisor ([`crate::pipeline`]) records the failure here; the HTTP
+//! and message, and the refused record), and in either case the records set aside in the
+//! dead-letter topic so far (`errors.tolerance = "all"`). The supervisor ([`crate::pipeline`]) records the failure here; the HTTP
 //! serving code only asks [`Health::report`], so it can be swapped without touching this; and
 //! `ficus cdc status` reads the same report back over HTTP ([`fetch`]).
 
@@ -30,6 +31,19 @@ pub struct HealthReport {
     pub record: Option<RecordInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Records sent to the dead-letter topic (with a placeholder in their place) since start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<DeadLetters>,
+}
+
+/// The dead-letter count and the last record set aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetters {
+    pub topic: String,
+    pub count: u64,
+    /// The cause label of the last one (`record_too_large`, `invalid_record`, ...).
+    pub last_cause: String,
+    pub last: RecordInfo,
 }
 
 impl HealthReport {
@@ -52,6 +66,7 @@ impl HealthReport {
 #[derive(Default)]
 pub struct Health {
     failure: Mutex<Option<HealthReport>>,
+    dead_letters: Mutex<Option<DeadLetters>>,
 }
 
 impl Health {
@@ -70,12 +85,26 @@ impl Health {
                 error: Some(error.to_string()),
                 record,
                 since: Some(chrono::Utc::now()),
+                dead_letters: None,
             });
         }
     }
 
+    /// Counts a record sent to the dead-letter topic `topic`.
+    pub fn dead_lettered(&self, topic: &str, cause: &str, record: RecordInfo) {
+        let mut letters = self.dead_letters.lock().expect("health");
+        let count = letters.as_ref().map_or(0, |l| l.count) + 1;
+        *letters = Some(DeadLetters {
+            topic: topic.to_owned(),
+            count,
+            last_cause: cause.to_owned(),
+            last: record,
+        });
+    }
+
     pub fn report(&self) -> HealthReport {
-        self.failure
+        let mut report = self
+            .failure
             .lock()
             .expect("health")
             .clone()
@@ -86,7 +115,10 @@ impl Health {
                 error: None,
                 record: None,
                 since: None,
-            })
+                dead_letters: None,
+            });
+        report.dead_letters = self.dead_letters.lock().expect("health").clone();
+        report
     }
 }
 
@@ -146,6 +178,22 @@ mod tests {
         assert_eq!(report.http_status(), 503);
         assert_eq!(report.cause.as_deref(), Some("wal_level"));
         assert_eq!(report.class.as_deref(), Some("operator"));
+        let back: HealthReport = serde_json::from_str(&report.body()).unwrap();
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn dead_letters_are_counted_and_the_last_one_named() {
+        let health = Health::default();
+        assert!(health.report().dead_letters.is_none());
+        let record = |key: &[u8]| RecordInfo::new("public.t", "p.public.t", Some(key), 2_000_000);
+        health.dead_lettered("dlq", "record_too_large", record(b"{\"id\":1}"));
+        health.dead_lettered("dlq", "record_too_large", record(b"{\"id\":2}"));
+        let report = health.report();
+        assert!(report.is_ok(), "dead letters keep the adapter healthy");
+        let letters = report.dead_letters.clone().unwrap();
+        assert_eq!(letters.count, 2);
+        assert_eq!(letters.last.key, "{\"id\":2}");
         let back: HealthReport = serde_json::from_str(&report.body()).unwrap();
         assert_eq!(back, report);
     }

@@ -1,4 +1,4 @@
-//! Background tasks beside the stream: the heartbeat write (`ficus.heartbeat`, an action
+//! Background tasks beside the stream: the heartbeat write (`_ficus.heartbeat`, an action
 //! query that moves the slot even when the captured tables are idle or filtered out) and the
 //! slot-lag monitor (`ficus_cdc_slot_lag_bytes`).
 
@@ -14,8 +14,8 @@ use crate::metrics::Metrics;
 /// Writes one heartbeat row.
 pub async fn beat(pool: &PgPool, slot: &str) -> Result<(), CdcError> {
     sqlx::query(
-        "INSERT INTO ficus.heartbeat (slot_name, beat_at, beats) VALUES ($1, now(), 1) \
-         ON CONFLICT (slot_name) DO UPDATE SET beat_at = now(), beats = ficus.heartbeat.beats + 1",
+        "INSERT INTO _ficus.heartbeat (slot_name, beat_at, beats) VALUES ($1, now(), 1) \
+         ON CONFLICT (slot_name) DO UPDATE SET beat_at = now(), beats = _ficus.heartbeat.beats + 1",
     )
     .bind(slot)
     .execute(pool)
@@ -47,10 +47,13 @@ pub fn spawn_heartbeat(
     })
 }
 
-/// The slot's lag in bytes (server's current WAL position minus the confirmed one).
+/// The slot's lag in bytes: the server's WAL insert position minus the confirmed one. The
+/// insert position, not `pg_current_wal_lsn()` (the write position), which with
+/// `synchronous_commit = off` lies below commits already made until the WAL writer's next round:
+/// those commits are lag too.
 pub async fn slot_lag_bytes(pool: &PgPool, slot: &str) -> Result<Option<i64>, CdcError> {
     let row: Option<(Option<i64>,)> = sqlx::query_as(
-        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 \
+        "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), confirmed_flush_lsn)::int8 \
          FROM pg_replication_slots WHERE slot_name = $1",
     )
     .bind(slot)

@@ -13,7 +13,8 @@
 //! - [`source`]: the replication stream and the setup (publication, slot) before it;
 //! - [`decode`]: relations, the type mapping ([`decode::types`], documented there), the
 //!   envelope, outbox routing;
-//! - [`sink`]: the producer, topic creation, the acknowledgement tracker ([`sink::ack`]);
+//! - [`sink`]: the producer, topic creation, the acknowledgement tracker ([`sink::ack`]),
+//!   size limits and the dead-letter policy ([`sink::dead_letter`]);
 //! - [`snapshot`]: the initial snapshot, chunked and resumable, and the filter that keeps the
 //!   stream consistent with it;
 //! - [`heartbeat`]: heartbeat writes and the slot-lag monitor;
@@ -22,7 +23,8 @@
 //! - [`error`]: the error type and its policy (retry / operator / never);
 //! - [`failpoint`]: crash points at the windows that matter, for tests (cargo feature
 //!   `failpoints`; nothing at all without it);
-//! - [`migrations`]: ficus's own schema (`ficus`), tracked in `ficus.schema_migrations`;
+//! - [`migrations`]: ficus's own schema (`_ficus`, never named like a role), tracked in
+//!   `_ficus.schema_migrations`;
 //! - [`status`]: what `ficus cdc status` prints;
 //! - [`pipeline`]: the supervisor that runs it all, restarts it with backoff after a
 //!   retriable failure and stops it (unhealthy, still serving) after one no retry fixes;

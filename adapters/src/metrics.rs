@@ -10,7 +10,7 @@
 //! | `ficus_cdc_sent_bytes_total` | counter | key and value bytes of the events sent |
 //! | `ficus_cdc_inflight_events` | gauge | sent, not yet acknowledged |
 //! | `ficus_cdc_confirmed_lsn_bytes` | gauge | the WAL position confirmed to PostgreSQL |
-//! | `ficus_cdc_slot_lag_bytes` | gauge | WAL between the server's current position and the slot's confirmed position |
+//! | `ficus_cdc_slot_lag_bytes` | gauge | WAL between the server's insert position (`pg_current_wal_insert_lsn()`) and the slot's confirmed position |
 //! | `ficus_cdc_lag_seconds` | gauge | commit time of the last confirmed transaction to its acknowledgement |
 //! | `ficus_cdc_commit_to_ack_seconds` | histogram | per transaction: PostgreSQL commit to the broker's acknowledgement of its last event |
 //! | `ficus_cdc_snapshot_rows_total{table}` | counter | snapshot rows sent |
@@ -19,6 +19,8 @@
 //! | `ficus_cdc_restarts_total{reason,cause}` | counter | pipeline restarts after a retriable failure (reason: postgres, kafka, other; cause: connection, slot_in_use, broker_down, ...) |
 //! | `ficus_cdc_failed{class,cause}` | gauge | 1 once a failure no retry fixes stopped the pipeline (class: operator, never; cause: wal_level, slot_plugin, record_too_large, ...) |
 //! | `ficus_cdc_heartbeats_total` | counter | heartbeats written |
+//! | `ficus_cdc_refused_record_bytes{table,topic,key,cause}` | gauge | the size of the record that stopped capture (`errors.tolerance = "none"`), naming its table and key |
+//! | `ficus_cdc_dead_letters_total{table,cause}` | counter | records sent to the dead-letter topic, a placeholder in their place (`errors.tolerance = "all"`) |
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,8 @@ pub const BROKER_ERRORS: &str = "ficus_cdc_broker_errors";
 pub const RESTARTS: &str = "ficus_cdc_restarts";
 pub const HEARTBEATS: &str = "ficus_cdc_heartbeats";
 pub const FAILED: &str = "ficus_cdc_failed";
+pub const REFUSED_RECORD: &str = "ficus_cdc_refused_record_bytes";
+pub const DEAD_LETTERS: &str = "ficus_cdc_dead_letters";
 
 /// Buckets of the latency histogram: fine below 100 ms, where the goal is.
 pub const LATENCY_BUCKETS: [f64; 22] = [
@@ -82,6 +86,20 @@ pub struct FailedLabels {
     pub cause: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub table: String,
+    pub topic: String,
+    pub key: String,
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    pub table: String,
+    pub cause: &'static str,
+}
+
 /// The adapter's metric families.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -99,6 +117,8 @@ pub struct Metrics {
     pub restarts: Family<RestartLabels, Counter>,
     pub heartbeats: Counter,
     pub failed: Family<FailedLabels, Gauge>,
+    pub refused_record: Family<RefusedLabels, Gauge>,
+    pub dead_letters: Family<DeadLetterLabels, Counter>,
     /// What `/healthz` reports.
     pub health: Health,
 }
@@ -135,7 +155,7 @@ impl Default for Metrics {
         let slot_lag_bytes = Gauge::default();
         registry.register(
             SLOT_LAG,
-            "WAL bytes between the server's current position and the slot's confirmed position",
+            "WAL bytes between the server's insert position and the slot's confirmed position",
             slot_lag_bytes.clone(),
         );
         let lag_seconds = Gauge::<f64, AtomicU64>::default();
@@ -182,6 +202,18 @@ impl Default for Metrics {
             "1 once a failure no retry fixes stopped the pipeline, by class and cause",
             failed.clone(),
         );
+        let refused_record = Family::<RefusedLabels, Gauge>::default();
+        registry.register(
+            REFUSED_RECORD,
+            "Bytes of the record the broker never takes that stopped capture, by table, topic, key and cause",
+            refused_record.clone(),
+        );
+        let dead_letters = Family::<DeadLetterLabels, Counter>::default();
+        registry.register(
+            DEAD_LETTERS,
+            "Records sent to the dead-letter topic with a placeholder in their place, by table and cause",
+            dead_letters.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             events,
@@ -198,9 +230,26 @@ impl Default for Metrics {
             restarts,
             heartbeats,
             failed,
+            refused_record,
+            dead_letters,
             health: Health::default(),
         }
     }
+}
+
+/// `value` escaped for a label of the text exposition (`\\`, `\"`, `\n`): prometheus-client
+/// 0.24 writes label values verbatim, and a record key is JSON, full of quotes.
+pub fn label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Metrics {
@@ -260,4 +309,25 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, crate::Cd
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| crate::CdcError::Listen { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_key_in_a_label_is_escaped() {
+        let metrics = Metrics::default();
+        metrics
+            .refused_record
+            .get_or_create(&RefusedLabels {
+                table: label_value("public.t"),
+                topic: label_value("p.public.t"),
+                key: label_value("{\"id\":\"a\\b\"}"),
+                cause: "record_too_large",
+            })
+            .set(5);
+        let text = metrics.encode();
+        assert!(text.contains(r#"key="{\"id\":\"a\\b\"}""#), "{text}");
+    }
 }

@@ -19,7 +19,7 @@ use crate::config::CdcConfig;
 use crate::decode::Decoder;
 use crate::error::CdcError;
 use crate::error::ErrorClass;
-use crate::metrics::{FailedLabels, Metrics, RestartLabels};
+use crate::metrics::{FailedLabels, Metrics, RefusedLabels, RestartLabels};
 use crate::sink::Sink;
 use crate::snapshot::filter::SnapshotFilter;
 use crate::source::Streamer;
@@ -152,6 +152,19 @@ async fn stop_failed(
             cause: classified.cause,
         })
         .set(1);
+    if let CdcError::Delivery(failure) = &error
+        && let Some(record) = &failure.record
+    {
+        metrics
+            .refused_record
+            .get_or_create(&RefusedLabels {
+                table: metrics::label_value(&record.table),
+                topic: metrics::label_value(&record.topic),
+                key: metrics::label_value(&record.key),
+                cause: classified.cause,
+            })
+            .set(record.size as i64);
+    }
     tracing::error!(
         error = %error,
         class = %classified.class,
@@ -175,6 +188,7 @@ async fn attempt(
         .await
         .map_err(CdcError::pg("connecting to the database"))?;
     setup::check_server(&pool).await?;
+    setup::check_schema_role(&pool).await?;
     migrations::apply(&pool).await?;
     setup::ensure_publication(&pool, config).await?;
     let slot_created = setup::ensure_slot(&pool, &config.slot).await?;
@@ -182,6 +196,8 @@ async fn attempt(
         *sink_slot = Some(Sink::new(config, metrics.clone())?);
     }
     let sink = sink_slot.as_mut().expect("a sink");
+    // The dead-letter topic exists before the first record may need it.
+    sink.prepare(Duration::from_secs(5)).await?;
     let mut catalog = Catalog::new(pool.clone());
     if snapshot::needed(&pool, config, slot_created).await? {
         let decoder = Decoder::new(config.clone());

@@ -15,7 +15,9 @@ use crate::health::HealthReport;
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub slot: String,
-    pub current_wal_lsn: String,
+    /// The server's WAL insert position (`pg_current_wal_insert_lsn()`): the end of everything
+    /// committed, whether or not the WAL writer has written it yet.
+    pub wal_insert_lsn: String,
     pub slot_state: Option<SlotState>,
     pub publication: Option<PublicationState>,
     pub heartbeat: Option<HeartbeatState>,
@@ -53,6 +55,25 @@ impl AdapterState {
 
 impl fmt::Display for AdapterState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_health(f)?;
+        if let Some(letters) = self.health.as_ref().and_then(|h| h.dead_letters.as_ref()) {
+            writeln!(
+                f,
+                "  dead letters: {} in {} (placeholders in their place); last: table {} key {} ({} bytes, {})",
+                letters.count,
+                letters.topic,
+                letters.last.table,
+                letters.last.key,
+                letters.last.size,
+                letters.last_cause
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl AdapterState {
+    fn fmt_health(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.health, &self.unreachable) {
             (Some(h), _) if h.is_ok() => writeln!(f, "adapter: healthy (on {})", self.address),
             (Some(h), _) => {
@@ -62,6 +83,13 @@ impl fmt::Display for AdapterState {
                     h.class.as_deref().unwrap_or("?"),
                     h.cause.as_deref().unwrap_or("?")
                 )?;
+                if let Some(record) = &h.record {
+                    writeln!(
+                        f,
+                        "  refused record: table {} key {} size {} bytes (topic {})",
+                        record.table, record.key, record.size, record.topic
+                    )?;
+                }
                 if let Some(error) = &h.error {
                     writeln!(f, "  {error}")?;
                 }
@@ -87,6 +115,7 @@ pub struct SlotState {
     pub active_pid: Option<i32>,
     pub restart_lsn: Option<String>,
     pub confirmed_flush_lsn: Option<String>,
+    /// WAL bytes from the confirmed position to the server's insert position.
     pub lag_bytes: Option<i64>,
     pub wal_status: Option<String>,
 }
@@ -128,7 +157,7 @@ pub async fn gather(config: &CdcConfig) -> Result<Status, CdcError> {
     let mut conn = PgConnection::connect(&config.database_url)
         .await
         .map_err(CdcError::pg("connecting to the database"))?;
-    let (current_wal_lsn,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+    let (wal_insert_lsn,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
         .fetch_one(&mut conn)
         .await
         .map_err(CdcError::pg("reading the WAL position"))?;
@@ -143,7 +172,7 @@ pub async fn gather(config: &CdcConfig) -> Result<Status, CdcError> {
     );
     let slot_state = sqlx::query_as::<_, SlotRow>(
         "SELECT plugin::text, active, active_pid, restart_lsn::text, confirmed_flush_lsn::text, \
-                pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8, wal_status \
+                pg_wal_lsn_diff(pg_current_wal_insert_lsn(), confirmed_flush_lsn)::int8, wal_status \
          FROM pg_replication_slots WHERE slot_name = $1",
     )
     .bind(&config.slot)
@@ -177,10 +206,10 @@ pub async fn gather(config: &CdcConfig) -> Result<Status, CdcError> {
         tables,
     });
     let (has_schema,): (bool,) =
-        sqlx::query_as("SELECT to_regclass('ficus.snapshot_progress') IS NOT NULL")
+        sqlx::query_as("SELECT to_regclass('_ficus.snapshot_progress') IS NOT NULL")
             .fetch_one(&mut conn)
             .await
-            .map_err(CdcError::pg("looking for schema ficus"))?;
+            .map_err(CdcError::pg("looking for schema _ficus"))?;
     let mut heartbeat = None;
     let mut snapshot = SnapshotState {
         state: "not started".to_owned(),
@@ -190,7 +219,7 @@ pub async fn gather(config: &CdcConfig) -> Result<Status, CdcError> {
     if has_schema {
         heartbeat = sqlx::query_as::<_, (chrono::DateTime<chrono::Utc>, f64, i64)>(
             "SELECT beat_at, extract(epoch FROM now() - beat_at)::float8, beats \
-             FROM ficus.heartbeat WHERE slot_name = $1",
+             FROM _ficus.heartbeat WHERE slot_name = $1",
         )
         .bind(&config.slot)
         .fetch_optional(&mut conn)
@@ -202,7 +231,7 @@ pub async fn gather(config: &CdcConfig) -> Result<Status, CdcError> {
             beats,
         });
         let state: Option<(Option<chrono::DateTime<chrono::Utc>>,)> =
-            sqlx::query_as("SELECT completed_at FROM ficus.snapshots WHERE slot_name = $1")
+            sqlx::query_as("SELECT completed_at FROM _ficus.snapshots WHERE slot_name = $1")
                 .bind(&config.slot)
                 .fetch_optional(&mut conn)
                 .await
@@ -218,7 +247,7 @@ pub async fn gather(config: &CdcConfig) -> Result<Status, CdcError> {
         let rows: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(
             "SELECT table_schema || '.' || table_name, sum(rows_done)::int8, max(rows_estimate)::int8, \
                     count(*), bool_or(done) \
-             FROM ficus.snapshot_progress WHERE slot_name = $1 \
+             FROM _ficus.snapshot_progress WHERE slot_name = $1 \
              GROUP BY table_schema, table_name ORDER BY 1",
         )
         .bind(&config.slot)
@@ -241,7 +270,7 @@ pub async fn gather(config: &CdcConfig) -> Result<Status, CdcError> {
     conn.close().await.ok();
     Ok(Status {
         slot: config.slot.clone(),
-        current_wal_lsn,
+        wal_insert_lsn,
         slot_state,
         publication,
         heartbeat,
@@ -273,10 +302,10 @@ impl fmt::Display for Status {
                 )?;
                 writeln!(
                     f,
-                    "  confirmed_flush_lsn {}   restart_lsn {}   server wal {}",
+                    "  confirmed_flush_lsn {}   restart_lsn {}   server wal (insert) {}",
                     slot.confirmed_flush_lsn.as_deref().unwrap_or("-"),
                     slot.restart_lsn.as_deref().unwrap_or("-"),
-                    self.current_wal_lsn
+                    self.wal_insert_lsn
                 )?;
                 writeln!(
                     f,

@@ -137,7 +137,7 @@ async fn a_broker_outage_during_writes_loses_nothing() {
     // Rows written only during the outage, outside the writer's keys: each must reach the
     // topic once the broker is back.
     const MARKERS: std::ops::RangeInclusive<i64> = 1_000_001..=1_000_050;
-    let (before_markers,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+    let (before_markers,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
         .fetch_one(&test.pool)
         .await
         .unwrap();

@@ -161,7 +161,7 @@ async fn a_crash_between_a_snapshot_chunk_and_its_progress_row_loses_nothing() {
         crashing.log_text()
     );
     let (done,): (i64,) = sqlx::query_as(
-        "SELECT coalesce(sum(rows_done), 0)::int8 FROM ficus.snapshot_progress WHERE slot_name = $1",
+        "SELECT coalesce(sum(rows_done), 0)::int8 FROM _ficus.snapshot_progress WHERE slot_name = $1",
     )
     .bind(&test.slot)
     .fetch_one(&test.pool)

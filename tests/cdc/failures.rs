@@ -95,7 +95,7 @@ async fn a_record_the_broker_never_takes_stops_naming_table_key_and_size() {
         .await
         .unwrap();
     // At or past the end of the big transaction; every transaction before it ends below.
-    let (after_big,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+    let (after_big,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
         .fetch_one(&test.pool)
         .await
         .unwrap();

@@ -34,12 +34,13 @@ async fn writes_to_uncaptured_tables_do_not_pin_wal() {
     .fetch_one(&test.pool)
     .await
     .unwrap();
-    assert_eq!(tables, vec!["ficus.heartbeat", "public.captured"]);
-    let (beats,): (i64,) = sqlx::query_as("SELECT beats FROM ficus.heartbeat WHERE slot_name = $1")
-        .bind(&test.slot)
-        .fetch_one(&test.pool)
-        .await
-        .unwrap();
+    assert_eq!(tables, vec!["_ficus.heartbeat", "public.captured"]);
+    let (beats,): (i64,) =
+        sqlx::query_as("SELECT beats FROM _ficus.heartbeat WHERE slot_name = $1")
+            .bind(&test.slot)
+            .fetch_one(&test.pool)
+            .await
+            .unwrap();
     assert!(beats >= 2, "{beats} heartbeats");
     let heartbeat_topic = format!("__ficus-heartbeat.{}", test.prefix);
     let messages = test
@@ -59,7 +60,7 @@ async fn writes_to_uncaptured_tables_do_not_pin_wal() {
         &[],
     );
     let (beats_before,): (i64,) =
-        sqlx::query_as("SELECT beats FROM ficus.heartbeat WHERE slot_name = $1")
+        sqlx::query_as("SELECT beats FROM _ficus.heartbeat WHERE slot_name = $1")
             .bind(&test.slot)
             .fetch_one(&test.pool)
             .await
@@ -68,7 +69,7 @@ async fn writes_to_uncaptured_tables_do_not_pin_wal() {
     let metrics = adapter.metrics_text().await;
     let after = metric_sum(&metrics, "ficus_cdc_heartbeats_total", &[]);
     let (beats_after,): (i64,) =
-        sqlx::query_as("SELECT beats FROM ficus.heartbeat WHERE slot_name = $1")
+        sqlx::query_as("SELECT beats FROM _ficus.heartbeat WHERE slot_name = $1")
             .bind(&test.slot)
             .fetch_one(&test.pool)
             .await

@@ -345,7 +345,7 @@ async fn outbox_rows_are_routed_by_their_columns() {
     let mut test = CdcTest::new("CREATE TABLE orders (id int PRIMARY KEY, total int);").await;
     let outbox_prefix = format!("{}.outbox.", test.prefix);
     test.with_file(&format!(
-        "[[outbox]]\ntable = \"ficus.outbox\"\ntopic_prefix = \"{outbox_prefix}\"\n"
+        "[[outbox]]\ntable = \"_ficus.outbox\"\ntopic_prefix = \"{outbox_prefix}\"\n"
     ));
     let adapter = test.start_streaming().await;
     // The transactional outbox: state and message in one transaction; the row may be deleted
@@ -356,12 +356,12 @@ async fn outbox_rows_are_routed_by_their_columns() {
         .await
         .unwrap();
     tx.execute(
-        "INSERT INTO ficus.outbox (id, aggregatetype, aggregateid, type, payload) \
+        "INSERT INTO _ficus.outbox (id, aggregatetype, aggregateid, type, payload) \
          VALUES ('7c4f4e51-1c52-4b8a-9b59-0c4c3b2d2a01', 'order', '17', 'OrderPlaced', '{\"total\": 300}')",
     )
     .await
     .unwrap();
-    tx.execute("DELETE FROM ficus.outbox").await.unwrap();
+    tx.execute("DELETE FROM _ficus.outbox").await.unwrap();
     tx.commit().await.unwrap();
 
     let topic = format!("{outbox_prefix}order");

@@ -62,7 +62,7 @@ async fn a_snapshot_taken_while_writes_continue_matches_the_table() {
     let messages = test.assert_topic_matches_table(&test.topic("t"), "t").await;
     let reads = reads_per_key(&messages);
     let progress: Vec<(i32, i64, bool)> = sqlx::query_as(
-        "SELECT segment, rows_done, done FROM ficus.snapshot_progress WHERE slot_name = $1",
+        "SELECT segment, rows_done, done FROM _ficus.snapshot_progress WHERE slot_name = $1",
     )
     .bind(&test.slot)
     .fetch_all(&test.pool)
@@ -85,7 +85,7 @@ async fn a_snapshot_taken_while_writes_continue_matches_the_table() {
     assert_eq!(snapshot_event["before"], serde_json::Value::Null);
 
     let (segments, done): (i64, bool) = sqlx::query_as(
-        "SELECT count(*), bool_and(done) FROM ficus.snapshot_progress WHERE slot_name = $1",
+        "SELECT count(*), bool_and(done) FROM _ficus.snapshot_progress WHERE slot_name = $1",
     )
     .bind(&test.slot)
     .fetch_one(&test.pool)
@@ -120,7 +120,7 @@ async fn a_killed_snapshot_resumes_after_its_last_finished_chunk() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let done_at_kill = loop {
         let done: Option<(i64,)> = sqlx::query_as(
-            "SELECT rows_done FROM ficus.snapshot_progress WHERE slot_name = $1 AND segment = 1",
+            "SELECT rows_done FROM _ficus.snapshot_progress WHERE slot_name = $1 AND segment = 1",
         )
         .bind(&test.slot)
         .fetch_optional(&test.pool)
@@ -139,12 +139,13 @@ async fn a_killed_snapshot_resumes_after_its_last_finished_chunk() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let (completed,): (bool,) =
-        sqlx::query_as("SELECT completed_at IS NOT NULL FROM ficus.snapshots WHERE slot_name = $1")
-            .bind(&test.slot)
-            .fetch_one(&test.pool)
-            .await
-            .unwrap();
+    let (completed,): (bool,) = sqlx::query_as(
+        "SELECT completed_at IS NOT NULL FROM _ficus.snapshots WHERE slot_name = $1",
+    )
+    .bind(&test.slot)
+    .fetch_one(&test.pool)
+    .await
+    .unwrap();
     assert!(!completed, "killed before the end of the snapshot");
 
     let mut second = test.spawn("second");
@@ -156,7 +157,7 @@ async fn a_killed_snapshot_resumes_after_its_last_finished_chunk() {
     assert!(second.is_running());
 
     let segments: Vec<(i32, Option<Vec<String>>, bool)> = sqlx::query_as(
-        "SELECT segment, last_key, done FROM ficus.snapshot_progress WHERE slot_name = $1 ORDER BY segment",
+        "SELECT segment, last_key, done FROM _ficus.snapshot_progress WHERE slot_name = $1 ORDER BY segment",
     )
     .bind(&test.slot)
     .fetch_all(&test.pool)

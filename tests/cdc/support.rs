@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -227,10 +227,15 @@ impl CdcTest {
         PgConnection::connect(&self.url).await.unwrap()
     }
 
-    /// Waits until the slot exists and its confirmed position reached the server's position
-    /// as it is now: everything written so far is in the broker.
+    /// Waits until the slot exists and its confirmed position reached the server's WAL
+    /// insert position as it is now: everything committed so far is in the broker.
+    ///
+    /// The insert position, not `pg_current_wal_lsn()` (the write position): with
+    /// `synchronous_commit = off` (the test cluster's setting) a commit is inserted but written
+    /// only at the WAL writer's next round, so the write position can lie below commits already
+    /// made, and a wait for it ended before they were sent.
     pub async fn wait_caught_up(&self, timeout: Duration) {
-        let (target,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+        let (target,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
             .fetch_one(&self.pool)
             .await
             .unwrap();
@@ -275,28 +280,14 @@ impl CdcTest {
             .unwrap()
     }
 
-    /// Reads `topic` until its last state per key equals table `table` (`t(id, n, note)`),
-    /// for at most 30 s, then asserts it: the broker may show an acknowledged write a moment
-    /// late, but a lost change never shows. Returns the messages read last.
+    /// Asserts that the last state per key of `topic` equals table `table` (`t(id, n, note)`),
+    /// reading the topic once: call it after [`CdcTest::wait_caught_up`] (every commit
+    /// acknowledged by the broker) or a completed snapshot. Returns the messages read.
     pub async fn assert_topic_matches_table(&self, topic: &str, table: &str) -> Vec<Msg> {
         let rows = table_state(&self.pool, table).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut reads = 0;
-        loop {
-            let messages = self.messages(topic).await;
-            reads += 1;
-            if same_state(&topic_state(&messages), &rows) {
-                if reads > 1 {
-                    eprintln!("{topic}: matched the table after {reads} reads");
-                }
-                return messages;
-            }
-            if Instant::now() >= deadline {
-                assert_same_state_with(&topic_state(&messages), &rows, &messages);
-                return messages;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        let messages = self.messages(topic).await;
+        assert_same_state_with(&topic_state(&messages), &rows, &messages);
+        messages
     }
 
     /// Waits until the snapshot of the slot is recorded complete.
@@ -304,7 +295,7 @@ impl CdcTest {
         let deadline = Instant::now() + timeout;
         loop {
             let done: Option<(bool,)> = sqlx::query_as(
-                "SELECT completed_at IS NOT NULL FROM ficus.snapshots WHERE slot_name = $1",
+                "SELECT completed_at IS NOT NULL FROM _ficus.snapshots WHERE slot_name = $1",
             )
             .bind(&self.slot)
             .fetch_optional(&self.pool)
@@ -589,19 +580,6 @@ pub async fn table_state(pool: &sqlx::PgPool, table: &str) -> HashMap<i64, (i64,
         .collect()
 }
 
-/// Whether the topic's last state per key is the table's.
-pub fn same_state(
-    topic: &HashMap<i64, Option<(i64, String)>>,
-    table: &HashMap<i64, (i64, String)>,
-) -> bool {
-    table
-        .iter()
-        .all(|(id, row)| topic.get(id) == Some(&Some(row.clone())))
-        && topic
-            .iter()
-            .all(|(id, row)| row.is_none() || table.contains_key(id))
-}
-
 /// Compares the topic's last state per key with the table (every row present with its values,
 /// every key the topic has that the table lacks deleted), printing the events of the first
 /// differing keys from `messages`.
@@ -713,4 +691,131 @@ pub fn spawn_writer(
         }
         transactions
     })
+}
+
+/// A private PostgreSQL and broker from `scripts/services`, in a state directory of their own.
+pub struct PrivateServices {
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl PrivateServices {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ficus-cdc-services-{}",
+            ficus_testkit::unique_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let env = vec![
+            ("FICUS_STATE_DIR".to_owned(), dir.display().to_string()),
+            ("FICUS_PG_PORT".to_owned(), free_addr().port().to_string()),
+            (
+                "FICUS_KAFKA_PORT".to_owned(),
+                free_addr().port().to_string(),
+            ),
+        ];
+        let services = Self { dir, env };
+        services.run("start");
+        services
+    }
+
+    pub fn run(&self, command: &str) -> String {
+        let output = Command::new(script())
+            .arg(command)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("running scripts/services");
+        assert!(
+            output.status.success(),
+            "scripts/services {command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `pg_ctl restart` of the private cluster (as the postgres user when root, as the
+    /// script runs it).
+    pub fn restart_postgres(&self) {
+        let data = [
+            self.dir.join("pg/data"),
+            pg_fallback_dir(&self.dir).join("data"),
+        ]
+        .into_iter()
+        .find(|d| d.join("PG_VERSION").exists())
+        .expect("the private cluster's data directory");
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin/pg_ctl"))
+            .filter(|p| p.exists())
+            .max()
+            .expect("pg_ctl");
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let mut command = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let output = command
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "fast", "-w", "-t", "60", "restart"])
+            .arg("-l")
+            .arg(data.parent().unwrap().join("postgres.log"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "pg_ctl restart: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    pub fn var(&self, name: &str) -> String {
+        let env = self.run("env");
+        let line = env.lines().find(|l| l.contains(name)).unwrap();
+        line.split_once('=')
+            .unwrap()
+            .1
+            .trim_matches('\'')
+            .to_owned()
+    }
+}
+
+impl Drop for PrivateServices {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .arg("stop")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(pg_fallback_dir(&self.dir));
+    }
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services")
+}
+
+/// Where the script puts the cluster when the postgres user cannot enter `dir`.
+fn pg_fallback_dir(dir: &Path) -> PathBuf {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '%s' '{}' | cksum | cut -d' ' -f1",
+            dir.display()
+        ))
+        .output()
+        .unwrap();
+    PathBuf::from(format!(
+        "/var/tmp/ficus-pg-{}",
+        String::from_utf8_lossy(&output.stdout).trim()
+    ))
 }

@@ -25,7 +25,7 @@ pub struct Column {
 pub enum Role {
     /// Debezium-style change events on `<prefix>.<schema>.<table>`.
     Table,
-    /// `ficus.heartbeat`: not published; its commits move the slot.
+    /// `_ficus.heartbeat`: not published; its commits move the slot.
     Heartbeat,
     /// A declared outbox: inserted rows are messages.
     Outbox(OutboxRoute),
@@ -160,7 +160,7 @@ fn role_of(schema: &str, table: &str, config: &CdcConfig, columns: &[Column]) ->
             });
         }
     }
-    if schema == "ficus" {
+    if schema == crate::migrations::SCHEMA {
         if table == "heartbeat" {
             return Role::Heartbeat;
         }

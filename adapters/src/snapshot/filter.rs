@@ -58,7 +58,7 @@ impl SnapshotFilter {
         }
     }
 
-    /// The windows recorded in `ficus.snapshot_progress` for `slot`.
+    /// The windows recorded in `_ficus.snapshot_progress` for `slot`.
     pub async fn load(catalog: &mut Catalog, slot: &str) -> Result<Self, CdcError> {
         // A segment's keys: up to its last acknowledged chunk, and the chunk in flight when
         // it was interrupted (its rows may be in the topic).
@@ -67,7 +67,7 @@ impl SnapshotFilter {
         let rows: Vec<ProgressRow> = sqlx::query_as(
             "SELECT table_schema, table_name, segment, snapshot_lsn::text, \
                     COALESCE(inflight_key, last_key), done \
-             FROM ficus.snapshot_progress WHERE slot_name = $1 \
+             FROM _ficus.snapshot_progress WHERE slot_name = $1 \
              ORDER BY table_schema, table_name, segment",
         )
         .bind(slot)

@@ -1,6 +1,6 @@
 //! The initial snapshot: every published table read at one exported snapshot, chunk by chunk in
 //! primary-key order, each row sent as an `r` event, progress recorded in
-//! `ficus.snapshot_progress` once a chunk's events are all acknowledged.
+//! `_ficus.snapshot_progress` once a chunk's events are all acknowledged.
 //!
 //! - Consistency: the snapshot is exported by a temporary replication slot; its consistent
 //!   point is the LSN at which the snapshot's rows hold. Every chunk is read in a transaction
@@ -44,12 +44,12 @@ pub async fn needed(
         return Ok(false);
     }
     if config.snapshot.mode == SnapshotMode::WhenNeeded && slot_created {
-        sqlx::query("DELETE FROM ficus.snapshot_progress WHERE slot_name = $1")
+        sqlx::query("DELETE FROM _ficus.snapshot_progress WHERE slot_name = $1")
             .bind(&config.slot)
             .execute(pool)
             .await
             .map_err(CdcError::pg("resetting snapshot progress"))?;
-        sqlx::query("DELETE FROM ficus.snapshots WHERE slot_name = $1")
+        sqlx::query("DELETE FROM _ficus.snapshots WHERE slot_name = $1")
             .bind(&config.slot)
             .execute(pool)
             .await
@@ -57,7 +57,7 @@ pub async fn needed(
         return Ok(true);
     }
     let state: Option<(Option<chrono::DateTime<chrono::Utc>>,)> =
-        sqlx::query_as("SELECT completed_at FROM ficus.snapshots WHERE slot_name = $1")
+        sqlx::query_as("SELECT completed_at FROM _ficus.snapshots WHERE slot_name = $1")
             .bind(&config.slot)
             .fetch_optional(pool)
             .await
@@ -126,7 +126,7 @@ pub async fn run(
     metrics: &Arc<Metrics>,
 ) -> Result<(), CdcError> {
     let pool = catalog.pool().clone();
-    sqlx::query("INSERT INTO ficus.snapshots (slot_name) VALUES ($1) ON CONFLICT DO NOTHING")
+    sqlx::query("INSERT INTO _ficus.snapshots (slot_name) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(&config.slot)
         .execute(&pool)
         .await
@@ -141,13 +141,14 @@ pub async fn run(
         .await?
         .into_iter()
         .filter(|(schema, table)| {
-            schema != "ficus" && !outboxes.contains(&(schema.as_str(), table.as_str()))
+            schema != crate::migrations::SCHEMA
+                && !outboxes.contains(&(schema.as_str(), table.as_str()))
         })
         .collect();
 
     type ProgressRow = (String, String, i32, Option<Vec<String>>, bool);
     let rows: Vec<ProgressRow> = sqlx::query_as(
-        "SELECT table_schema, table_name, segment, last_key, done FROM ficus.snapshot_progress \
+        "SELECT table_schema, table_name, segment, last_key, done FROM _ficus.snapshot_progress \
          WHERE slot_name = $1 ORDER BY segment",
     )
     .bind(&config.slot)
@@ -278,7 +279,7 @@ impl Snapshotter<'_> {
         .await
         .map_err(CdcError::pg("estimating rows"))?;
         sqlx::query(
-            "INSERT INTO ficus.snapshot_progress \
+            "INSERT INTO _ficus.snapshot_progress \
              (slot_name, table_schema, table_name, segment, snapshot_lsn, rows_estimate) \
              VALUES ($1, $2, $3, $4, $5::pg_lsn, $6)",
         )
@@ -337,7 +338,7 @@ async fn commit(conn: &mut PgConnection) -> Result<(), CdcError> {
 
 async fn mark_complete(pool: &sqlx::PgPool, slot: &str) -> Result<(), CdcError> {
     sqlx::query(
-        "UPDATE ficus.snapshots SET completed_at = now() WHERE slot_name = $1 AND completed_at IS NULL",
+        "UPDATE _ficus.snapshots SET completed_at = now() WHERE slot_name = $1 AND completed_at IS NULL",
     )
     .bind(slot)
     .execute(pool)
@@ -478,7 +479,7 @@ impl TableReader<'_> {
                     .map(|&i| last[i].clone().unwrap_or_default())
                     .collect();
                 sqlx::query(
-                    "UPDATE ficus.snapshot_progress SET inflight_key = $5, updated_at = now() \
+                    "UPDATE _ficus.snapshot_progress SET inflight_key = $5, updated_at = now() \
                      WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3 AND segment = $4",
                 )
                 .bind(&self.config.slot)
@@ -532,7 +533,7 @@ impl TableReader<'_> {
                 lower = Some(key);
             }
             sqlx::query(
-                "UPDATE ficus.snapshot_progress SET last_key = $5, inflight_key = NULL, \
+                "UPDATE _ficus.snapshot_progress SET last_key = $5, inflight_key = NULL, \
                  rows_done = rows_done + $6, updated_at = now() WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3 AND segment = $4",
             )
             .bind(&self.config.slot)
@@ -559,7 +560,7 @@ impl TableReader<'_> {
             commit(conn).await?;
         }
         sqlx::query(
-            "UPDATE ficus.snapshot_progress SET done = true, updated_at = now() \
+            "UPDATE _ficus.snapshot_progress SET done = true, updated_at = now() \
              WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3 AND segment = $4",
         )
         .bind(&self.config.slot)

@@ -1,4 +1,5 @@
-//! Before streaming: logical decoding is on, the publication exists (created when missing, for
+//! Before streaming: logical decoding is on, no role is named like ficus's schema, the
+//! publication exists (created when missing, for
 //! all tables or the listed ones, plus ficus's heartbeat and the outboxes), and the slot exists
 //! (created with `pgoutput` when missing).
 
@@ -7,6 +8,7 @@ use sqlx::PgPool;
 use crate::catalog::quote_ident;
 use crate::config::{CdcConfig, split_table};
 use crate::error::CdcError;
+use crate::migrations;
 
 /// PostgreSQL's `duplicate_object`: someone created it first.
 const DUPLICATE_OBJECT: &str = "42710";
@@ -28,6 +30,35 @@ pub async fn check_server(pool: &PgPool) -> Result<(), CdcError> {
     Ok(())
 }
 
+/// Refuses a database where a role is named like ficus's schema ([`migrations::SCHEMA`]).
+///
+/// PostgreSQL's default `search_path` is `"$user", public`: every session of such a role
+/// would resolve unqualified names into ficus's schema first, so an application connecting as
+/// that role would create its tables there and write rows the adapter never captures. Roles
+/// are cluster-wide, so any role of that name counts, whoever the adapter connects as.
+pub async fn check_schema_role(pool: &PgPool) -> Result<(), CdcError> {
+    let role: Option<(String, bool)> =
+        sqlx::query_as("SELECT rolname::text, rolcanlogin FROM pg_roles WHERE rolname = $1")
+            .bind(migrations::SCHEMA)
+            .fetch_optional(pool)
+            .await
+            .map_err(CdcError::pg("reading pg_roles"))?;
+    match role {
+        None => Ok(()),
+        Some((name, can_login)) => Err(CdcError::Operator {
+            cause: "schema_role",
+            message: format!(
+                "a role named {name:?}{} exists: with PostgreSQL's default search_path (\"$user\", public) \
+                 its sessions resolve unqualified table names into ficus's own schema {schema:?}, so an \
+                 application connecting as it would create tables there that are never captured; \
+                 rename the role (ALTER ROLE \"{name}\" RENAME TO ...) and start the adapter again",
+                if can_login { " (a login role)" } else { "" },
+                schema = migrations::SCHEMA,
+            ),
+        }),
+    }
+}
+
 /// Creates the publication when missing; adds missing listed tables to a listed one.
 pub async fn ensure_publication(pool: &PgPool, config: &CdcConfig) -> Result<(), CdcError> {
     let existing: Option<(bool,)> =
@@ -38,7 +69,7 @@ pub async fn ensure_publication(pool: &PgPool, config: &CdcConfig) -> Result<(),
             .map_err(CdcError::pg("reading pg_publication"))?;
     let mut wanted: Vec<String> = config.tables.clone();
     if !wanted.is_empty() {
-        wanted.push("ficus.heartbeat".to_owned());
+        wanted.push("_ficus.heartbeat".to_owned());
         wanted.extend(config.outbox.iter().map(|o| o.table.clone()));
         wanted.dedup();
     }
