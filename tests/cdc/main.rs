@@ -9,6 +9,7 @@ mod crash;
 mod failures;
 mod heartbeat;
 mod oversize;
+mod position;
 mod reconnect;
 mod roundtrip;
 mod schema;
