@@ -427,6 +427,12 @@ impl CdcConfig {
                     outbox.table
                 ));
             }
+            if outbox.table == "ficus.outbox" {
+                problems.push(format!(
+                    "outbox[{i}].table: ficus's ready-made outbox is now _ficus.outbox (schema ficus was renamed so that no role named ficus resolves into it), got {:?}",
+                    outbox.table
+                ));
+            }
             for (key, value) in [
                 ("topic_column", &outbox.topic_column),
                 ("key_column", &outbox.key_column),
@@ -668,6 +674,16 @@ brokers = "127.0.0.1:9092"
         );
         assert!(
             text.contains("kafka.properties.message.max.bytes:"),
+            "{text}"
+        );
+        let file = write(&format!(
+            "{MINIMAL}\n[[outbox]]\ntable = \"ficus.outbox\"\n"
+        ));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("outbox[0].table:") && text.contains("_ficus.outbox"),
             "{text}"
         );
     }
