@@ -37,10 +37,12 @@ pub mod edit;
 pub mod error;
 pub mod handler;
 pub mod metrics;
+pub mod path;
 pub mod reload;
 pub mod server;
 pub mod start;
 pub mod table;
+pub mod target;
 pub mod tunnel;
 pub mod upstream;
 

@@ -114,6 +114,22 @@ pub fn strip(headers: &mut HeaderMap, protected: &[String], trusted: bool) -> us
     count
 }
 
+/// Removes every header in ficus's own namespace (`x-ficus-*`, in any case, `_` or `-`): ficus
+/// sets those itself (the route, side and table it answers with, the identity it verified), so
+/// one a client sent is a forgery, whether or not `[auth]` is on. Returns how many were removed.
+pub fn strip_own(headers: &mut HeaderMap) -> usize {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| normalize(name.as_str()).starts_with("x-ficus-"))
+        .cloned()
+        .collect();
+    let count = doomed.len();
+    for name in doomed {
+        headers.remove(name);
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +185,28 @@ mod tests {
         strip(&mut headers, &protected, false);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-keep"]);
+    }
+
+    #[test]
+    fn ficus_own_namespace_is_stripped_in_every_spelling() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-ficus-route",
+            "X-Ficus-Side",
+            "x_ficus_table",
+            "X_FICUS-anything",
+            "x-ficus",
+            "x-ficusx",
+            "x-keep",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        assert_eq!(strip_own(&mut headers), 4);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["x-ficus", "x-ficusx", "x-keep"]);
     }
 }
