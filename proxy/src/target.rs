@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Uri, Version};
 
-use crate::authz::headers::normalize;
+use crate::authz::headers::same_name;
 use crate::config::UpgradeToken;
 use crate::error::{BadRequest, ProxyError};
 use crate::path::{Canonical, PathError, canonicalize};
@@ -33,13 +33,20 @@ pub fn read(uri: &Uri) -> Result<Target, ProxyError> {
         };
         ProxyError::bad_request(BadRequest::Path, message).with_source(error)
     })?;
-    let text = match uri.query() {
-        Some(query) => format!("{}?{query}", path.path),
-        None => path.path.clone(),
+    let path_and_query = match uri.path_and_query() {
+        // Already canonical (the common case): the request's own, no copy.
+        Some(raw) if raw.path() == path.path => raw.clone(),
+        _ => {
+            let text = match uri.query() {
+                Some(query) => format!("{}?{query}", path.path),
+                None => path.path.clone(),
+            };
+            PathAndQuery::try_from(text).map_err(|error| {
+                ProxyError::bad_request(BadRequest::Path, "the query is not valid")
+                    .with_source(error)
+            })?
+        }
     };
-    let path_and_query = PathAndQuery::try_from(text).map_err(|error| {
-        ProxyError::bad_request(BadRequest::Path, "the query is not valid").with_source(error)
-    })?;
     Ok(Target {
         path,
         path_and_query,
@@ -131,7 +138,7 @@ const METHOD_OVERRIDES: [&str; 3] = [
 pub fn method_override(headers: &HeaderMap) -> Option<&HeaderName> {
     headers
         .keys()
-        .find(|name| METHOD_OVERRIDES.contains(&normalize(name.as_str()).as_str()))
+        .find(|name| METHOD_OVERRIDES.iter().any(|o| same_name(name.as_str(), o)))
 }
 
 /// Refuses a method override unless the route allows it.

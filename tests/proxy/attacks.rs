@@ -712,3 +712,41 @@ async fn the_side_is_logged_once_per_request() {
         "{text}"
     );
 }
+
+/// Classes 2 and 3 over HTTP/2 (prior knowledge): the same canonical path, exact methods and
+/// one authority, whatever the protocol the client speaks.
+#[tokio::test]
+async fn http2_requests_get_the_same_treatment() {
+    let (upstream, proxy) = setup(Behavior::NormalizePaths).await;
+    /// Path, extra headers, the status, what the upstream received.
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        u16,
+        Option<&'static str>,
+    );
+    let cases: [Case; 8] = [
+        ("/public/x", &[], 200, Some("/public/x")),
+        ("/public/%2e%2e/admin/x", &[], 403, None),
+        ("/public/../admin/x", &[], 403, None),
+        ("//admin/x", &[], 403, None),
+        ("/public/..%2fadmin/x", &[], 400, None),
+        ("/public/a%00", &[], 400, None),
+        ("/public/./%7ex", &[], 200, Some("/public/~x")),
+        // `:authority` is localhost; a Host beside it that names another is refused.
+        ("/public/x", &[("host", "admin.internal")], 400, None),
+    ];
+    for (path, headers, status, forwarded) in cases {
+        upstream.clear();
+        let client = RawClient::connect(proxy.addr).await;
+        let got = client.h2_get(path, headers).await;
+        assert_eq!(got, Some(status), "{path} {headers:?}");
+        let received: Vec<String> = upstream
+            .received()
+            .iter()
+            .map(|r| r.target().to_owned())
+            .collect();
+        let expected: Vec<String> = forwarded.iter().map(|f| (*f).to_owned()).collect();
+        assert_eq!(received, expected, "{path} {headers:?}");
+    }
+}
