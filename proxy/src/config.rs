@@ -511,10 +511,79 @@ pub struct RouteConfig {
     /// What a request needs here; `[auth] default` when absent.
     #[serde(default)]
     pub auth: Option<RouteAuth>,
+
+    // What the route lets through beyond the edge's safe defaults (README, "Security model").
+    // Each is a trust decision about the route's upstreams.
+    /// Upgrade tokens tunneled (`Upgrade: websocket`): `["websocket"]` when absent, `[]` for
+    /// none. After the 101 bytes pass both ways unchecked (only the first request was
+    /// authorized), so list a protocol only when the upstream does not carry requests for
+    /// other routes inside it. `h2c` is refused here: its tunnel is HTTP/2 requests that would
+    /// bypass the edge (ficus speaks h2c to clients itself). Any other offer is forwarded as a
+    /// plain request, its `Upgrade` removed.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<UpgradeToken>,
+    /// Forward paths whose segments hold an encoded `/` or `\` (`%2F`, `%5C`, a raw `\`) as
+    /// they are; refused with 400 when false. Allow it only when the upstream never decodes
+    /// them into separators (the route matched them as one segment).
+    #[serde(default)]
+    pub allow_encoded_slashes: bool,
+    /// Forward `X-HTTP-Method-Override`, `X-HTTP-Method` and `X-Method-Override`; refused with
+    /// 400 when false. The route is still matched, and its policy decided, on the method on
+    /// the wire: allow it only when that policy also fits every method an override can name.
+    #[serde(default)]
+    pub allow_method_override: bool,
 }
 
 fn default_mode() -> Mode {
     Mode::Monolith
+}
+
+fn default_upgrades() -> Vec<UpgradeToken> {
+    vec![UpgradeToken("websocket".into())]
+}
+
+/// A protocol a route tunnels after an HTTP/1.1 upgrade (`websocket`, `name/version`),
+/// compared without case. Never `h2c`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeToken(pub Box<str>);
+
+impl TryFrom<String> for UpgradeToken {
+    type Error = String;
+    fn try_from(token: String) -> Result<Self, String> {
+        let (name, version) = match token.split_once('/') {
+            Some((name, version)) => (name, Some(version)),
+            None => (token.as_str(), None),
+        };
+        if !valid_token(name) || version.is_some_and(|v| !valid_token(v)) {
+            return Err(format!(
+                "`{token}` is not an upgrade protocol (a token, or token/version)"
+            ));
+        }
+        if name.eq_ignore_ascii_case("h2c") {
+            return Err(
+                "`h2c` is never tunneled: HTTP/2 requests inside the tunnel would bypass the \
+                 edge (ficus speaks h2c to clients itself)"
+                    .to_owned(),
+            );
+        }
+        Ok(Self(token.to_ascii_lowercase().into()))
+    }
+}
+
+impl UpgradeToken {
+    /// Whether `offered` (one element of an `Upgrade` header) names this protocol.
+    pub fn accepts(&self, offered: &str) -> bool {
+        self.0.eq_ignore_ascii_case(offered)
+            || offered
+                .split_once('/')
+                .is_some_and(|(name, _)| !self.0.contains('/') && self.0.eq_ignore_ascii_case(name))
+    }
+}
+
+impl Serialize for UpgradeToken {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
 }
 
 /// An HTTP method, written in upper case as on the wire (`GET`, `POST`, `PURGE`).
@@ -661,7 +730,14 @@ macro_rules! deserialize_via_string {
         }
     )*};
 }
-deserialize_via_string!(JwksUrl, UpstreamUrl, MethodName, StickyRule, PathPattern);
+deserialize_via_string!(
+    JwksUrl,
+    UpstreamUrl,
+    MethodName,
+    StickyRule,
+    PathPattern,
+    UpgradeToken
+);
 
 /// A header name, one element of a list.
 struct HeaderNameText(HeaderName);
@@ -1442,6 +1518,43 @@ mod tests {
         assert_eq!(show("route"), "route: m");
         assert_eq!(show("upstreams.people.url"), "upstreams.people.url: m");
         assert_eq!(show(""), "m");
+    }
+
+    #[test]
+    fn edge_keys_default_safe_and_h2c_is_never_tunneled() {
+        let file = parse(GOOD).unwrap();
+        let route = &file.routes[0];
+        assert_eq!(route.upgrades, [UpgradeToken("websocket".into())]);
+        assert!(!route.allow_encoded_slashes && !route.allow_method_override);
+        let text = GOOD.replace(
+            "fallback = true",
+            "fallback = true\nupgrades = [\"WebSocket\", \"H2C\", \"tls/1.3\", \"bad token\"]\n\
+             allow_encoded_slashes = true\nallow_method_override = true",
+        );
+        let found = problems(&text);
+        let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "route.\"people-read\".upgrades[1]",
+                "route.\"people-read\".upgrades[3]"
+            ],
+            "{found:#?}"
+        );
+        assert!(
+            found[0].message.contains("`h2c` is never tunneled"),
+            "{found:?}"
+        );
+        let file = parse(&text.replace(", \"H2C\"", "").replace(", \"bad token\"", "")).unwrap();
+        let route = &file.routes[0];
+        assert_eq!(
+            route.upgrades,
+            [
+                UpgradeToken("websocket".into()),
+                UpgradeToken("tls/1.3".into())
+            ]
+        );
+        assert!(route.allow_encoded_slashes && route.allow_method_override);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum Kind {
     HeadersTooLarge,
     /// The request body broke off before its end.
     ClientBody,
+    /// The request has no single meaning the edge can vouch for (400): see [`BadRequest`].
+    BadRequest(BadRequest),
     /// Edge authorization: no valid token (401).
     Unauthenticated(Reason),
     /// Edge authorization: a valid token without the grants the route needs, or a closed
@@ -43,6 +45,31 @@ pub enum Kind {
     Timeout,
     /// The upstream broke the exchange (reset, malformed response).
     Protocol,
+}
+
+/// What about a request made the edge refuse it before routing or forwarding it (400): each
+/// is something an upstream could read otherwise than the route did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRequest {
+    /// No canonical path, or one with an encoded separator the route does not allow.
+    Path,
+    /// A standard method spelled in another case (`get`).
+    Method,
+    /// `X-HTTP-Method-Override` or kin on a route that does not allow it.
+    MethodOverride,
+    /// No Host, several, one that is not an authority, or one that disagrees with the target.
+    Host,
+}
+
+impl BadRequest {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BadRequest::Path => "bad_path",
+            BadRequest::Method => "bad_method",
+            BadRequest::MethodOverride => "method_override",
+            BadRequest::Host => "bad_host",
+        }
+    }
 }
 
 /// Where the failure is.
@@ -159,6 +186,24 @@ impl ProxyError {
         )
     }
 
+    /// 400: the request is refused because of `what`.
+    pub fn bad_request(what: BadRequest, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(Kind::BadRequest(what), Origin::Client, false, message)
+    }
+
+    /// 502: the upstream answered 101 to a request that offered no protocol it may switch to.
+    pub fn unasked_switch(side: Side) -> Self {
+        Self::new(
+            Kind::Protocol,
+            Origin::Upstream(side),
+            false,
+            format!(
+                "the {} switched protocols without being asked to",
+                side.noun()
+            ),
+        )
+    }
+
     pub fn client_body() -> Self {
         Self::new(
             Kind::ClientBody,
@@ -252,6 +297,7 @@ impl ProxyError {
             Kind::BodyTooLarge => "body_too_large",
             Kind::HeadersTooLarge => "headers_too_large",
             Kind::ClientBody => "client_body",
+            Kind::BadRequest(what) => what.as_str(),
             Kind::Unauthenticated(_) => "unauthorized",
             Kind::Forbidden(_) => "forbidden",
             Kind::AuthUnavailable(_) => "auth_unavailable",
@@ -288,7 +334,7 @@ impl ProxyError {
         match self.kind {
             Kind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Kind::ClientBody => StatusCode::BAD_REQUEST,
+            Kind::ClientBody | Kind::BadRequest(_) => StatusCode::BAD_REQUEST,
             Kind::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Kind::Forbidden(_) => StatusCode::FORBIDDEN,
             Kind::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,14 +1,21 @@
 //! The request path, in phases over one per-request context ([`Ctx`], made once by
 //! [`Ctx::new`], on the stack):
 //!
-//! 1. **admit**: header and body limits (431, 413), edge authorization (401, 403, 503);
+//! 0. **read the target** (before the route is chosen, in [`Proxy::handle`]): headers of
+//!    ficus's own (`x-ficus-*`) out, the method as spelled, the canonical path, the one Host
+//!    ([`crate::target`], [`crate::path`]); the route is chosen on them, and the canonical
+//!    path is what is forwarded;
+//! 1. **admit**: the target's refusal if it had one, what the route allows of it (encoded
+//!    slashes, method overrides; 400), header and body limits (431, 413), edge authorization
+//!    (401, 403, 503);
 //! 2. **choose the side**: [`Route::side`], monolith or extracted;
-//! 3. **plan the body**: the head prepared for upstream, the body streamed, or kept whole
-//!    (bounded) when a fallback may replay it;
+//! 3. **plan the body**: the head prepared for upstream (an upgrade only to a protocol the
+//!    route tunnels), the body streamed, or kept whole (bounded) when a fallback may replay it;
 //! 4. **forward**: to the chosen side within the route's timeout (shadowing will sit beside it);
 //! 5. **fall back**: the extracted side failed in a way the monolith can answer: replay there;
-//! 6. **respond and record**: the upstream's answer passed on (or a tunnel opened), or the
-//!    [`ProxyError`] of any phase turned into ficus's own answer; metrics, response headers.
+//! 6. **respond and record**: the upstream's answer passed on (or a tunnel opened, when it
+//!    switched to an offered protocol), or the [`ProxyError`] of any phase turned into
+//!    ficus's own answer; metrics, response headers, the side logged once.
 //!
 //! [`Proxy::run`] calls the phases in order; each is one method below, in the same order. A
 //! phase that refuses returns a [`ProxyError`]: every answer ficus makes itself goes through
@@ -32,6 +39,7 @@ use crate::body::Body;
 use crate::error::{Failure, Origin, ProxyError};
 use crate::metrics::{Answerer, Metrics};
 use crate::table::{Route, Side, Table};
+use crate::target::Target;
 use crate::tunnel::Tunnels;
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -42,6 +50,7 @@ static X_FICUS_SIDE: HeaderName = HeaderName::from_static("x-ficus-side");
 static X_FICUS_TABLE: HeaderName = HeaderName::from_static("x-ficus-table");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// The proxy: the live table and what every request shares.
 pub struct Proxy {
@@ -66,8 +75,13 @@ struct Ctx<'t> {
     identity: Option<Identity>,
     /// The side the request is sent to (choose the side).
     side: Side,
+    /// What is forwarded as the path and query: the canonical path the route was chosen on
+    /// (read the target).
+    path_and_query: http::uri::PathAndQuery,
+    /// The protocols offered upstream, those the route tunnels (plan the body).
+    upgrade_offer: Option<HeaderValue>,
     /// The client's half of an HTTP/1.1 upgrade (plan the body; used when the upstream
-    /// agrees to switch protocols).
+    /// agrees to switch to an offered protocol).
     client_upgrade: Option<OnUpgrade>,
     /// Why the request was replayed on the monolith (fall back).
     fell_back: Option<Failure>,
@@ -79,6 +93,7 @@ impl<'t> Ctx<'t> {
         route: &'t Route,
         request: &mut Request<Incoming>,
         client: SocketAddr,
+        path_and_query: http::uri::PathAndQuery,
     ) -> Self {
         Ctx {
             table,
@@ -91,6 +106,8 @@ impl<'t> Ctx<'t> {
             declared_length: content_length(request.headers()),
             identity: None,
             side: Side::Monolith,
+            path_and_query,
+            upgrade_offer: None,
             client_upgrade: None,
             fell_back: None,
         }
@@ -149,15 +166,26 @@ impl Proxy {
         self.table.store(Arc::new(table));
     }
 
-    /// Serves one request: its route on the table in force, its context, the phases, the
-    /// answer.
+    /// Serves one request: its target read, its route on the table in force, its context,
+    /// the phases, the answer.
     pub async fn handle(
         &self,
         mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<Body> {
         let table = self.table.load_full();
-        let route = table.route(request.method(), request.uri().path(), request.headers());
+        let target = read_target(&table, &mut request);
+        // A target refused before routing is answered under the default route.
+        let (route, path_and_query) = match &target {
+            Ok(target) => (
+                table.route(request.method(), &target.path.path, request.headers()),
+                target.path_and_query.clone(),
+            ),
+            Err(_) => (
+                &table.default_route,
+                http::uri::PathAndQuery::from_static("/"),
+            ),
+        };
         // Target `ficus_proxy::request` (ficus-telemetry's REQUEST_SPAN_TARGET): the default log
         // filter turns it off, so the default level costs nothing per request.
         let span = tracing::info_span!(
@@ -165,19 +193,24 @@ impl Proxy {
             "request",
             route = %route.name,
             method = %request.method(),
-            path = %request.uri().path(),
+            path = %path_and_query.path(),
             side = tracing::field::Empty,
             status = tracing::field::Empty,
         );
-        let mut ctx = Ctx::new(&table, route, &mut request, client);
-        self.run(&mut ctx, request).instrument(span).await
+        let mut ctx = Ctx::new(&table, route, &mut request, client, path_and_query);
+        self.run(&mut ctx, target, request).instrument(span).await
     }
 
     /// The phases, in order. An `Err` from any phase before the last is an answer ficus makes
     /// itself, which the last phase gives.
-    async fn run(&self, ctx: &mut Ctx<'_>, mut request: Request<Incoming>) -> Response<Body> {
+    async fn run(
+        &self,
+        ctx: &mut Ctx<'_>,
+        target: Result<Target, ProxyError>,
+        mut request: Request<Incoming>,
+    ) -> Response<Body> {
         let outcome: Outcome = async {
-            self.admit(ctx, &mut request).await?;
+            self.admit(ctx, target?, &mut request).await?;
             self.choose_side(ctx, &request);
             let planned = self.plan_body(ctx, request).await?;
             // Shadow (not yet): in shadow mode a copy of the planned request goes to the
@@ -189,14 +222,17 @@ impl Proxy {
         self.respond(ctx, outcome)
     }
 
-    /// Phase 1, admit: the request fits the limits and edge authorization lets it through.
-    /// Identity headers a client could forge are removed first; everything after this sees
-    /// only what ficus verified.
+    /// Phase 1, admit: the route allows what the target holds, the request fits the limits
+    /// and edge authorization lets it through. Identity headers a client could forge are
+    /// removed first; everything after this sees only what ficus verified.
     async fn admit(
         &self,
         ctx: &mut Ctx<'_>,
+        target: Target,
         request: &mut Request<Incoming>,
     ) -> Result<(), ProxyError> {
+        crate::target::check_separators(&target.path, ctx.route.allow_encoded_slashes)?;
+        crate::target::check_method_override(request.headers(), ctx.route.allow_method_override)?;
         let header_bytes: usize = request
             .uri()
             .path_and_query()
@@ -249,29 +285,37 @@ impl Proxy {
     }
 
     /// Phase 2, choose the side: the route's mode, and for a canary the sticky bucket.
+    /// (The side is recorded on the request's span once, by the last phase: who answered.)
     fn choose_side(&self, ctx: &mut Ctx<'_>, request: &Request<Incoming>) {
         ctx.side = ctx.route.side(request.headers(), ctx.client.ip());
-        tracing::Span::current().record("side", ctx.side.as_str());
     }
 
-    /// Phase 3, plan the body: the head as the upstream gets it (hop-by-hop out,
-    /// `X-Forwarded-*` and the verified identity in), and the body streamed, or kept whole
-    /// when it may have to be sent again.
+    /// Phase 3, plan the body: the head as the upstream gets it (hop-by-hop out, an upgrade
+    /// only to protocols the route tunnels, `X-Forwarded-*` and the verified identity in, the
+    /// canonical path), and the body streamed, or kept whole when it may have to be sent
+    /// again.
     async fn plan_body(
         &self,
         ctx: &mut Ctx<'_>,
         mut request: Request<Incoming>,
     ) -> Result<Planned, ProxyError> {
-        let is_upgrade = is_upgrade(&request);
+        ctx.upgrade_offer =
+            crate::target::upgrade_offer(request.version(), request.headers(), &ctx.route.upgrades);
+        let is_upgrade = ctx.upgrade_offer.is_some();
         if is_upgrade {
             ctx.client_upgrade = Some(hyper::upgrade::on(&mut request));
         }
         let (mut parts, body) = request.into_parts();
-        prepare_headers(&mut parts.headers, ctx.client, is_upgrade, ctx.trusted);
+        prepare_headers(
+            &mut parts.headers,
+            ctx.client,
+            ctx.upgrade_offer.as_ref(),
+            ctx.trusted,
+        );
         if let (Some(authz), Some(identity)) = (&ctx.table.authz, &ctx.identity) {
             authz.forward(&mut parts.headers, identity, &ctx.route.name);
         }
-        let head = Outgoing::from(parts);
+        let mut head = Outgoing::new(parts, ctx.path_and_query.clone());
         let limit = ctx.route.max_body_bytes;
         // A fallback replays the request on the monolith, so its body must be in hand: only
         // for idempotent requests whose body is small and known. (Shadowing, when it comes,
@@ -291,6 +335,17 @@ impl Proxy {
                 .to_bytes();
             PlannedBody::Kept(bytes)
         } else {
+            // A body of unknown length goes chunked, whatever the method: without the header
+            // the HTTP client would send a GET's (or HEAD's) body as none at all.
+            if !http_body::Body::is_end_stream(&body)
+                && ctx.declared_length.is_none()
+                && !head.headers.contains_key(header::CONTENT_LENGTH)
+            {
+                head.headers.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
             PlannedBody::Streamed(Body::limited(body, limit))
         };
         Ok(Planned { head, body })
@@ -386,6 +441,7 @@ impl Proxy {
     /// or the error of any phase answered by ficus; then counted by whoever made the answer,
     /// and the response headers of the proxy added.
     fn respond(&self, ctx: &mut Ctx<'_>, outcome: Outcome) -> Response<Body> {
+        let outcome = outcome.and_then(|response| self.check_switch(ctx, response));
         let (answerer, mut response) = match outcome {
             Ok(response) => {
                 let side = ctx.responding_side();
@@ -432,8 +488,28 @@ impl Proxy {
         response
     }
 
-    /// The upstream's response for the client: streamed, hop-by-hop headers out; a 101 to an
-    /// upgrade request opens a tunnel between the two connections.
+    /// A 101 passes only as the answer to an upgrade the route allowed, to a protocol that
+    /// was offered; any other is the upstream's fault (502), and no tunnel opens.
+    fn check_switch(
+        &self,
+        ctx: &Ctx<'_>,
+        response: Response<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(response);
+        }
+        let offered = ctx.upgrade_offer.as_ref().filter(|offered| {
+            ctx.client_upgrade.is_some()
+                && crate::target::switched_to_offered(response.headers(), offered)
+        });
+        match offered {
+            Some(_) => Ok(response),
+            None => Err(ProxyError::unasked_switch(ctx.responding_side())),
+        }
+    }
+
+    /// The upstream's response for the client: streamed, hop-by-hop headers out; a 101 (to an
+    /// offered protocol: [`Proxy::check_switch`]) opens a tunnel between the two connections.
     fn pass_on(&self, ctx: &mut Ctx<'_>, mut response: Response<Incoming>) -> Response<Body> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = ctx.client_upgrade.take()
@@ -446,13 +522,26 @@ impl Proxy {
                 ctx.route.name.clone(),
             );
             let (mut parts, _) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers, true);
+            let chosen = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers, chosen.as_ref());
             return Response::from_parts(parts, Body::empty());
         }
         let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers, false);
+        strip_hop_by_hop(&mut parts.headers, None);
         Response::from_parts(parts, Body::stream(body))
     }
+}
+
+/// Step 0, read the target (before a route is chosen): headers in ficus's own `x-ficus-`
+/// namespace out (whoever sent them), then the method as spelled, the canonical path and the
+/// one Host (written back into the headers, so that routes match it and it is forwarded).
+fn read_target(table: &Table, request: &mut Request<Incoming>) -> Result<Target, ProxyError> {
+    crate::authz::headers::strip_own(request.headers_mut());
+    crate::target::check_method(request.method(), table.is_misspelled(request.method()))?;
+    let target = crate::target::read(request.uri())?;
+    let (uri, version) = (request.uri().clone(), request.version());
+    crate::target::reconcile_host(&uri, version, request.headers_mut())?;
+    Ok(target)
 }
 
 /// The request's `x-request-id`, made (random, 128 bits) when the client sent none.
@@ -483,28 +572,16 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn is_upgrade<B>(request: &Request<B>) -> bool {
-    request.version() == Version::HTTP_11
-        && request.headers().contains_key(header::UPGRADE)
-        && request
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
-}
-
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names. An upgrade
-/// keeps `Connection: upgrade` and `Upgrade`, which the next hop needs.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// gets `Connection: upgrade` and `Upgrade: <upgrade>` (the protocols the route tunnels), which
+/// the next hop needs; anything else loses both.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
         .collect();
     for name in named {
         headers.remove(name);
@@ -517,21 +594,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         &header::TRANSFER_ENCODING,
         &header::PROXY_AUTHENTICATE,
         &header::PROXY_AUTHORIZATION,
+        &HTTP2_SETTINGS,
     ] {
         headers.remove(name);
     }
-    if keep_upgrade {
+    headers.remove(header::CONNECTION);
+    headers.remove(header::UPGRADE);
+    if let Some(upgrade) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
+        headers.insert(header::UPGRADE, upgrade.clone());
     }
 }
 
 /// Hop-by-hop headers out, `X-Forwarded-*` in. Forwarding headers a client sent are kept only
 /// from trusted proxies; from anyone else they are replaced.
-fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, is_upgrade: bool, trusted: bool) {
-    strip_hop_by_hop(headers, is_upgrade);
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    upgrade: Option<&HeaderValue>,
+    trusted: bool,
+) {
+    strip_hop_by_hop(headers, upgrade);
     if !trusted {
         crate::authz::headers::strip(headers, &[], false);
     }
@@ -561,34 +644,20 @@ struct Outgoing {
     extensions: http::Extensions,
 }
 
-impl From<http::request::Parts> for Outgoing {
-    fn from(parts: http::request::Parts) -> Self {
-        let mut headers = parts.headers;
-        if !headers.contains_key(header::HOST)
-            && let Some(authority) = parts.uri.authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            // An HTTP/2 client's :authority becomes the Host the monolith sees.
-            headers
-                .entry(X_FORWARDED_HOST.clone())
-                .or_insert(host.clone());
-            headers.insert(header::HOST, host);
-        }
+impl Outgoing {
+    /// The head going upstream: `path_and_query` is the canonical target (the route's), never
+    /// the client's raw one; `Host` was reconciled with the target when it was read (an
+    /// HTTP/2 client's `:authority` became the `Host` the monolith sees).
+    fn new(parts: http::request::Parts, path_and_query: http::uri::PathAndQuery) -> Self {
         Outgoing {
             method: parts.method,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            headers,
+            path_and_query,
+            headers: parts.headers,
             // They carry hyper's record of the client's header case to the upstream connection.
             extensions: parts.extensions,
         }
     }
-}
 
-impl Outgoing {
     fn into_request(self, upstream: &crate::upstream::Upstream, body: Body) -> Request<Body> {
         let uri = Uri::builder()
             .scheme(upstream.scheme.clone())

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! client ─► server (h1/h2c, header read timeout) ─► handler::Proxy::handle
+//!   ├─ 0 read the target: x-ficus-* out, exact method, canonical path (path), one Host (target)
 //!   ├─ table (ArcSwap, swapped whole on reload): most specific route, or the default
 //!   ├─ Ctx::new: request id, trusted client?, idempotent?, declared length
 //!   ├─ 1 admit: header bytes (431), body bytes (413); authz: spoofable headers out, token
@@ -25,7 +26,8 @@
 //! stickiness; [`handler`] the request path; [`body`] the body type; [`upstream`] connection
 //! pools; [`error`] the error type; [`tunnel`] upgrades; [`server`] the listener and graceful
 //! shutdown; [`reload`] loading and live reload; [`admin`] the admin API; [`metrics`] Prometheus;
-//! [`edit`] in-place edits for `ficus routes flip`; [`start`] the one way to start it all (the
+//! [`edit`] in-place edits for `ficus routes flip`; [`path`] the canonical path; [`target`] the
+//! target read before routing (methods, Host, overrides, upgrade offers); [`start`] the one way to start it all (the
 //! CLI and the test harness both call [`start()`]).
 
 pub mod admin;
@@ -37,10 +39,12 @@ pub mod edit;
 pub mod error;
 pub mod handler;
 pub mod metrics;
+pub mod path;
 pub mod reload;
 pub mod server;
 pub mod start;
 pub mod table;
+pub mod target;
 pub mod tunnel;
 pub mod upstream;
 

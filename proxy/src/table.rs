@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::authz::headers::Cidr;
 use crate::authz::{Authz, Policy};
-use crate::config::{Mode, RouteConfig, RoutesFile, Sticky};
+use crate::config::{Mode, RouteConfig, RoutesFile, Sticky, UpgradeToken};
 use crate::metrics::RouteMetrics;
 use crate::upstream::{Upstream, UpstreamPool};
 
@@ -178,6 +178,12 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// What a request needs to pass (edge authorization).
     pub policy: Policy,
+    /// Upgrade protocols tunneled (`upgrades`; never h2c).
+    pub upgrades: Vec<UpgradeToken>,
+    /// Paths with an encoded `/` or `\` are forwarded (`allow_encoded_slashes`).
+    pub allow_encoded_slashes: bool,
+    /// `X-HTTP-Method-Override` and kin are forwarded (`allow_method_override`).
+    pub allow_method_override: bool,
 }
 
 impl Route {
@@ -258,6 +264,28 @@ pub fn bucket(salt: &str, key: &[u8]) -> u32 {
     (hash % 10_000) as u32
 }
 
+/// The methods of RFC 9110 §9 and PATCH (RFC 5789).
+const STANDARD_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::CONNECT,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::PATCH,
+];
+
+/// A route that serves GET serves HEAD under the same policy (RFC 9110 §9.3.2: HEAD is GET
+/// without the body), so HEAD never falls to a weaker route or to `default = "deny"`.
+fn with_head(mut methods: Vec<Method>) -> Vec<Method> {
+    if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
+        methods.push(Method::HEAD);
+    }
+    methods
+}
+
 /// The live table: routes ordered most specific first, the default upstream for the rest.
 pub struct Table {
     pub version: u64,
@@ -271,6 +299,8 @@ pub struct Table {
     /// Edge authorization, when the file has an `[auth]` section.
     pub authz: Option<Arc<Authz>>,
     trusted_proxies: Vec<Cidr>,
+    /// The methods a route may name: the standard ones and every route's.
+    methods: Vec<Method>,
 }
 
 impl Table {
@@ -295,7 +325,7 @@ impl Table {
             Route {
                 name: config.name.as_str().into(),
                 pattern: config.path.clone(),
-                methods: config.methods.iter().map(|m| m.0.clone()).collect(),
+                methods: with_head(config.methods.iter().map(|m| m.0.clone()).collect()),
                 headers: config.headers.0.clone(),
                 mode: config.mode,
                 canary_bps: config.percent.map_or(0, |p| p.basis_points),
@@ -311,6 +341,9 @@ impl Table {
                 extracted: config.serve.as_deref().map(upstream),
                 metrics: metrics.route(&config.name),
                 policy: Policy::compile(file.auth.as_ref(), config.auth.as_ref()),
+                upgrades: config.upgrades.clone(),
+                allow_encoded_slashes: config.allow_encoded_slashes,
+                allow_method_override: config.allow_method_override,
             }
         };
         let mut routes: Vec<Route> = file.routes.iter().map(build).collect();
@@ -337,7 +370,18 @@ impl Table {
             extracted: None,
             metrics: metrics.route("default"),
             policy: Policy::compile(file.auth.as_ref(), None),
+            upgrades: vec![UpgradeToken("websocket".into())],
+            allow_encoded_slashes: false,
+            allow_method_override: false,
         };
+        let mut methods: Vec<Method> = STANDARD_METHODS.to_vec();
+        for route in &routes {
+            for method in &route.methods {
+                if !methods.contains(method) {
+                    methods.push(method.clone());
+                }
+            }
+        }
         Table {
             version,
             loaded_at: SystemTime::now(),
@@ -346,6 +390,7 @@ impl Table {
             expose_headers: proxy.expose_headers,
             authz,
             trusted_proxies: proxy.trusted_proxies.clone(),
+            methods,
             file,
             routes,
             default_route,
@@ -355,6 +400,18 @@ impl Table {
     /// Whether `ip` is a trusted proxy whose forwarding headers are kept.
     pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|range| range.contains(ip))
+    }
+
+    /// Whether `method` is another spelling of a method ficus knows (`get`, `Post`, `purge`
+    /// when a route names `PURGE`): method names are case-sensitive (RFC 9110 §9.1), so it
+    /// matches no route, and an upstream that upper-cases it would run what the route refused.
+    pub fn is_misspelled(&self, method: &Method) -> bool {
+        let name = method.as_str();
+        name.bytes().any(|b| b.is_ascii_lowercase())
+            && self
+                .methods
+                .iter()
+                .any(|known| known.as_str().eq_ignore_ascii_case(name))
     }
 
     /// The most specific route matching the request, or the default route.

@@ -1,6 +1,7 @@
-//! WebSocket (and any HTTP/1.1 upgrade) tunnels: after both sides agree to switch protocols,
-//! bytes are copied both ways until either closes. Tunnels are counted so that shutdown can wait
-//! for them within its bound.
+//! WebSocket (and the other HTTP/1.1 upgrades a route lists in `upgrades`; never h2c) tunnels:
+//! after both sides agree to switch to a protocol the client offered and the route allows (the
+//! handler checks both before it opens one), bytes are copied both ways until either closes.
+//! Tunnels are counted so that shutdown can wait for them within its bound.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

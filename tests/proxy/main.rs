@@ -1,6 +1,7 @@
 //! The routing proxy end to end: real listeners, real upstreams on loopback, the routes file on
 //! disk and watched live.
 
+mod attacks;
 mod authz;
 mod canary;
 mod cli;

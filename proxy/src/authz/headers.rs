@@ -81,6 +81,25 @@ pub fn normalize(name: &str) -> String {
         .collect()
 }
 
+/// Whether `name` equals `normalized` (lower case, `-`) once normalized, without allocating.
+pub fn same_name(name: &str, normalized: &str) -> bool {
+    name.len() == normalized.len() && same_prefix(name, normalized)
+}
+
+/// Whether `name` starts with `normalized` (lower case, `-`) once normalized, without
+/// allocating.
+fn same_prefix(name: &str, normalized: &str) -> bool {
+    name.len() >= normalized.len()
+        && name.bytes().zip(normalized.bytes()).all(|(c, n)| {
+            let c = if c == b'_' {
+                b'-'
+            } else {
+                c.to_ascii_lowercase()
+            };
+            c == n
+        })
+}
+
 /// Forwarding headers only a trusted proxy may send.
 fn is_forwarding(normalized: &str) -> bool {
     normalized.starts_with("x-forwarded-")
@@ -107,6 +126,23 @@ pub fn strip(headers: &mut HeaderMap, protected: &[String], trusted: bool) -> us
         })
         .cloned()
         .collect();
+    let count = doomed.len();
+    for name in doomed {
+        headers.remove(name);
+    }
+    count
+}
+
+/// Removes every header in ficus's own namespace (`x-ficus-*`, in any case, `_` or `-`): ficus
+/// sets those itself (the route, side and table it answers with, the identity it verified), so
+/// one a client sent is a forgery, whether or not `[auth]` is on. Returns how many were removed.
+pub fn strip_own(headers: &mut HeaderMap) -> usize {
+    // Per request, on every header: compared in place, a list made only when one is found.
+    let own = |name: &HeaderName| same_prefix(name.as_str(), "x-ficus-");
+    if !headers.keys().any(own) {
+        return 0;
+    }
+    let doomed: Vec<HeaderName> = headers.keys().filter(|name| own(name)).cloned().collect();
     let count = doomed.len();
     for name in doomed {
         headers.remove(name);
@@ -169,5 +205,28 @@ mod tests {
         strip(&mut headers, &protected, false);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-keep"]);
+    }
+
+    #[test]
+    fn ficus_own_namespace_is_stripped_in_every_spelling() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-ficus-route",
+            "X-Ficus-Side",
+            "x_ficus_table",
+            "X_FICUS-anything",
+            "x-ficus",
+            "x-ficusx",
+            "x-keep",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        assert_eq!(strip_own(&mut headers), 4);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["x-ficus", "x-ficusx", "x-keep"]);
     }
 }

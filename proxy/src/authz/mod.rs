@@ -245,6 +245,25 @@ fn forbidden(
     }
 }
 
+/// What the JWT library lets pass but RFC 7519 does not, or what would forward no identity:
+/// `iss` must be one string (§4.1.1; the library accepts an array with one right issuer in
+/// it), `sub` a non-empty string (an empty subject would be forwarded as nobody in particular).
+fn check_claim_shapes(claims: &serde_json::Map<String, Value>) -> Result<(), ProxyError> {
+    if !matches!(claims.get("iss"), Some(Value::String(_))) {
+        return Err(unauthenticated(
+            Reason::WrongIssuer,
+            "the token's issuer must be one string",
+        ));
+    }
+    match claims.get("sub") {
+        Some(Value::String(sub)) if !sub.trim().is_empty() => Ok(()),
+        _ => Err(unauthenticated(
+            Reason::MissingClaim,
+            "the token's subject must be a non-empty string",
+        )),
+    }
+}
+
 /// A request edge authorization lets through.
 pub struct Allowed {
     /// The caller, when a token was verified.
@@ -410,8 +429,21 @@ impl Authz {
         })
     }
 
-    /// The bearer token from `Authorization`, or from the configured cookie.
+    /// The bearer token from `Authorization`, or from the configured cookie. Sent twice (two
+    /// `Authorization` headers, or the cookie twice), it is refused: the edge would verify one
+    /// while an upstream might read the other.
     fn token<'a>(&self, headers: &'a HeaderMap) -> Result<Option<&'a str>, ProxyError> {
+        if headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(unauthenticated(
+                Reason::Malformed,
+                "send one Authorization header, not several",
+            ));
+        }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let value = value.to_str().unwrap_or_default();
             return match value.split_once(' ') {
@@ -429,15 +461,23 @@ impl Authz {
         let Some(cookie) = &self.cookie else {
             return Ok(None);
         };
-        Ok(headers
+        let mut values = headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .find_map(|pair| {
+            .filter_map(|pair| {
                 let (k, v) = pair.trim().split_once('=')?;
-                (k == cookie && !v.is_empty()).then_some(v)
-            }))
+                (k == cookie).then_some(v)
+            });
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(unauthenticated(
+                Reason::Malformed,
+                "send the token cookie once, not several times",
+            ));
+        }
+        Ok(first.filter(|v| !v.is_empty()))
     }
 
     async fn verify(&self, token: &str) -> Result<Identity, ProxyError> {
@@ -511,6 +551,7 @@ impl Authz {
                     };
                     unauthenticated(reason, message).with_source(error)
                 })?;
+        check_claim_shapes(&data.claims)?;
         Ok(Identity::from_claims(data.claims))
     }
 
