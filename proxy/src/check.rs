@@ -4,15 +4,17 @@
 //! problems.
 //!
 //! Pure but for reading the files the configuration names, as the loader would (`keys_file`,
-//! `hs256_secret_file`, `internal_token.key_file`, relative to the routes file's directory): no
-//! network (a `jwks_url` is checked for its form, never fetched).
+//! `hs256_secret_file`, `internal_token.key_file`, the TLS certificates, keys and CA files,
+//! relative to the routes file's directory): no network (a `jwks_url` is checked for its form,
+//! never fetched).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::authz::internal::InternalSigner;
 use crate::authz::keys::{KeySet, VerifyKey};
-use crate::config::{AuthSection, Problem, Problems, RoutesFile, Sections};
+use crate::config::{AuthSection, Problem, Problems, RoutesFile, Sections, dotted_name};
+use crate::tls::{ClientTls, ServerTls, read_file};
 
 /// A routes file that passed the check, with what its key files held.
 pub struct CheckedFile {
@@ -42,6 +44,7 @@ pub fn check(text: &str, base_dir: &Path) -> Result<CheckedFile, Problems> {
         Some(auth) => read_keys(auth, base_dir, &mut sections.problems),
         None => AuthKeys::default(),
     };
+    read_tls(&mut sections, base_dir);
     let file = sections.into_file()?;
     Ok(CheckedFile { file, keys })
 }
@@ -116,4 +119,64 @@ fn read_keys(auth: &AuthSection, base_dir: &Path, problems: &mut Vec<Problem>) -
         hs256,
         internal_signer,
     }
+}
+
+/// Reads the TLS files the sections name and builds their configurations into them: the
+/// listener's certificate and key, and a client configuration for each `https://` upstream and
+/// an `https://` JWKS URL (their CA file, or the system's roots).
+fn read_tls(sections: &mut Sections, base_dir: &Path) {
+    let problems = &mut sections.problems;
+    if let Some(tls) = sections.proxy.as_mut().and_then(|p| p.tls.as_mut()) {
+        let cert = read_file(base_dir, &tls.cert_file)
+            .map_err(|e| problems.push(Problem::new("proxy.tls.cert_file", e)));
+        let key = read_file(base_dir, &tls.key_file)
+            .map_err(|e| problems.push(Problem::new("proxy.tls.key_file", e)));
+        if let (Ok(cert), Ok(key)) = (cert, key) {
+            match ServerTls::new(&cert, &key) {
+                Ok(loaded) => tls.loaded = Some(loaded),
+                Err(e) => problems.push(Problem::new("proxy.tls", e)),
+            }
+        }
+    }
+    for (name, upstream) in &mut sections.upstreams {
+        let key = format!("upstreams.{}.ca_file", dotted_name(name));
+        let https = upstream.url.scheme.as_str() == "https";
+        upstream.tls = client_tls(https, upstream.ca_file.as_deref(), base_dir, &key, problems);
+    }
+    if let Some(auth) = &mut sections.auth {
+        let https = auth.jwks_url.as_ref().is_some_and(|u| u.is_https());
+        auth.jwks_tls = client_tls(
+            https,
+            auth.jwks_ca_file.as_deref(),
+            base_dir,
+            "auth.jwks_ca_file",
+            problems,
+        );
+    }
+}
+
+/// The client TLS of an `https://` URL; a CA file is a problem anywhere else.
+fn client_tls(
+    https: bool,
+    ca_file: Option<&Path>,
+    base_dir: &Path,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<ClientTls> {
+    if !https {
+        if ca_file.is_some() {
+            problems.push(Problem::new(key, "only for an https:// URL"));
+        }
+        return None;
+    }
+    let ca = match ca_file.map(|path| read_file(base_dir, path)).transpose() {
+        Ok(ca) => ca,
+        Err(e) => {
+            problems.push(Problem::new(key, e));
+            return None;
+        }
+    };
+    ClientTls::new(ca.as_deref())
+        .map_err(|e| problems.push(Problem::new(key, e)))
+        .ok()
 }

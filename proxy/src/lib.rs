@@ -33,6 +33,7 @@ pub mod authz;
 pub mod body;
 pub mod check;
 pub mod config;
+pub mod connection;
 pub mod edit;
 pub mod error;
 pub mod handler;
@@ -41,6 +42,7 @@ pub mod reload;
 pub mod server;
 pub mod start;
 pub mod table;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 

@@ -1,4 +1,5 @@
-//! Verification keys: a JWKS fetched from the identity provider (cached, refreshed in the
+//! Verification keys: a JWKS fetched from the identity provider (over https with the system's
+//! roots or `jwks_ca_file`, or http; cached, refreshed in the
 //! background and on an unknown `kid` at most once per `jwks_min_refetch_ms`, served stale while
 //! the provider fails), static keys from a file, and an HS256 secret where configured.
 //!
@@ -15,6 +16,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
@@ -114,7 +116,7 @@ pub struct JwksCache {
     last_attempt: Mutex<Option<Instant>>,
     min_refetch: Duration,
     gate: tokio::sync::Mutex<()>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     metrics: Arc<Metrics>,
 }
 
@@ -124,10 +126,11 @@ impl JwksCache {
         uri: http::Uri,
         refresh: Duration,
         min_refetch: Duration,
+        tls: Option<&rustls::ClientConfig>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let tls = tls.cloned().unwrap_or_else(|| (*crate::tls::trusting_nothing()).clone());
+        let connector = crate::tls::connector(Duration::from_secs(2), &tls);
         let cache = Arc::new(Self {
             uri,
             keys: ArcSwap::from_pointee(KeySet::default()),
