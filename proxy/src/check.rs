@@ -180,3 +180,104 @@ fn client_tls(
         .map_err(|e| problems.push(Problem::new(key, e)))
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[proxy]\ndefault = \"m\"\n[upstreams.m]\nurl = \"http://127.0.0.1:1\"\n";
+
+    fn temp_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ficus-check-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn shown(text: &str, dir: &Path) -> Vec<String> {
+        match check(text, dir) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn connection_settings_have_documented_defaults_and_named_problems() {
+        let dir = temp_dir();
+        let file = check(BASE, &dir).unwrap().file;
+        let connections = &file.proxy.connections;
+        assert_eq!(connections.handshake_timeout_ms, 10_000);
+        assert_eq!(connections.idle_timeout_ms, 60_000);
+        assert_eq!(connections.http2_keepalive_interval_ms, 20_000);
+        assert_eq!(connections.http2_keepalive_timeout_ms, 10_000);
+        assert_eq!(connections.max_connections, None);
+        assert!(file.proxy.tls.is_none());
+
+        let text = format!(
+            "{BASE}[proxy.connections]\nidle_timeout_ms = 0\nmax_connections = 0\nidle_ms = 5\n"
+        );
+        let found = shown(&text, &dir);
+        assert!(
+            found.contains(&"proxy.connections.idle_timeout_ms: must be more than 0".to_owned()),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"proxy.connections.max_connections: must be more than 0".to_owned()),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("proxy.connections.idle_ms: unknown key")),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 3, "{found:?}");
+    }
+
+    #[test]
+    fn tls_files_are_read_and_every_problem_named() {
+        let dir = temp_dir();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.join("other.pem"), other.serialize_pem()).unwrap();
+
+        let good = format!(
+            "{BASE}[proxy.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n\
+             [upstreams.s]\nurl = \"https://localhost:1\"\nca_file = \"cert.pem\"\n"
+        );
+        let file = check(&good, &dir).expect("a good file").file;
+        assert!(file.proxy.tls.unwrap().loaded.is_some());
+        assert!(file.upstreams["s"].tls.is_some());
+        assert!(file.upstreams["m"].tls.is_none(), "http:// needs no TLS");
+
+        let bad = format!(
+            "{BASE}[proxy.tls]\ncert_file = \"cert.pem\"\nkey_file = \"other.pem\"\n\
+             [upstreams.s]\nurl = \"https://localhost:1\"\nca_file = \"gone.pem\"\n\
+             [upstreams.p]\nurl = \"http://localhost:1\"\nca_file = \"cert.pem\"\n\
+             [auth]\nissuer = \"i\"\naudience = [\"a\"]\njwks_url = \"https://idp/jwks\"\n\
+             jwks_ca_file = \"key.pem\"\n"
+        );
+        let found = shown(&bad, &dir);
+        let at = |key: &str| found.iter().any(|p| p.starts_with(key));
+        assert!(
+            at("proxy.tls: the certificate and the key do not make a pair"),
+            "{found:?}"
+        );
+        assert!(at("upstreams.s.ca_file: reading "), "{found:?}");
+        assert!(
+            at("upstreams.p.ca_file: only for an https:// URL"),
+            "{found:?}"
+        );
+        assert!(
+            at("auth.jwks_ca_file: no certificate in the file"),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 4, "{found:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -17,8 +17,8 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::authz::headers::Cidr;
-pub use crate::tls::{ClientTls, ServerTls};
 pub use crate::table::PathPattern;
+pub use crate::tls::{ClientTls, ServerTls};
 
 // ---------------------------------------------------------------------------------------------
 // Problems

@@ -39,6 +39,9 @@ pub struct LastAttempt {
     pub error: Option<String>,
 }
 
+/// A JWKS cache's identity: (url, refresh ms, min refetch ms, CA digest).
+type JwksKey = (String, u64, u64, [u8; 32]);
+
 /// Loads and swaps route tables for one proxy.
 pub struct Loader {
     path: PathBuf,
@@ -46,7 +49,7 @@ pub struct Loader {
     metrics: Arc<Metrics>,
     state: Mutex<LoaderState>,
     /// JWKS caches by (url, refresh, min refetch, CA digest), kept across reloads.
-    jwks: Mutex<HashMap<(String, u64, u64, [u8; 32]), Arc<JwksCache>>>,
+    jwks: Mutex<HashMap<JwksKey, Arc<JwksCache>>>,
     /// The internal token signer made for this process (used without a `key_file`), kept
     /// across reloads so that its key id stays.
     generated_signer: Mutex<Option<Arc<InternalSigner>>>,
@@ -202,7 +205,11 @@ impl Loader {
     /// absolute or as the routes file's directory makes them.
     fn tls_dirs(&self, file: &RoutesFile) -> HashSet<PathBuf> {
         let base = base_dir(&self.path);
-        let listener = file.proxy.tls.iter().flat_map(|t| [&t.cert_file, &t.key_file]);
+        let listener = file
+            .proxy
+            .tls
+            .iter()
+            .flat_map(|t| [&t.cert_file, &t.key_file]);
         let cas = file.upstreams.values().filter_map(|u| u.ca_file.as_ref());
         let jwks = file.auth.iter().filter_map(|a| a.jwks_ca_file.as_ref());
         listener

@@ -140,7 +140,10 @@ pub async fn serve(
 }
 
 /// The HTTP/1.1 and HTTP/2 settings of connections accepted under one table.
-fn http_builder(settings: &ServerSettings, connections: &ConnectionSettings) -> auto::Builder<TokioExecutor> {
+fn http_builder(
+    settings: &ServerSettings,
+    connections: &ConnectionSettings,
+) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -156,7 +159,9 @@ fn http_builder(settings: &ServerSettings, connections: &ConnectionSettings) -> 
         .keep_alive_interval(Duration::from_millis(
             connections.http2_keepalive_interval_ms,
         ))
-        .keep_alive_timeout(Duration::from_millis(connections.http2_keepalive_timeout_ms));
+        .keep_alive_timeout(Duration::from_millis(
+            connections.http2_keepalive_timeout_ms,
+        ));
     builder
 }
 
@@ -220,7 +225,10 @@ struct Refusals {
 impl Refusals {
     fn refused(&mut self, max: u64) {
         self.since += 1;
-        if self.logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
             tracing::warn!(
                 max_connections = max,
                 refused = self.since,

@@ -44,7 +44,8 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig
 }
 
 /// A client configuration trusting the certificates of `ca_pem`, or the system's roots without
-/// one. ALPN offers `http/1.1` only: the upstream pools speak HTTP/1.1 (upgrades, header case).
+/// one. The connector ([`connector`]) offers ALPN `http/1.1` only: the upstream pools speak
+/// HTTP/1.1 (upgrades, header case).
 pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<ClientConfig>, String> {
     let roots = match ca_pem {
         Some(pem) => {
@@ -58,12 +59,11 @@ pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<ClientConfig>, String>
         }
         None => system_roots(),
     };
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -96,7 +96,9 @@ pub fn system_roots() -> Arc<RootCertStore> {
             let mut roots = RootCertStore::empty();
             let (added, ignored) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                tracing::warn!("no trusted certificate found on the system: https:// upstreams need a ca_file");
+                tracing::warn!(
+                    "no trusted certificate found on the system: https:// upstreams need a ca_file"
+                );
             }
             tracing::debug!(added, ignored, "system roots loaded");
             Arc::new(roots)

@@ -25,11 +25,14 @@ pub struct Upstream {
     pub client: HttpClient,
 }
 
+/// An upstream pool's identity: (name, url, connect timeout ms, CA digest).
+type PoolKey = (String, String, u64, [u8; 32]);
+
 /// Upstreams by (name, url, connect timeout, CA digest), kept across reloads so that a reload
 /// does not drop warm connections (and a changed CA file makes a new pool).
 #[derive(Default)]
 pub struct UpstreamPool {
-    upstreams: Mutex<HashMap<(String, String, u64, [u8; 32]), Arc<Upstream>>>,
+    upstreams: Mutex<HashMap<PoolKey, Arc<Upstream>>>,
 }
 
 impl UpstreamPool {

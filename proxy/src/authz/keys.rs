@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
@@ -129,7 +129,9 @@ impl JwksCache {
         tls: Option<&rustls::ClientConfig>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let tls = tls.cloned().unwrap_or_else(|| (*crate::tls::trusting_nothing()).clone());
+        let tls = tls
+            .cloned()
+            .unwrap_or_else(|| (*crate::tls::trusting_nothing()).clone());
         let connector = crate::tls::connector(Duration::from_secs(2), &tls);
         let cache = Arc::new(Self {
             uri,
@@ -173,7 +175,7 @@ impl JwksCache {
         let response = tokio::time::timeout(Duration::from_secs(5), self.client.request(request))
             .await
             .map_err(|_| "the JWKS endpoint did not answer within 5 s".to_owned())?
-            .map_err(|e| format!("the JWKS endpoint could not be reached: {e}"))?;
+            .map_err(|e| format!("the JWKS endpoint could not be reached: {}", chain(&e)))?;
         if !response.status().is_success() {
             return Err(format!("the JWKS endpoint answered {}", response.status()));
         }
@@ -207,6 +209,18 @@ impl JwksCache {
         }
         true
     }
+}
+
+/// An error with its causes: a TLS failure is a few levels below "client error (Connect)".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 async fn refresh_loop(cache: Weak<JwksCache>, every: Duration) {

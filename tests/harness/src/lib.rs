@@ -9,7 +9,9 @@
 //!   started by `ficus_monolith::start` like `ficus monolith`;
 //! - [`TestProxy`]: the routing proxy in-process over a routes file it watches, started by
 //!   `ficus_proxy::start` like `ficus proxy`;
-//! - [`TestUpstream`]: small servers that say who they are, to tell which side answered.
+//! - [`TestUpstream`]: small servers that say who they are, to tell which side answered (over
+//!   TLS too);
+//! - [`tls`]: a certificate authority per test, TLS servers and a client with a chosen ALPN.
 //!
 //! The services' addresses come from `FICUS_TEST_DATABASE_URL` and `FICUS_TEST_KAFKA_BROKERS`
 //! (`eval "$(scripts/services env)"`, or run everything with `scripts/test`). A test that finds
@@ -19,6 +21,7 @@ mod db;
 pub mod kafka;
 mod monolith;
 mod proxy;
+pub mod tls;
 pub mod upstream;
 
 pub use db::TestDatabase;
