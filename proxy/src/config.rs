@@ -210,7 +210,9 @@ pub struct ConnectionSettings {
     /// HTTP/2: a PING this often, to find peers that went away without closing. Default 20 000.
     #[serde(deserialize_with = "positive")]
     pub http2_keepalive_interval_ms: u64,
-    /// HTTP/2: a PING not acknowledged within this closes the connection. Default 10 000.
+    /// HTTP/2: a PING not acknowledged within this closes the connection; also the most the
+    /// graceful close of an idle HTTP/2 connection may take before its socket is cut. Default
+    /// 10 000.
     #[serde(deserialize_with = "positive")]
     pub http2_keepalive_timeout_ms: u64,
     /// Client connections open at once; past it a new connection is closed at once and counted

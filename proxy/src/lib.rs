@@ -5,7 +5,8 @@
 //! [`error::ProxyError`], answered in the last phase):
 //!
 //! ```text
-//! client ─► server (h1/h2c, header read timeout) ─► handler::Proxy::handle
+//! client ─► server (cap, accept backoff) ─► connection (TLS, handshake and idle deadlines;
+//!            h1/h2 by ALPN or preface, header read timeout) ─► handler::Proxy::handle
 //!   ├─ table (ArcSwap, swapped whole on reload): most specific route, or the default
 //!   ├─ Ctx::new: request id, trusted client?, idempotent?, declared length
 //!   ├─ 1 admit: header bytes (431), body bytes (413); authz: spoofable headers out, token
@@ -24,7 +25,8 @@
 //! (loader, `ficus routes check|flip`); [`authz`] authorization at the edge; [`table`] compiled routes, matching and
 //! stickiness; [`handler`] the request path; [`body`] the body type; [`upstream`] connection
 //! pools; [`error`] the error type; [`tunnel`] upgrades; [`server`] the listener and graceful
-//! shutdown; [`reload`] loading and live reload; [`admin`] the admin API; [`metrics`] Prometheus;
+//! shutdown; [`connection`] one client connection and its deadlines; [`tls`] rustls
+//! configurations; [`reload`] loading and live reload; [`admin`] the admin API; [`metrics`] Prometheus;
 //! [`edit`] in-place edits for `ficus routes flip`; [`start`] the one way to start it all (the
 //! CLI and the test harness both call [`start()`]).
 

@@ -183,11 +183,13 @@ pub fn default_max_connections() -> u64 {
 }
 
 /// Accept failures: out of descriptors or memory back off (5 ms doubling to 1 s) and are
-/// logged once per streak; others (a client gone before accept) are retried at once.
+/// logged at most once every 10 s (a flood of silent connections makes streaks come and go as
+/// deadlines free descriptors); others (a client gone before accept) are retried at once.
 #[derive(Default)]
 struct AcceptErrors {
     streak: u64,
     pause: Duration,
+    logged_at: Option<std::time::Instant>,
 }
 
 impl AcceptErrors {
@@ -199,8 +201,12 @@ impl AcceptErrors {
             return Duration::ZERO;
         }
         self.streak += 1;
-        if self.streak == 1 {
-            tracing::warn!(%error, "accept failed; backing off until descriptors free up (logged once)");
+        let quiet = self
+            .logged_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+        if self.streak == 1 && !quiet {
+            tracing::warn!(%error, "accept failed; backing off until descriptors free up (logged at most every 10 s)");
+            self.logged_at = Some(std::time::Instant::now());
         }
         self.pause = (self.pause * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
         self.pause
@@ -208,7 +214,7 @@ impl AcceptErrors {
 
     fn recovered(&mut self) {
         if self.streak > 0 {
-            tracing::info!(failed_accepts = self.streak, "accepting again");
+            tracing::debug!(failed_accepts = self.streak, "accepting again");
             self.streak = 0;
             self.pause = Duration::ZERO;
         }

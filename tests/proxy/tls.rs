@@ -62,6 +62,12 @@ async fn clients_speak_h2_or_http11_by_alpn_and_a_renewed_certificate_is_served(
 
     // Plain HTTP to the TLS listener gets no answer.
     assert!(reqwest::get(proxy.url("/a")).await.is_err());
+    assert!(
+        proxy
+            .metric("ficus_proxy_tls_handshake_failures_total")
+            .await
+            >= 1.0
+    );
 
     // The certificate is renewed in place (by another CA, to tell them apart): the proxy
     // reloads it without a restart, and new connections get the new one.
