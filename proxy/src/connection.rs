@@ -293,8 +293,10 @@ struct Activity {
 
 impl Activity {
     fn begin(self: &Arc<Self>) -> Active {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_waiters();
+        // Only a change between idle and busy wakes the idle deadline.
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.changed.notify_waiters();
+        }
         Active(self.clone())
     }
 
@@ -322,8 +324,9 @@ struct Active(Arc<Activity>);
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_waiters();
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_waiters();
+        }
     }
 }
 

@@ -213,7 +213,7 @@ async fn past_the_cap_new_connections_are_refused_and_counted() {
     let proxy = TestProxy::start(&with_connections(
         &monolith,
         &people,
-        "handshake_timeout_ms = 800\nmax_connections = 3",
+        "handshake_timeout_ms = 3000\nmax_connections = 3",
     ))
     .await;
 
@@ -224,13 +224,13 @@ async fn past_the_cap_new_connections_are_refused_and_counted() {
     proxy
         .wait_for_metric_above("ficus_proxy_connections_open", 2.0)
         .await;
-    // The fourth is closed at once, without waiting for any deadline.
+    // The fourth is closed at once, long before the handshake deadline.
     let mut refused = TcpStream::connect(proxy.addr).await.unwrap();
     let started = Instant::now();
     let (read, closed) = read_until_closed(&mut refused, Duration::from_secs(5)).await;
     assert!(read.is_empty());
     assert!(
-        closed - started < Duration::from_millis(400),
+        closed - started < Duration::from_millis(1500),
         "{:?}",
         closed - started
     );
