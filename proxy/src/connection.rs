@@ -116,7 +116,8 @@ pub async fn serve_connection(
             Ok(Ok(ready)) => ready,
             Ok(Err(None)) => return,
             Ok(Err(Some(error))) => {
-                if is_tls {
+                // A socket closed before a word (a load balancer's TCP check) is no failure.
+                if is_tls && error.kind() != io::ErrorKind::UnexpectedEof {
                     metrics.tls_handshake_failures.inc();
                 }
                 tracing::debug!(%error, %client, "connection closed during its handshake");
