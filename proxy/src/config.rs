@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::authz::headers::Cidr;
 pub use crate::table::PathPattern;
+pub use crate::tls::{ClientTls, ServerTls};
 
 // ---------------------------------------------------------------------------------------------
 // Problems
@@ -184,6 +185,68 @@ pub struct ProxySection {
     /// kept (a load balancer in front). From anyone else they are removed before forwarding.
     #[serde(default, deserialize_with = "cidrs")]
     pub trusted_proxies: Vec<Cidr>,
+    /// `[proxy.connections]`: deadlines and the cap on client connections.
+    #[serde(default)]
+    pub connections: ConnectionSettings,
+    /// `[proxy.tls]`: the client listener terminates TLS (absent: plain HTTP/1.1 and h2c).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// `[proxy.connections]`: every client connection has a deadline, and their number a cap. Read
+/// for each new connection, so a reload applies to connections accepted after it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionSettings {
+    /// From accept to a finished TLS handshake (with `[proxy.tls]`) and the bytes that tell the
+    /// protocol: the first bytes of an HTTP/1 request, or the whole 24-byte HTTP/2 preface. A
+    /// connection that sends nothing, or only part of it, is closed. Default 10 000.
+    #[serde(deserialize_with = "positive")]
+    pub handshake_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/1 keep-alive
+    /// between requests, HTTP/2 with no open stream, which gets a GOAWAY first). Default 60 000.
+    #[serde(deserialize_with = "positive")]
+    pub idle_timeout_ms: u64,
+    /// HTTP/2: a PING this often, to find peers that went away without closing. Default 20 000.
+    #[serde(deserialize_with = "positive")]
+    pub http2_keepalive_interval_ms: u64,
+    /// HTTP/2: a PING not acknowledged within this closes the connection; also the most the
+    /// graceful close of an idle HTTP/2 connection may take before its socket is cut. Default
+    /// 10 000.
+    #[serde(deserialize_with = "positive")]
+    pub http2_keepalive_timeout_ms: u64,
+    /// Client connections open at once; past it a new connection is closed at once and counted
+    /// in `ficus_proxy_connections_refused_total`. Default: half the process's descriptor limit
+    /// (each client connection may hold an upstream connection too).
+    #[serde(deserialize_with = "some_positive")]
+    pub max_connections: Option<u64>,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            http2_keepalive_interval_ms: 20_000,
+            http2_keepalive_timeout_ms: 10_000,
+            max_connections: None,
+        }
+    }
+}
+
+/// `[proxy.tls]`: the client listener's certificate and key (PEM), read at every load of the
+/// routes file and whenever either file changes. ALPN offers `h2` and `http/1.1`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// The certificate chain, leaf first. Relative paths are taken from the routes file's
+    /// directory.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// The configuration made from both files; set by the check (never read from the file).
+    #[serde(skip)]
+    pub loaded: Option<ServerTls>,
 }
 
 /// `[auth]`: authorization at the edge, solved once for every route and both sides.
@@ -194,10 +257,17 @@ pub struct AuthSection {
     /// `allow` (no check).
     #[serde(default = "default_policy")]
     pub default: DefaultPolicy,
-    /// The identity provider's JWKS, fetched, cached and refreshed (http://). The check does not
-    /// fetch it.
+    /// The identity provider's JWKS, fetched, cached and refreshed (`https://`, or `http://`
+    /// on a trusted network). The check does not fetch it.
     #[serde(default)]
     pub jwks_url: Option<JwksUrl>,
+    /// PEM CA certificates trusted for an `https://` `jwks_url` instead of the system's roots.
+    /// Relative paths are taken from the routes file's directory.
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// The TLS client configuration of an `https://` `jwks_url`; set by the check.
+    #[serde(skip)]
+    pub jwks_tls: Option<ClientTls>,
     /// Static keys: a JWKS JSON file (for air-gapped setups and tests), read at each reload.
     /// Relative paths are taken from the routes file's directory.
     #[serde(default)]
@@ -268,20 +338,27 @@ impl SigningAlgorithm {
     }
 }
 
-/// `jwks_url`: an `http://` URL with a host (https is not supported yet).
+/// `jwks_url`: an `https://` or `http://` URL with a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksUrl(pub http::Uri);
+
+impl JwksUrl {
+    pub fn is_https(&self) -> bool {
+        self.0.scheme_str() == Some("https")
+    }
+}
 
 impl TryFrom<String> for JwksUrl {
     type Error = String;
     fn try_from(url: String) -> Result<Self, String> {
         match url.parse::<http::Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.authority().is_some() =>
+            {
                 Ok(JwksUrl(uri))
             }
-            _ => Err(format!(
-                "`{url}` is not an http:// URL (https is not supported yet)"
-            )),
+            _ => Err(format!("`{url}` is not an https:// or http:// URL")),
         }
     }
 }
@@ -404,14 +481,21 @@ fn default_connect_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `http://host:port`; no path.
+    /// `http://host:port` or `https://host:port`; no path.
     pub url: UpstreamUrl,
     /// Time to establish a connection (504 past it).
     #[serde(default = "default_connect_timeout_ms", deserialize_with = "positive")]
     pub connect_timeout_ms: u64,
+    /// PEM CA certificates trusted for an `https://` upstream instead of the system's roots.
+    /// Relative paths are taken from the routes file's directory.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The TLS client configuration of an `https://` upstream; set by the check.
+    #[serde(skip)]
+    pub tls: Option<ClientTls>,
 }
 
-/// An upstream's `url`: `http://host[:port]`, no path, no query.
+/// An upstream's `url`: `http://host[:port]` or `https://host[:port]`, no path, no query.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpstreamUrl {
     pub scheme: Scheme,
@@ -423,8 +507,11 @@ impl TryFrom<String> for UpstreamUrl {
     fn try_from(url: String) -> Result<Self, String> {
         let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
         let parts = uri.into_parts();
-        if parts.scheme.as_ref().map(Scheme::as_str) != Some("http") {
-            return Err(format!("`{url}`: only http:// upstreams are supported"));
+        if !matches!(
+            parts.scheme.as_ref().map(Scheme::as_str),
+            Some("http" | "https")
+        ) {
+            return Err(format!("`{url}`: only http:// and https:// upstreams"));
         }
         let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
             return Err(format!("`{url}`: no host"));
@@ -996,7 +1083,7 @@ fn names_a_broken_upstream(root: &toml::Table, name: &str) -> bool {
 }
 
 /// `people`, or `"odd name"` when a bare key would not do.
-fn dotted_name(name: &str) -> String {
+pub(crate) fn dotted_name(name: &str) -> String {
     let bare = !name.is_empty()
         && name
             .bytes()
@@ -1416,14 +1503,14 @@ mod tests {
             ["proxy: missing section [proxy] with `default`"]
         );
         let found =
-            problems("[proxy]\ndefault = \"m\"\ncolour = 1\n[upstreams.m]\nurl = \"https://x\"\n");
+            problems("[proxy]\ndefault = \"m\"\ncolour = 1\n[upstreams.m]\nurl = \"ftp://x\"\n");
         assert_eq!(found[0].key, "proxy.colour", "{found:?}");
         assert!(found[0].message.starts_with("unknown key, expected one of"));
         assert_eq!(found[1].key, "upstreams.m.url", "{found:?}");
         assert!(
             found[1]
                 .to_string()
-                .starts_with("upstreams.m.url: `https://x`: only http://"),
+                .starts_with("upstreams.m.url: `ftp://x`: only http:// and https://"),
             "{found:?}"
         );
         // A broken upstream is not also an unknown one.

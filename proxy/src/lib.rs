@@ -5,7 +5,8 @@
 //! [`error::ProxyError`], answered in the last phase):
 //!
 //! ```text
-//! client ─► server (h1/h2c, header read timeout) ─► handler::Proxy::handle
+//! client ─► server (cap, accept backoff) ─► connection (TLS, handshake and idle deadlines;
+//!            h1/h2 by ALPN or preface, header read timeout) ─► handler::Proxy::handle
 //!   ├─ 0 read the target: x-ficus-* out, exact method, canonical path (path), one Host (target)
 //!   ├─ table (ArcSwap, swapped whole on reload): most specific route, or the default
 //!   ├─ Ctx::new: request id, trusted client?, idempotent?, declared length
@@ -25,7 +26,8 @@
 //! (loader, `ficus routes check|flip`); [`authz`] authorization at the edge; [`table`] compiled routes, matching and
 //! stickiness; [`handler`] the request path; [`body`] the body type; [`upstream`] connection
 //! pools; [`error`] the error type; [`tunnel`] upgrades; [`server`] the listener and graceful
-//! shutdown; [`reload`] loading and live reload; [`admin`] the admin API; [`metrics`] Prometheus;
+//! shutdown; [`connection`] one client connection and its deadlines; [`tls`] rustls
+//! configurations; [`reload`] loading and live reload; [`admin`] the admin API; [`metrics`] Prometheus;
 //! [`edit`] in-place edits for `ficus routes flip`; [`path`] the canonical path; [`target`] the
 //! target read before routing (methods, Host, overrides, upgrade offers); [`start`] the one way to start it all (the
 //! CLI and the test harness both call [`start()`]).
@@ -35,6 +37,7 @@ pub mod authz;
 pub mod body;
 pub mod check;
 pub mod config;
+pub mod connection;
 pub mod edit;
 pub mod error;
 pub mod handler;
@@ -45,6 +48,7 @@ pub mod server;
 pub mod start;
 pub mod table;
 pub mod target;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 

@@ -35,6 +35,12 @@ pub const WEBSOCKETS: &str = "ficus_proxy_websockets_open";
 pub const AUTHZ_DECISIONS: &str = "ficus_proxy_authz_decisions";
 pub const JWKS_FETCHES: &str = "ficus_proxy_jwks_fetches";
 pub const JWKS_KEYS: &str = "ficus_proxy_jwks_keys";
+// Client connections (`server`).
+pub const CONNECTIONS_OPEN: &str = "ficus_proxy_connections_open";
+pub const CONNECTIONS_REFUSED: &str = "ficus_proxy_connections_refused";
+pub const CONNECTION_DEADLINES: &str = "ficus_proxy_connection_deadlines";
+pub const TLS_HANDSHAKE_FAILURES: &str = "ficus_proxy_tls_handshake_failures";
+pub const ACCEPT_ERRORS: &str = "ficus_proxy_accept_errors";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -66,6 +72,29 @@ struct DecisionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadlineLabels {
+    deadline: &'static str,
+}
+
+/// The deadline that closed a client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// No TLS handshake, or no bytes telling the protocol, in `handshake_timeout_ms`.
+    Handshake,
+    /// No request in flight for `idle_timeout_ms`.
+    Idle,
+}
+
+impl Deadline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deadline::Handshake => "handshake",
+            Deadline::Idle => "idle",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,6 +154,14 @@ pub struct Metrics {
     pub reload_failures: Counter,
     pub table_version: Gauge,
     pub websockets: Gauge,
+    /// Client connections open (from accept until their socket closes, tunnels included).
+    pub connections_open: Gauge,
+    /// Client connections closed at accept because `max_connections` were open.
+    pub connections_refused: Counter,
+    deadlines: Family<DeadlineLabels, Counter>,
+    pub tls_handshake_failures: Counter,
+    /// Failed `accept` calls (out of descriptors and the like).
+    pub accept_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -190,6 +227,41 @@ impl Default for Metrics {
         );
         let websockets = Gauge::default();
         registry.register(WEBSOCKETS, "Open WebSocket tunnels", websockets.clone());
+        let connections_open = Gauge::default();
+        registry.register(
+            CONNECTIONS_OPEN,
+            "Client connections open, tunnels included",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            CONNECTIONS_REFUSED,
+            "Client connections closed at accept because max_connections were open",
+            connections_refused.clone(),
+        );
+        let deadlines = Family::<DeadlineLabels, Counter>::default();
+        for deadline in [Deadline::Handshake, Deadline::Idle] {
+            let _ = deadlines.get_or_create(&DeadlineLabels {
+                deadline: deadline.as_str(),
+            });
+        }
+        registry.register(
+            CONNECTION_DEADLINES,
+            "Client connections closed by a deadline, by deadline (handshake, idle)",
+            deadlines.clone(),
+        );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            TLS_HANDSHAKE_FAILURES,
+            "TLS handshakes with clients that failed",
+            tls_handshake_failures.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            ACCEPT_ERRORS,
+            "Failed accepts on the client listener (out of descriptors and the like); accepting backs off",
+            accept_errors.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -203,11 +275,25 @@ impl Default for Metrics {
             reload_failures,
             table_version,
             websockets,
+            connections_open,
+            connections_refused,
+            deadlines,
+            tls_handshake_failures,
+            accept_errors,
         }
     }
 }
 
 impl Metrics {
+    /// A client connection closed by `deadline`.
+    pub fn deadline(&self, deadline: Deadline) {
+        self.deadlines
+            .get_or_create(&DeadlineLabels {
+                deadline: deadline.as_str(),
+            })
+            .inc();
+    }
+
     /// Counts a JWKS fetch.
     pub fn jwks_fetch(&self, result: &'static str) {
         self.jwks_fetches

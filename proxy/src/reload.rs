@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::authz::Authz;
 use crate::authz::internal::InternalSigner;
@@ -39,14 +39,17 @@ pub struct LastAttempt {
     pub error: Option<String>,
 }
 
+/// A JWKS cache's identity: (url, refresh ms, min refetch ms, CA digest).
+type JwksKey = (String, u64, u64, [u8; 32]);
+
 /// Loads and swaps route tables for one proxy.
 pub struct Loader {
     path: PathBuf,
     pool: UpstreamPool,
     metrics: Arc<Metrics>,
     state: Mutex<LoaderState>,
-    /// JWKS caches by (url, refresh, min refetch), kept across reloads.
-    jwks: Mutex<HashMap<(String, u64, u64), Arc<JwksCache>>>,
+    /// JWKS caches by (url, refresh, min refetch, CA digest), kept across reloads.
+    jwks: Mutex<HashMap<JwksKey, Arc<JwksCache>>>,
     /// The internal token signer made for this process (used without a `key_file`), kept
     /// across reloads so that its key id stays.
     generated_signer: Mutex<Option<Arc<InternalSigner>>>,
@@ -55,6 +58,8 @@ pub struct Loader {
 struct LoaderState {
     version: u64,
     text: Option<String>,
+    /// Digests of the TLS files the text named, as last loaded.
+    tls: Vec<[u8; 32]>,
     last: LastAttempt,
 }
 
@@ -67,6 +72,7 @@ impl Loader {
             state: Mutex::new(LoaderState {
                 version: 0,
                 text: None,
+                tls: Vec::new(),
                 last: LastAttempt::default(),
             }),
             jwks: Mutex::default(),
@@ -93,6 +99,7 @@ impl Loader {
         let (text, file, authz) = self.read()?;
         state.version += 1;
         state.text = Some(text);
+        state.tls = tls_digests(&file);
         Ok(Table::compile(
             file,
             state.version,
@@ -127,6 +134,7 @@ impl Loader {
                 url.0.to_string(),
                 auth.jwks_refresh_ms,
                 auth.jwks_min_refetch_ms,
+                auth.jwks_tls.as_ref().map(|t| t.digest).unwrap_or_default(),
             );
             let mut caches = self.jwks.lock().unwrap_or_else(|e| e.into_inner());
             caches
@@ -136,6 +144,7 @@ impl Loader {
                         url.0.clone(),
                         Duration::from_millis(auth.jwks_refresh_ms),
                         Duration::from_millis(auth.jwks_min_refetch_ms),
+                        auth.jwks_tls.as_ref().map(|t| &*t.config),
                         self.metrics.clone(),
                     )
                 })
@@ -177,11 +186,13 @@ impl Loader {
             }
         };
         state.last.error = None;
-        if !force && state.text.as_deref() == Some(text.as_str()) {
+        let tls = tls_digests(&file);
+        if !force && state.text.as_deref() == Some(text.as_str()) && state.tls == tls {
             return Ok(state.version);
         }
         state.version += 1;
         state.text = Some(text);
+        state.tls = tls;
         let table = Table::compile(file, state.version, &self.pool, &self.metrics, authz);
         let routes = table.routes.len();
         proxy.swap(table);
@@ -190,7 +201,27 @@ impl Loader {
         Ok(state.version)
     }
 
-    /// Watches the file and SIGHUP until the returned task is aborted.
+    /// The directories of the TLS files the table in force names (certificate, key, CA files),
+    /// absolute or as the routes file's directory makes them.
+    fn tls_dirs(&self, file: &RoutesFile) -> HashSet<PathBuf> {
+        let base = base_dir(&self.path);
+        let listener = file
+            .proxy
+            .tls
+            .iter()
+            .flat_map(|t| [&t.cert_file, &t.key_file]);
+        let cas = file.upstreams.values().filter_map(|u| u.ca_file.as_ref());
+        let jwks = file.auth.iter().filter_map(|a| a.jwks_ca_file.as_ref());
+        listener
+            .chain(cas)
+            .chain(jwks)
+            .filter_map(|path| base.join(path).parent().map(Path::to_path_buf))
+            .collect()
+    }
+
+    /// Watches the file, the directories of the TLS files it names (a certificate renewed in
+    /// place, or by a symlink swap as Kubernetes does, reloads), and SIGHUP, until the returned
+    /// task is aborted.
     pub fn watch(
         self: Arc<Self>,
         proxy: Arc<Proxy>,
@@ -200,13 +231,16 @@ impl Loader {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
         let file_name = self.path.file_name().map(|n| n.to_owned());
         let watch_tx = tx.clone();
+        let tls_dirs: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+        let watched_tls = tls_dirs.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 if let Ok(event) = event {
-                    let ours = event
-                        .paths
-                        .iter()
-                        .any(|p| p.file_name().map(|n| n.to_owned()) == file_name);
+                    let tls_dirs = watched_tls.lock().unwrap_or_else(|e| e.into_inner());
+                    let ours = event.paths.iter().any(|p| {
+                        p.file_name().map(|n| n.to_owned()) == file_name
+                            || p.parent().is_some_and(|dir| tls_dirs.contains(dir))
+                    });
                     let relevant = !matches!(event.kind, notify::EventKind::Access(_));
                     if ours && relevant {
                         let _ = watch_tx.send(false);
@@ -221,6 +255,28 @@ impl Loader {
         watcher
             .watch(&dir, notify::RecursiveMode::NonRecursive)
             .map_err(std::io::Error::other)?;
+        // Adds watches for the TLS directories of the table in force (once each).
+        let watch_tls = {
+            let loader = self.clone();
+            let proxy = proxy.clone();
+            move |watcher: &mut notify::RecommendedWatcher| {
+                let wanted = loader.tls_dirs(&proxy.table().file);
+                let mut watched = tls_dirs.lock().unwrap_or_else(|e| e.into_inner());
+                for dir in wanted {
+                    if !watched.contains(&dir) {
+                        match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                            Ok(()) => {
+                                watched.insert(dir);
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, dir = %dir.display(), "cannot watch a TLS file's directory; SIGHUP reloads it");
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        watch_tls(&mut watcher);
 
         #[cfg(unix)]
         {
@@ -237,7 +293,7 @@ impl Loader {
         }
         drop(tx);
         Ok(tokio::spawn(async move {
-            let _watcher = watcher; // lives as long as the task
+            let mut watcher = watcher; // lives as long as the task
             while let Some(mut force) = rx.recv().await {
                 // Editors write in several steps: let them finish, then load once.
                 tokio::time::sleep(Duration::from_millis(30)).await;
@@ -248,7 +304,26 @@ impl Loader {
                 let proxy = proxy.clone();
                 // Parsing and compiling are quick, but off the async threads all the same.
                 let _ = tokio::task::spawn_blocking(move || loader.reload(&proxy, force)).await;
+                watch_tls(&mut watcher);
             }
         }))
     }
+}
+
+/// Digests of every TLS file a checked file named, in a fixed order.
+fn tls_digests(file: &RoutesFile) -> Vec<[u8; 32]> {
+    let listener = file
+        .proxy
+        .tls
+        .iter()
+        .filter_map(|t| t.loaded.as_ref().map(|l| l.digest));
+    let upstreams = file
+        .upstreams
+        .values()
+        .filter_map(|u| u.tls.as_ref().map(|t| t.digest));
+    let jwks = file
+        .auth
+        .iter()
+        .filter_map(|a| a.jwks_tls.as_ref().map(|t| t.digest));
+    listener.chain(upstreams).chain(jwks).collect()
 }

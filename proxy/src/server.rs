@@ -1,16 +1,21 @@
-//! The client-facing listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port, header
-//! read timeout against slow clients, graceful shutdown that drains within a bound.
+//! The client-facing listener: HTTP/1.1 and HTTP/2 on one port (h2c prior knowledge, or TLS
+//! with ALPN under `[proxy.tls]`), a cap on open connections, accept errors backed off, and
+//! graceful shutdown that drains within a bound. Each connection's deadlines are in
+//! [`crate::connection`]; `[proxy.connections]` and `[proxy.tls]` of the table in force apply to
+//! connections accepted after a reload.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
+use crate::config::ConnectionSettings;
+use crate::connection::{Deadlines, Slot, serve_connection};
 use crate::handler::Proxy;
 
 /// Listener settings that are not in the routes file (they cannot change on reload).
@@ -41,12 +46,104 @@ impl Default for ServerSettings {
 
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight requests
 /// and tunnels finish within `shutdown_grace`, and returns.
+///
+/// Each accepted socket is one [`serve_connection`] task with its deadlines; past
+/// `max_connections` open ones a new socket is closed at once (and counted); a failed accept
+/// (out of descriptors) backs off instead of spinning, logged once per streak.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
+    let metrics = proxy.metrics.clone();
+    let auto_max = default_max_connections();
+    tracing::info!(
+        max_connections = auto_max,
+        "default connection cap (half the descriptor limit)"
+    );
+    // Connections hold a receiver: `true` asks them to close gracefully, and the sender sees
+    // when the last one is gone.
+    let (stop, stopping) = watch::channel(false);
+    let mut builder: Option<(u64, Arc<auto::Builder<TokioExecutor>>)> = None;
+    let mut accept_errors = AcceptErrors::default();
+    let mut refused = Refusals::default();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    accept_errors.recovered();
+                    accepted
+                }
+                Err(error) => {
+                    metrics.accept_errors.inc();
+                    let pause = accept_errors.failed(&error);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let table = proxy.table();
+        let connections = &table.file.proxy.connections;
+        let max = connections.max_connections.unwrap_or(auto_max);
+        if metrics.connections_open.get() >= i64::try_from(max).unwrap_or(i64::MAX) {
+            metrics.connections_refused.inc();
+            refused.refused(max);
+            drop(stream);
+            continue;
+        }
+        let slot = Slot::take(&metrics.connections_open);
+        let _ = stream.set_nodelay(true);
+        let builder = match &builder {
+            Some((version, builder)) if *version == table.version => builder.clone(),
+            _ => {
+                let made = Arc::new(http_builder(&settings, connections));
+                builder = Some((table.version, made.clone()));
+                made
+            }
+        };
+        let tls = table
+            .file
+            .proxy
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.loaded.as_ref())
+            .map(|loaded| TlsAcceptor::from(loaded.config.clone()));
+        tokio::spawn(serve_connection(
+            stream,
+            client,
+            slot,
+            Deadlines::from(connections),
+            tls,
+            builder,
+            proxy.clone(),
+            stopping.clone(),
+        ));
+    }
+    drop(stopping);
+    tracing::info!("draining connections");
+    let _ = stop.send(true);
+    let tunnels = proxy.tunnels.drain(settings.shutdown_grace);
+    let connections = async {
+        if tokio::time::timeout(settings.shutdown_grace, stop.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open at the end of the grace period");
+        }
+    };
+    tokio::join!(tunnels, connections);
+}
+
+/// The HTTP/1.1 and HTTP/2 settings of connections accepted under one table.
+fn http_builder(
+    settings: &ServerSettings,
+    connections: &ConnectionSettings,
+) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -58,47 +155,93 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_header_bytes_hard as u32);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, client).await) }
+        .max_header_list_size(settings.max_header_bytes_hard as u32)
+        .keep_alive_interval(Duration::from_millis(
+            connections.http2_keepalive_interval_ms,
+        ))
+        .keep_alive_timeout(Duration::from_millis(
+            connections.http2_keepalive_timeout_ms,
+        ));
+    builder
+}
+
+/// Half the process's soft descriptor limit (each client connection may hold an upstream
+/// connection too), from `/proc/self/limits`; 4096 where that cannot be read.
+pub fn default_max_connections() -> u64 {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3).map(str::to_owned))
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %client, "connection ended with an error");
-            }
-        });
+    match limit.as_deref() {
+        Some("unlimited") => 1 << 20,
+        Some(soft) => soft.parse::<u64>().map_or(4096, |n| (n / 2).max(1)),
+        None => 4096,
     }
-    tracing::info!("draining connections");
-    let tunnels = proxy.tunnels.drain(settings.shutdown_grace);
-    let connections = async {
-        if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open at the end of the grace period");
+}
+
+/// Accept failures: out of descriptors or memory back off (5 ms doubling to 1 s) and are
+/// logged at most once every 10 s (a flood of silent connections makes streaks come and go as
+/// deadlines free descriptors); others (a client gone before accept) are retried at once.
+#[derive(Default)]
+struct AcceptErrors {
+    streak: u64,
+    pause: Duration,
+    logged_at: Option<std::time::Instant>,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM: only time (closing connections) helps.
+        let exhausted = matches!(error.raw_os_error(), Some(24 | 23 | 105 | 12));
+        if !exhausted {
+            tracing::debug!(%error, "accept failed");
+            return Duration::ZERO;
         }
-    };
-    tokio::join!(tunnels, connections);
+        self.streak += 1;
+        let quiet = self
+            .logged_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+        if self.streak == 1 && !quiet {
+            tracing::warn!(%error, "accept failed; backing off until descriptors free up (logged at most every 10 s)");
+            self.logged_at = Some(std::time::Instant::now());
+        }
+        self.pause = (self.pause * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        self.pause
+    }
+
+    fn recovered(&mut self) {
+        if self.streak > 0 {
+            tracing::debug!(failed_accepts = self.streak, "accepting again");
+            self.streak = 0;
+            self.pause = Duration::ZERO;
+        }
+    }
+}
+
+/// Connections refused at the cap: logged at most every 10 s, with the count since.
+#[derive(Default)]
+struct Refusals {
+    logged_at: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    fn refused(&mut self, max: u64) {
+        self.since += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(
+                max_connections = max,
+                refused = self.since,
+                "connection cap reached; new connections are closed at once"
+            );
+            self.logged_at = Some(std::time::Instant::now());
+            self.since = 0;
+        }
+    }
 }

@@ -1,10 +1,12 @@
-//! Upstreams and their keep-alive connection pools.
+//! Upstreams and their keep-alive connection pools, over plain TCP or TLS (`https://`
+//! upstreams, with the system's roots or the upstream's `ca_file`; HTTP/1.1 by ALPN).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -12,8 +14,8 @@ use hyper_util::rt::TokioExecutor;
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 
-/// An HTTP client with its own connection pool.
-pub type HttpClient = Client<HttpConnector, Body>;
+/// An HTTP client with its own connection pool (TLS for `https://` upstreams only).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// A service the proxy forwards to.
 pub struct Upstream {
@@ -23,11 +25,14 @@ pub struct Upstream {
     pub client: HttpClient,
 }
 
-/// Upstreams by (name, url, connect timeout), kept across reloads so that a reload does not
-/// drop warm connections.
+/// An upstream pool's identity: (name, url, connect timeout ms, CA digest).
+type PoolKey = (String, String, u64, [u8; 32]);
+
+/// Upstreams by (name, url, connect timeout, CA digest), kept across reloads so that a reload
+/// does not drop warm connections (and a changed CA file makes a new pool).
 #[derive(Default)]
 pub struct UpstreamPool {
-    upstreams: Mutex<HashMap<(String, String, u64), Arc<Upstream>>>,
+    upstreams: Mutex<HashMap<PoolKey, Arc<Upstream>>>,
 }
 
 impl UpstreamPool {
@@ -37,6 +42,7 @@ impl UpstreamPool {
             name.to_owned(),
             config.url.to_string(),
             config.connect_timeout_ms,
+            config.tls.as_ref().map(|t| t.digest).unwrap_or_default(),
         );
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         upstreams
@@ -46,7 +52,10 @@ impl UpstreamPool {
                     name: name.into(),
                     scheme: config.url.scheme.clone(),
                     authority: config.url.authority.clone(),
-                    client: client(Duration::from_millis(config.connect_timeout_ms)),
+                    client: client(
+                        Duration::from_millis(config.connect_timeout_ms),
+                        config.tls.as_ref().map(|t| &*t.config),
+                    ),
                 })
             })
             .clone()
@@ -59,14 +68,16 @@ impl UpstreamPool {
     }
 }
 
-fn client(connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
+fn client(connect_timeout: Duration, tls: Option<&rustls::ClientConfig>) -> HttpClient {
+    // An http:// upstream never uses TLS (its URIs are http://); it gets a configuration that
+    // trusts nothing all the same, so that no URI could reach a TLS server unverified.
+    let tls = match tls {
+        Some(tls) => tls.clone(),
+        None => rustls::ClientConfig::clone(&crate::tls::trusting_nothing()),
+    };
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .http1_preserve_header_case(true)
-        .build(connector)
+        .build(crate::tls::connector(connect_timeout, &tls))
 }

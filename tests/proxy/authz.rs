@@ -676,6 +676,7 @@ async fn the_internal_token_is_verified_by_the_service_helper() {
     headers.insert("x-ficus-identity", internal.parse().unwrap());
     let identity = verifier
         .verify_headers(&headers)
+        .await
         .expect("a verified identity");
     assert_eq!(identity.subject, "u-9");
     assert_eq!(identity.email.as_deref(), Some("u-9@example.test"));
@@ -687,20 +688,20 @@ async fn the_internal_token_is_verified_by_the_service_helper() {
     let mut parts: Vec<&str> = internal.split('.').collect();
     let forged_claims = URL_SAFE_NO_PAD.encode(br#"{"iss":"ficus-proxy","aud":"people-service","sub":"admin","exp":9999999999,"scope":"people:write"}"#);
     parts[1] = &forged_claims;
-    assert!(verifier.verify(&parts.join(".")).is_err());
+    assert!(verifier.verify(&parts.join(".")).await.is_err());
     let other_audience = ficus_identity::Verifier::fetch(
         &proxy.admin_url("/.well-known/jwks.json"),
         "tasks-service",
     )
     .await
     .unwrap();
-    assert!(other_audience.verify(&internal).is_err());
+    assert!(other_audience.verify(&internal).await.is_err());
     assert!(matches!(
-        verifier.verify_headers(&http_headers()),
+        verifier.verify_headers(&http_headers()).await,
         Err(ficus_identity::IdentityError::Missing(_))
     ));
     // A token signed by the identity provider is not an internal token.
-    assert!(verifier.verify(&token).is_err());
+    assert!(verifier.verify(&token).await.is_err());
 }
 
 fn http_headers() -> axum::http::HeaderMap {

@@ -5,12 +5,14 @@ mod attacks;
 mod authz;
 mod canary;
 mod cli;
+mod connections;
 mod fallback;
 mod limits;
 mod metrics;
 mod reload;
 mod routing;
 mod streaming;
+mod tls;
 mod websocket;
 
 use ficus_testkit::TestUpstream;

@@ -140,7 +140,7 @@ async fn every_kind_of_bad_file_keeps_the_old_table_and_names_the_key() {
             "route \"people\": name: used by another route too",
         ),
         (
-            good.replace("url = \"http://", "url = \"https://"),
+            good.replace("url = \"http://", "url = \"ftp://"),
             "upstreams.monolith.url:",
         ),
         (

@@ -1,4 +1,5 @@
-//! Verification keys: a JWKS fetched from the identity provider (cached, refreshed in the
+//! Verification keys: a JWKS fetched from the identity provider (over https with the system's
+//! roots or `jwks_ca_file`, or http; cached, refreshed in the
 //! background and on an unknown `kid` at most once per `jwks_min_refetch_ms`, served stale while
 //! the provider fails), static keys from a file, and an HS256 secret where configured.
 //!
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -114,7 +116,7 @@ pub struct JwksCache {
     last_attempt: Mutex<Option<Instant>>,
     min_refetch: Duration,
     gate: tokio::sync::Mutex<()>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     metrics: Arc<Metrics>,
 }
 
@@ -124,10 +126,13 @@ impl JwksCache {
         uri: http::Uri,
         refresh: Duration,
         min_refetch: Duration,
+        tls: Option<&rustls::ClientConfig>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let tls = tls
+            .cloned()
+            .unwrap_or_else(|| (*crate::tls::trusting_nothing()).clone());
+        let connector = crate::tls::connector(Duration::from_secs(2), &tls);
         let cache = Arc::new(Self {
             uri,
             keys: ArcSwap::from_pointee(KeySet::default()),
@@ -170,7 +175,7 @@ impl JwksCache {
         let response = tokio::time::timeout(Duration::from_secs(5), self.client.request(request))
             .await
             .map_err(|_| "the JWKS endpoint did not answer within 5 s".to_owned())?
-            .map_err(|e| format!("the JWKS endpoint could not be reached: {e}"))?;
+            .map_err(|e| format!("the JWKS endpoint could not be reached: {}", chain(&e)))?;
         if !response.status().is_success() {
             return Err(format!("the JWKS endpoint answered {}", response.status()));
         }
@@ -204,6 +209,18 @@ impl JwksCache {
         }
         true
     }
+}
+
+/// An error with its causes: a TLS failure is a few levels below "client error (Connect)".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 async fn refresh_loop(cache: Weak<JwksCache>, every: Duration) {

@@ -9,10 +9,12 @@
 //!   started by `ficus_monolith::start` like `ficus monolith`;
 //! - [`TestProxy`]: the routing proxy in-process over a routes file it watches, started by
 //!   `ficus_proxy::start` like `ficus proxy`;
-//! - [`TestUpstream`]: small servers that say who they are, to tell which side answered;
+//! - [`TestUpstream`]: small servers that say who they are, to tell which side answered (over
+//!   TLS too);
 //! - [`raw`]: raw HTTP/1.1 at both ends, for attacks: an upstream that records the bytes it
 //!   receives (and can normalize paths like nginx, or accept h2c upgrades), a client that
-//!   sends bytes as written.
+//!   sends bytes as written;
+//! - [`tls`]: a certificate authority per test, TLS servers and a client with a chosen ALPN.
 //!
 //! The services' addresses come from `FICUS_TEST_DATABASE_URL` and `FICUS_TEST_KAFKA_BROKERS`
 //! (`eval "$(scripts/services env)"`, or run everything with `scripts/test`). A test that finds
@@ -23,6 +25,7 @@ pub mod kafka;
 mod monolith;
 mod proxy;
 pub mod raw;
+pub mod tls;
 pub mod upstream;
 
 pub use db::TestDatabase;

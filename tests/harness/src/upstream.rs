@@ -60,8 +60,24 @@ impl TestUpstream {
         Self::serve_on(name, listener)
     }
 
+    /// The same upstream over TLS with `issued` (a certificate of a [`crate::tls::TestCa`]).
+    pub async fn start_tls(name: &str, issued: &crate::tls::Issued) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a test upstream");
+        Self::serve(name, listener, Some(issued))
+    }
+
     /// Serves on a given listener (to restart an upstream on the same port).
     pub fn serve_on(name: &str, listener: tokio::net::TcpListener) -> Self {
+        Self::serve(name, listener, None)
+    }
+
+    fn serve(
+        name: &str,
+        listener: tokio::net::TcpListener,
+        tls: Option<&crate::tls::Issued>,
+    ) -> Self {
         let addr = listener.local_addr().expect("an address");
         let hits = Arc::new(watch::Sender::new(0));
         let shared = Shared {
@@ -72,9 +88,12 @@ impl TestUpstream {
             .route("/ws", get(websocket))
             .fallback(any(answer))
             .with_state(shared);
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = match tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }),
+            Some(issued) => crate::tls::serve_tls(listener, app, issued),
+        };
         Self {
             name: name.to_owned(),
             addr,
