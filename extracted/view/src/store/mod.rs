@@ -16,7 +16,7 @@ mod sqlite;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{Database, Executor};
+use sqlx::Executor;
 
 pub use self::sql::{DELETES_TABLE, Dialect, OFFSETS_TABLE, Statements, TRUNCATES_TABLE};
 use crate::error::ViewError;
@@ -180,6 +180,9 @@ macro_rules! rebuild_view {
     }};
 }
 
+/// The advisory lock (PostgreSQL) that serializes the preparation of views sharing a store.
+const PREPARE_LOCK: i64 = 0x6669_6375_7376_6965; // "ficusvie"
+
 /// A view store.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -254,13 +257,47 @@ impl Store {
         }
     }
 
-    /// Creates the view's table and the bookkeeping tables when missing.
+    /// Creates the view's table and the bookkeeping tables when missing, and the joined
+    /// relation of a view with joins; in one transaction, serialized between instances
+    /// sharing a PostgreSQL store (concurrent `CREATE ... IF NOT EXISTS` can collide there).
     pub async fn prepare(&self, statements: &Statements) -> Result<(), ViewError> {
         let mut ddl = self.dialect().bookkeeping_ddl();
         ddl.push(statements.create_table.clone());
+        ddl.extend(statements.joined_ddl.iter().cloned());
         match self {
-            Store::Sqlite(pool) => run_all(pool, &ddl).await,
-            Store::Postgres(pool) => run_all(pool, &ddl).await,
+            Store::Sqlite(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                for statement in &ddl {
+                    tx.execute(statement.as_str())
+                        .await
+                        .map_err(ViewError::store("creating tables"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(ViewError::store("creating tables"))
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PREPARE_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ViewError::store("locking the store's schema"))?;
+                for statement in &ddl {
+                    tx.execute(statement.as_str())
+                        .await
+                        .map_err(ViewError::store("creating tables"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(ViewError::store("creating tables"))
+            }
         }
     }
 
@@ -360,17 +397,4 @@ impl Store {
             }
         }
     }
-}
-
-async fn run_all<DB>(pool: &sqlx::Pool<DB>, statements: &[String]) -> Result<(), ViewError>
-where
-    DB: Database,
-    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
-{
-    for statement in statements {
-        pool.execute(statement.as_str())
-            .await
-            .map_err(ViewError::store("creating tables"))?;
-    }
-    Ok(())
 }

@@ -98,6 +98,9 @@ pub struct Statements {
     pub rebuild_table: String,
     /// Parameters: view. Forgets the view's deletes, truncate and offsets.
     pub rebuild: Vec<String>,
+    /// With joins: the joined views' tables (when missing), an index on each foreign key, and
+    /// the SQL view `<name>_joined` created anew (see [`crate::join`]).
+    pub joined_ddl: Vec<String>,
     spec: ViewSpec,
 }
 
@@ -233,8 +236,61 @@ impl Statements {
             load_offsets,
             rebuild_table,
             rebuild,
+            joined_ddl: Self::joined_ddl(d, spec),
             spec: spec.clone(),
         }
+    }
+
+    fn joined_ddl(d: Dialect, spec: &ViewSpec) -> Vec<String> {
+        if spec.joins.is_empty() {
+            return Vec::new();
+        }
+        let table = quote(&spec.name);
+        let relation = quote(&spec.relation());
+        let mut ddl = Vec::new();
+        let mut select: Vec<String> = spec
+            .columns
+            .iter()
+            .map(|c| format!("v.{}", quote(&c.name)))
+            .collect();
+        let mut from = format!("{table} v");
+        for (i, join) in spec.joins.iter().enumerate() {
+            ddl.push(Statements::new(d, &join.other).create_table);
+            ddl.push(format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {table} ({})",
+                quote(&format!("{}_by_{}", spec.name, join.on.join("_"))),
+                join.on
+                    .iter()
+                    .map(|c| quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            let alias = format!("j{i}");
+            let on: Vec<String> = join
+                .other
+                .key_columns()
+                .zip(&join.on)
+                .map(|(key, column)| format!("{alias}.{} = v.{}", quote(&key.name), quote(column)))
+                .collect();
+            from.push_str(&format!(
+                " LEFT JOIN {} {alias} ON {}",
+                quote(&join.other.name),
+                on.join(" AND ")
+            ));
+            select.extend(
+                join.take
+                    .iter()
+                    .map(|t| format!("{alias}.{} AS {}", quote(&t.column), quote(&t.name))),
+            );
+        }
+        // Dropped and created anew, so a changed declaration takes effect (PostgreSQL's
+        // CREATE OR REPLACE refuses a changed column list); inside the prepare transaction.
+        ddl.push(format!("DROP VIEW IF EXISTS {relation}"));
+        ddl.push(format!(
+            "CREATE VIEW {relation} AS SELECT {} FROM {from}",
+            select.join(", ")
+        ));
+        ddl
     }
 
     /// The upsert for a change whose value columns in `unchanged` (bit i: column i) were not
