@@ -34,7 +34,7 @@ pub mod settings;
 pub use cli::main;
 pub use error::{ApiError, ApiResult};
 pub use extract::{PathParam, Query};
-pub use ficus_view::{ColumnType, Store, ViewSpec};
+pub use ficus_view::{ColumnType, Join, Store, ViewSpec};
 pub use http::{Page, PageParams, json_with_etag};
 pub use identity::Caller;
 pub use serve::{Ctx, Running, Service};

@@ -66,10 +66,9 @@ impl TryFrom<TaskRow> for Task {
     }
 }
 
-/// The task rows of CTE `t` with their assignee's name, joined from the people view.
-const SELECT_JOINED: &str = "SELECT t.id, t.title, t.description, t.status, t.assignee_id, \
-     p.display_name AS assignee_name, t.due_on, t.tags, t.created_at, t.updated_at \
-     FROM t LEFT JOIN people p ON p.id = t.assignee_id";
+/// Tasks with their assignee's name, from the joined view (see [`crate::view`]).
+const SELECT: &str = "SELECT id, title, description, status, assignee_id, assignee_name, \
+     due_on, tags, created_at, updated_at FROM tasks_joined";
 
 /// The monolith's `task_status`; an unknown value is a 400 naming it, as there.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -130,7 +129,7 @@ pub async fn list(
         &store,
         (i64,),
         fetch_one,
-        &format!("SELECT count(*) FROM tasks WHERE {where_}"),
+        &format!("SELECT count(*) FROM tasks_joined WHERE {where_}"),
         status.clone(),
         query.assignee_id,
         query.tag.clone()
@@ -140,10 +139,7 @@ pub async fn list(
         &store,
         TaskRow,
         fetch_all,
-        &format!(
-            "WITH t AS (SELECT * FROM tasks WHERE {where_} ORDER BY id LIMIT $4 OFFSET $5) \
-             {SELECT_JOINED} ORDER BY t.id"
-        ),
+        &format!("{SELECT} WHERE {where_} ORDER BY id LIMIT $4 OFFSET $5"),
         status.clone(),
         query.assignee_id,
         query.tag.clone(),
@@ -180,7 +176,7 @@ pub async fn read(
         &store,
         TaskRow,
         fetch_optional,
-        &format!("WITH t AS (SELECT * FROM tasks WHERE id = $1) {SELECT_JOINED}"),
+        &format!("{SELECT} WHERE id = $1"),
         id
     )
     .map_err(|e| ApiError::from_db("read task", e))?

@@ -1,11 +1,12 @@
 //! `ficus-tasks`: `GET /api/tasks` and `GET /api/tasks/{id}`, cut out of the monolith. A task's
 //! JSON carries its assignee's display name, which the monolith joins from `people` at read
-//! time; this service keeps views of both change topics and joins them in its own store
-//! ([`view`]), so a renamed person shows renamed in every task without asking the monolith.
+//! time; this service keeps views of both change topics, the tasks view joined to the people
+//! view in its own store ([`view`]), so a renamed person shows renamed in every task without
+//! asking the monolith.
 //!
 //! ```text
 //! ficus.public.tasks  --ficus-view--> tasks  \
-//!                                              >-- LEFT JOIN on assignee_id --api--> JSON
+//!                                              >-- tasks_joined (assignee_name) --api--> JSON
 //! ficus.public.people --ficus-view--> people /
 //! ```
 
