@@ -4,6 +4,7 @@
 //! event was applied exactly once (the events counted equal the offsets reached), and the
 //! restarted process consumed only what the first had not stored (no restart from zero).
 //! Readiness is false (and the API answers 503 `not_ready`) until the view caught up, then true.
+//! Then `ficus-people rebuild` empties the view and a start replays it whole.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use ficus_testkit::{TestAdapter, TestDatabase, kafka, unique_suffix};
 use serde_json::Value;
 use sqlx::SqlitePool;
 
-use crate::support::{ServiceConfig, ServiceProcess};
+use crate::support::{ServiceConfig, ServiceProcess, rebuild};
 
 type Row = (i64, String, String, String, DateTime<Utc>, DateTime<Utc>);
 const ROWS: &str = "SELECT id, email, display_name, CAST(role AS TEXT), created_at, updated_at FROM people ORDER BY id";
@@ -55,17 +56,16 @@ async fn a_service_killed_while_restoring_resumes_from_its_stored_offsets() {
     .execute(&db.pool)
     .await
     .unwrap();
-    adapter.wait_caught_up(Duration::from_secs(120)).await;
+    // 15,000 inserts, 7,500 updates, 1,500 deletes each followed by a tombstone.
+    const EVENTS: usize = 15_000 + 7_500 + 2 * 1_500;
     let topic = adapter.topic("people");
-    let brokers = kafka::brokers();
-    let records = tokio::task::spawn_blocking({
-        let topic = topic.clone();
-        move || kafka::read_topic(&brokers, &topic)
-    })
-    .await
-    .unwrap();
+    let records =
+        kafka::wait_for_messages(&kafka::brokers(), &topic, Duration::from_secs(180), |m| {
+            m.len() >= EVENTS
+        })
+        .await;
     let total = records.len() as i64;
-    assert!(total > 25_000, "{total} events");
+    assert_eq!(records.len(), EVENTS, "every change once on the topic");
 
     let dir = std::env::temp_dir().join(format!("ficus-restore-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -175,7 +175,27 @@ async fn a_service_killed_while_restoring_resumes_from_its_stored_offsets() {
         "one row per key whose last event is not a delete"
     );
 
+    // `rebuild` (service stopped) empties the view and its offsets; the next start replays the
+    // topic from its earliest offset into the same rows.
     drop(second);
+    let said = rebuild("people", &config);
+    assert!(said.contains("view people emptied"), "{said}");
+    assert!(stored_offsets(&store).await.is_empty(), "offsets forgotten");
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM people")
+        .fetch_one(&store)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "rows dropped");
+    let third = ServiceProcess::start("people", &config);
+    third.wait_ready(Duration::from_secs(120)).await;
+    let replayed: Vec<Row> = sqlx::query_as(ROWS).fetch_all(&store).await.unwrap();
+    assert!(
+        replayed == table,
+        "the replayed view differs from the table"
+    );
+    assert_eq!(sum(&stored_offsets(&store).await), (total, total));
+
+    drop(third);
     store.close().await;
     adapter.stop().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -64,26 +64,48 @@ pub struct ServiceConfig {
     pub batch_max_events: usize,
 }
 
+/// `ficus-<name>` with the settings of `config` in its environment.
+fn command(name: &str, config: &ServiceConfig) -> Command {
+    let section = name.to_ascii_uppercase();
+    let var = |key: &str| format!("FICUS_{section}__{key}");
+    let mut command = Command::new(binary(&format!("ficus-{name}")));
+    command
+        .env(var("LISTEN"), "127.0.0.1:0")
+        .env(var("STORE"), &config.store)
+        .env(var("TOPIC_PREFIX"), &config.topic_prefix)
+        .env(var("KAFKA__BROKERS"), kafka::brokers())
+        .env(var("IDENTITY__JWKS_URL"), &config.jwks_url)
+        .env(
+            var("VIEWS__BATCH_MAX_EVENTS"),
+            config.batch_max_events.to_string(),
+        )
+        .env(var("VIEWS__WATERMARK_INTERVAL_MS"), "100")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        );
+    command
+}
+
+/// Runs `ficus-<name> rebuild` to its end; panics unless it succeeds.
+pub fn rebuild(name: &str, config: &ServiceConfig) -> String {
+    let output = command(name, config)
+        .arg("rebuild")
+        .output()
+        .unwrap_or_else(|e| panic!("running ficus-{name} rebuild: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "ficus-{name} rebuild failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 impl ServiceProcess {
     /// Starts `ficus-<name>` listening on port 0, and waits for the address it prints.
     pub fn start(name: &'static str, config: &ServiceConfig) -> Self {
-        let section = name.to_ascii_uppercase();
-        let var = |key: &str| format!("FICUS_{section}__{key}");
-        let mut child = Command::new(binary(&format!("ficus-{name}")))
-            .env(var("LISTEN"), "127.0.0.1:0")
-            .env(var("STORE"), &config.store)
-            .env(var("TOPIC_PREFIX"), &config.topic_prefix)
-            .env(var("KAFKA__BROKERS"), kafka::brokers())
-            .env(var("IDENTITY__JWKS_URL"), &config.jwks_url)
-            .env(
-                var("VIEWS__BATCH_MAX_EVENTS"),
-                config.batch_max_events.to_string(),
-            )
-            .env(var("VIEWS__WATERMARK_INTERVAL_MS"), "100")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
+        let mut child = command(name, config)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting ficus-{name}: {e}"));

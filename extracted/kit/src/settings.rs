@@ -22,6 +22,7 @@ pub struct Settings {
     /// The change topics are `<topic_prefix>.<schema>.<table>`, as `ficus cdc` names them.
     #[serde(default = "default_topic_prefix")]
     pub topic_prefix: String,
+    #[serde(default)]
     pub kafka: KafkaSettings,
     #[serde(default)]
     pub identity: IdentitySettings,
@@ -30,10 +31,11 @@ pub struct Settings {
 }
 
 /// `[kafka]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
-    /// `bootstrap.servers`: `host:port[,host:port]`.
+    /// `bootstrap.servers`: `host:port[,host:port]` (required).
+    #[serde(default)]
     pub brokers: String,
 }
 
@@ -126,7 +128,10 @@ impl Settings {
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         if self.kafka.brokers.trim().is_empty() {
-            problems.push("kafka.brokers: must not be empty".to_owned());
+            problems.push(
+                "kafka.brokers: required: set it in the file, with FICUS_<SERVICE>__KAFKA__BROKERS or --brokers"
+                    .to_owned(),
+            );
         }
         if self.topic_prefix.is_empty() || self.topic_prefix.contains(char::is_whitespace) {
             problems.push(format!(
@@ -204,8 +209,11 @@ mod tests {
         assert_eq!(settings.store_location("people"), ".ficus/people.db");
         assert!(settings.validate().is_ok());
 
-        let missing = load(&[]).unwrap_err().to_string();
-        assert!(missing.contains("kafka.brokers"), "{missing}");
+        let missing = load(&[]).unwrap().validate().unwrap_err();
+        assert!(
+            missing[0].starts_with("kafka.brokers: required"),
+            "{missing:?}"
+        );
 
         let bad = load(&[
             ("FICUS_PEOPLE__KAFKA__BROKERS", " "),
