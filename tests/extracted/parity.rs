@@ -4,6 +4,9 @@
 //! `Content-Type`, `ETag` and `Link`. The time from a write's answer to the service answering
 //! alike is the convergence lag; its p50/p99 are printed.
 //!
+//! The people service keeps its view in SQLite (the default), the tasks service in PostgreSQL,
+//! so both stores answer alike too.
+//!
 //! Legitimately different, so not compared: `date` (the moment of each answer), `x-request-id`
 //! (the monolith's own request id), `x-ficus-*` (the proxy's route/side headers), and
 //! `www-authenticate`/`retry-after` (only on refusals neither side gives here).
@@ -178,14 +181,19 @@ async fn the_services_answer_as_the_monolith_does_after_every_write() {
     .await;
     let dir = std::env::temp_dir().join(format!("ficus-services-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = |store: &str| ServiceConfig {
-        store: dir.join(store).display().to_string(),
+    // The two stores: people in a SQLite file, tasks in a PostgreSQL database of its own.
+    let tasks_store = TestDatabase::new().await;
+    let config = |store: String| ServiceConfig {
+        store,
         topic_prefix: adapter.prefix.clone(),
         jwks_url: proxy.admin_url("/.well-known/jwks.json"),
         batch_max_events: 1000,
     };
-    let people = ServiceProcess::start("people", &config("people.db"));
-    let tasks = ServiceProcess::start("tasks", &config("tasks.db"));
+    let people = ServiceProcess::start(
+        "people",
+        &config(dir.join("people.db").display().to_string()),
+    );
+    let tasks = ServiceProcess::start("tasks", &config(tasks_store.url.clone()));
     proxy
         .write_routes(&routes(
             monolith.addr,

@@ -79,38 +79,6 @@ impl TestAdapter {
         format!("{}.public.{table}", self.prefix)
     }
 
-    /// Waits until everything written to the database so far is in the broker (the slot
-    /// confirmed it); panics after `timeout`.
-    pub async fn wait_caught_up(&self, timeout: Duration) {
-        let mut conn = PgConnection::connect(&self.database_url).await.unwrap();
-        let (target,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let reached: Option<(Option<bool>,)> = sqlx::query_as(
-                "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
-            )
-            .bind(&self.slot)
-            .bind(&target)
-            .fetch_optional(&mut conn)
-            .await
-            .unwrap();
-            if reached == Some((Some(true),)) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the adapter did not reach {target}"
-            );
-            if let Some(task) = &self.task {
-                assert!(!task.is_finished(), "the adapter stopped");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// Waits until the initial snapshot is recorded complete (changes after it stream as c/u/d);
     /// panics after `timeout`.
     pub async fn wait_snapshot_complete(&self, timeout: Duration) {
