@@ -69,6 +69,7 @@ macro_rules! apply_batch {
                     key,
                     cells,
                     position,
+                    partition,
                 } => {
                     let unchanged = cells
                         .iter()
@@ -85,6 +86,7 @@ macro_rules! apply_batch {
                         .bind(Some(lsn(position.lsn)))
                         .bind(Some($spec.name.clone()))
                         .bind(Some(key.clone()))
+                        .bind(Some(*partition))
                         .execute(&mut *$conn)
                         .await
                         .map_err(ViewError::store("upserting a row"))?;
@@ -198,6 +200,8 @@ pub enum Change {
         key: String,
         cells: Vec<Cell>,
         position: Position,
+        /// The topic partition it came from (stored with the row).
+        partition: i32,
     },
     /// `d`: the key columns.
     Delete {

@@ -2,7 +2,7 @@
 //! Every write carries the guard: a change lands only if its source position supersedes the
 //! row's, the key's last delete and the view's last truncate (see [`crate::event::Position`]).
 
-use crate::view::{COMMIT_LSN_COLUMN, ColumnType, LSN_COLUMN, ViewSpec};
+use crate::view::{COMMIT_LSN_COLUMN, ColumnType, LSN_COLUMN, PARTITION_COLUMN, ViewSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -78,7 +78,8 @@ fn quote(name: &str) -> String {
 pub struct Statements {
     pub dialect: Dialect,
     pub create_table: String,
-    /// Parameters: every column in declaration order, commit LSN, LSN, view, key text.
+    /// Parameters: every column in declaration order, commit LSN, LSN, view, key text,
+    /// partition.
     pub upsert: String,
     /// Parameters: key columns, commit LSN, LSN.
     pub delete_row: String,
@@ -117,6 +118,7 @@ impl Statements {
             .collect();
         ddl.push(format!("{COMMIT_LSN_COLUMN} {int8}"));
         ddl.push(format!("{LSN_COLUMN} {int8} NOT NULL"));
+        ddl.push(format!("{PARTITION_COLUMN} INTEGER"));
         ddl.push(format!("PRIMARY KEY ({})", key_names.join(", ")));
         let create_table = format!("CREATE TABLE IF NOT EXISTS {table} ({})", ddl.join(", "));
 
@@ -307,11 +309,12 @@ impl Statements {
         let table = quote(&spec.name);
         let int8 = d.int8();
         let n = spec.columns.len();
-        let (pc, pl, pv, pk) = (
+        let (pc, pl, pv, pk, pp) = (
             d.param(n + 1, int8),
             d.param(n + 2, int8),
             d.param(n + 3, "text"),
             d.param(n + 4, "text"),
+            d.param(n + 5, "integer"),
         );
         let names: Vec<String> = spec.columns.iter().map(|c| quote(&c.name)).collect();
         let values: Vec<String> = spec
@@ -332,9 +335,10 @@ impl Statements {
             "{COMMIT_LSN_COLUMN} = excluded.{COMMIT_LSN_COLUMN}"
         ));
         sets.push(format!("{LSN_COLUMN} = excluded.{LSN_COLUMN}"));
+        sets.push(format!("{PARTITION_COLUMN} = excluded.{PARTITION_COLUMN}"));
         format!(
-            "INSERT INTO {table} ({names}, {COMMIT_LSN_COLUMN}, {LSN_COLUMN}) \
-             SELECT {values}, {pc}, {pl} \
+            "INSERT INTO {table} ({names}, {COMMIT_LSN_COLUMN}, {LSN_COLUMN}, {PARTITION_COLUMN}) \
+             SELECT {values}, {pc}, {pl}, {pp} \
              WHERE NOT EXISTS (SELECT 1 FROM {DELETES_TABLE} m WHERE m.view = {pv} AND m.key = {pk} AND NOT {m_newer}) \
              AND NOT EXISTS (SELECT 1 FROM {TRUNCATES_TABLE} x WHERE x.view = {pv} AND NOT {x_newer}) \
              ON CONFLICT ({keys}) DO UPDATE SET {sets} WHERE {row_newer}",
