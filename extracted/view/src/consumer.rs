@@ -66,6 +66,12 @@ pub struct ConsumerConfig {
     pub max_lag_events: u64,
     /// How often the high watermarks are fetched, for lag and readiness.
     pub watermark_interval_ms: u64,
+    /// How long the guard remembers a delete (`ficus_view_deletes`), measured in the topic's
+    /// own time: a delete is forgotten once the view consumed, in its partition, a record
+    /// appended this much later (record timestamps, capped at the clock). Safe when no stale
+    /// change of a key can be appended this long after the key's delete (see the crate doc);
+    /// 0 keeps every delete forever.
+    pub delete_retention_ms: u64,
     /// Extra librdkafka settings (e.g. security); the ones the kit's guarantees rest on are
     /// set after these.
     pub properties: Vec<(String, String)>,
@@ -81,6 +87,7 @@ impl ConsumerConfig {
             channel_capacity: 2000,
             max_lag_events: 0,
             watermark_interval_ms: 1000,
+            delete_retention_ms: 24 * 3600 * 1000,
             properties: Vec::new(),
         }
     }
@@ -188,6 +195,8 @@ enum Item {
 struct Raw {
     partition: i32,
     offset: i64,
+    /// The record's timestamp (create or log-append time), when it has one.
+    timestamp_ms: Option<i64>,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
 }
@@ -386,6 +395,7 @@ async fn poll(consumer: Arc<StreamConsumer>, sender: mpsc::Sender<Item>) {
                 let raw = Raw {
                     partition: message.partition(),
                     offset: message.offset(),
+                    timestamp_ms: message.timestamp().to_millis(),
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().map(<[u8]>::to_vec),
                 };
@@ -453,6 +463,7 @@ async fn apply(
     let key_columns: Vec<&Column> = spec.key_columns().collect();
     let max = config.batch_max_events.max(1);
     let mut raws = Vec::with_capacity(max);
+    let mut pruning = Pruning::new(config.delete_retention_ms);
     loop {
         let first = tokio::select! {
             item = receiver.recv() => item,
@@ -490,6 +501,7 @@ async fn apply(
             }
         }
         let mut batch = Batch::default();
+        pruning.schedule(&raws, &mut batch);
         let mut last = None;
         for raw in &raws {
             let (change, source) = to_change(spec, &columns, &key_columns, raw)?;
@@ -518,8 +530,57 @@ async fn apply(
             }
         };
         status.stored(&batch.offsets, last, outcome.applied, outcome.stale);
+        if outcome.pruned > 0 {
+            tracing::debug!(pruned = outcome.pruned, "deletes forgotten");
+        }
         if let Some(done) = flush {
             let _ = done.send(());
+        }
+    }
+}
+
+/// When to forget deletes: per partition, the cutoff (ms) last pruned to; a batch prunes again
+/// once the cutoff moved by a tenth of the retention (at least a second), so pruning costs one
+/// indexed statement now and then, not one per batch.
+struct Pruning {
+    retention_ms: i64,
+    step_ms: i64,
+    done: BTreeMap<i32, i64>,
+}
+
+impl Pruning {
+    fn new(retention_ms: u64) -> Self {
+        let retention_ms = i64::try_from(retention_ms).unwrap_or(i64::MAX);
+        Self {
+            retention_ms,
+            step_ms: (retention_ms / 10).max(1000),
+            done: BTreeMap::new(),
+        }
+    }
+
+    fn schedule(&mut self, raws: &[Raw], batch: &mut Batch) {
+        if self.retention_ms == 0 {
+            return;
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut newest: BTreeMap<i32, i64> = BTreeMap::new();
+        for raw in raws {
+            if let Some(ts) = raw.timestamp_ms {
+                let entry = newest.entry(raw.partition).or_insert(ts);
+                *entry = (*entry).max(ts);
+            }
+        }
+        for (partition, ts) in newest {
+            // Capped at the clock: one record stamped in the future must not prune early.
+            let cutoff = ts.min(now_ms).saturating_sub(self.retention_ms);
+            let due = self
+                .done
+                .get(&partition)
+                .is_none_or(|done| cutoff >= done + self.step_ms);
+            if due {
+                batch.prune_deletes.insert(partition, cutoff);
+                self.done.insert(partition, cutoff);
+            }
         }
     }
 }
@@ -565,6 +626,8 @@ fn to_change(
                     key_cells: key_cells(&key)?,
                     key: key.canonical(),
                     position,
+                    partition: raw.partition,
+                    appended_ms: raw.timestamp_ms,
                 },
                 (Op::Create | Op::Update | Op::Read, Some(key)) => {
                     let after = envelope

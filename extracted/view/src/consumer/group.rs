@@ -191,6 +191,7 @@ fn poll(consumer: &BaseConsumer<GroupContext>, running: &AtomicBool, sender: &mp
                 let raw = Raw {
                     partition: message.partition(),
                     offset: message.offset(),
+                    timestamp_ms: message.timestamp().to_millis(),
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().map(<[u8]>::to_vec),
                 };

@@ -50,7 +50,12 @@ impl Dialect {
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {DELETES_TABLE} (view TEXT NOT NULL, key TEXT NOT NULL, \
-                 commit_lsn {int8}, lsn {int8} NOT NULL, PRIMARY KEY (view, key))"
+                 commit_lsn {int8}, lsn {int8} NOT NULL, \"partition\" INTEGER, appended_ms {int8}, \
+                 PRIMARY KEY (view, key))"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {DELETES_TABLE}_by_age ON {DELETES_TABLE} \
+                 (view, \"partition\", appended_ms)"
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {TRUNCATES_TABLE} (view TEXT NOT NULL PRIMARY KEY, \
@@ -83,8 +88,11 @@ pub struct Statements {
     pub upsert: String,
     /// Parameters: key columns, commit LSN, LSN.
     pub delete_row: String,
-    /// Parameters: view, key text, commit LSN, LSN.
+    /// Parameters: view, key text, commit LSN, LSN, partition, append time (ms).
     pub record_delete: String,
+    /// Parameters: view, partition, cutoff (ms). Forgets the partition's deletes appended
+    /// before the cutoff.
+    pub prune_deletes: String,
     /// Parameters: key columns, view, key text.
     pub tombstone: String,
     /// Parameters: commit LSN, LSN.
@@ -149,13 +157,17 @@ impl Statements {
             newer((&kc, &kl), (&row_pos.0, &row_pos.1))
         );
         let record_delete = format!(
-            "INSERT INTO {DELETES_TABLE} (view, key, commit_lsn, lsn) VALUES ({}, {}, {}, {}) \
-             ON CONFLICT (view, key) DO UPDATE SET commit_lsn = excluded.commit_lsn, lsn = excluded.lsn \
+            "INSERT INTO {DELETES_TABLE} (view, key, commit_lsn, lsn, \"partition\", appended_ms) \
+             VALUES ({}, {}, {}, {}, {}, {}) \
+             ON CONFLICT (view, key) DO UPDATE SET commit_lsn = excluded.commit_lsn, lsn = excluded.lsn, \
+             \"partition\" = excluded.\"partition\", appended_ms = excluded.appended_ms \
              WHERE {}",
             d.param(1, "text"),
             d.param(2, "text"),
             d.param(3, int8),
             d.param(4, int8),
+            d.param(5, "integer"),
+            d.param(6, int8),
             newer(
                 ("excluded.commit_lsn", "excluded.lsn"),
                 (
@@ -163,6 +175,12 @@ impl Statements {
                     &format!("{DELETES_TABLE}.lsn")
                 )
             )
+        );
+        let prune_deletes = format!(
+            "DELETE FROM {DELETES_TABLE} WHERE view = {} AND \"partition\" = {} AND appended_ms < {}",
+            d.param(1, "text"),
+            d.param(2, "integer"),
+            d.param(3, int8)
         );
         let tombstone = format!(
             "DELETE FROM {table} WHERE {} AND NOT EXISTS (SELECT 1 FROM {DELETES_TABLE} m \
@@ -231,6 +249,7 @@ impl Statements {
             upsert,
             delete_row,
             record_delete,
+            prune_deletes,
             tombstone,
             truncate_rows,
             record_truncate,
