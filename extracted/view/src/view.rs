@@ -89,6 +89,10 @@ pub struct ViewSpec {
 /// The columns the kit adds to every view table: the source position of the row's last change.
 pub const COMMIT_LSN_COLUMN: &str = "_ficus_commit_lsn";
 pub const LSN_COLUMN: &str = "_ficus_lsn";
+/// The column the kit adds to every view table: the topic partition of the row's last change,
+/// so a reader of a partitioned view can keep to the partitions its instance holds now
+/// ([`crate::ViewStatus::assigned`]).
+pub const PARTITION_COLUMN: &str = "_ficus_partition";
 
 impl ViewSpec {
     pub fn new(name: impl Into<String>, topic: impl Into<String>) -> Self {

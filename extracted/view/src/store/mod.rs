@@ -5,8 +5,11 @@
 //!
 //! Tables: the view's own (its declared columns plus the source position of each row's last
 //! change), and the bookkeeping shared by the views of a store: `ficus_view_offsets(view, topic,
-//! partition, next_offset, events)`, `ficus_view_deletes(view, key, commit_lsn, lsn)` (the last
-//! delete per key, so a stale create after a delete stays a no-op) and
+//! partition, next_offset, events)`, `ficus_view_deletes(view, key, commit_lsn, lsn, partition,
+//! appended_ms)` (the last delete per key, so a stale create after a delete stays a no-op;
+//! forgotten once the view consumed, in its partition, a record appended
+//! `delete_retention_ms` later: safe when no stale change of a key is appended that long after
+//! its delete, see [`crate::consumer::ConsumerConfig::delete_retention_ms`]) and
 //! `ficus_view_truncates(view, commit_lsn, lsn)`.
 
 mod postgres;
@@ -69,6 +72,7 @@ macro_rules! apply_batch {
                     key,
                     cells,
                     position,
+                    partition,
                 } => {
                     let unchanged = cells
                         .iter()
@@ -85,6 +89,7 @@ macro_rules! apply_batch {
                         .bind(Some(lsn(position.lsn)))
                         .bind(Some($spec.name.clone()))
                         .bind(Some(key.clone()))
+                        .bind(Some(*partition))
                         .execute(&mut *$conn)
                         .await
                         .map_err(ViewError::store("upserting a row"))?;
@@ -94,6 +99,8 @@ macro_rules! apply_batch {
                     key,
                     key_cells,
                     position,
+                    partition,
+                    appended_ms,
                 } => {
                     let mut query = sqlx::query(&$statements.delete_row);
                     for (ty, cell) in key_types.iter().zip(key_cells) {
@@ -110,6 +117,8 @@ macro_rules! apply_batch {
                         .bind(Some(key.clone()))
                         .bind(position.commit_lsn.map(lsn))
                         .bind(Some(lsn(position.lsn)))
+                        .bind(Some(*partition))
+                        .bind(*appended_ms)
                         .execute(&mut *$conn)
                         .await
                         .map_err(ViewError::store("recording a delete"))?;
@@ -148,6 +157,16 @@ macro_rules! apply_batch {
                     count(&mut outcome, result.rows_affected());
                 }
             }
+        }
+        for (partition, cutoff_ms) in &$batch.prune_deletes {
+            let result = sqlx::query(&$statements.prune_deletes)
+                .bind(Some($spec.name.clone()))
+                .bind(Some(*partition))
+                .bind(Some(*cutoff_ms))
+                .execute(&mut *$conn)
+                .await
+                .map_err(ViewError::store("pruning deletes"))?;
+            outcome.pruned += result.rows_affected();
         }
         for (partition, progress) in &$batch.offsets {
             sqlx::query(&$statements.store_offset)
@@ -198,12 +217,17 @@ pub enum Change {
         key: String,
         cells: Vec<Cell>,
         position: Position,
+        /// The topic partition it came from (stored with the row).
+        partition: i32,
     },
     /// `d`: the key columns.
     Delete {
         key: String,
         key_cells: Vec<Cell>,
         position: Position,
+        /// Where and when it was appended to the topic (the record's timestamp), for pruning.
+        partition: i32,
+        appended_ms: Option<i64>,
     },
     /// A null value: deletes the key unless the stored row is newer than the key's last delete.
     Tombstone { key: String, key_cells: Vec<Cell> },
@@ -226,6 +250,9 @@ pub struct Batch {
     pub changes: Vec<Change>,
     /// Per partition: the next offset after this batch, and how many events it consumed.
     pub offsets: BTreeMap<i32, Progress>,
+    /// Per partition: forget the deletes appended before this time (ms), in the same
+    /// transaction (see [`crate::consumer::ConsumerConfig::delete_retention_ms`]).
+    pub prune_deletes: BTreeMap<i32, i64>,
 }
 
 /// What a batch did.
@@ -235,6 +262,8 @@ pub struct Outcome {
     pub applied: u64,
     /// Changes the guard refused (stale or duplicate).
     pub stale: u64,
+    /// Deletes forgotten (pruned from `ficus_view_deletes`).
+    pub pruned: u64,
 }
 
 impl Store {
