@@ -165,10 +165,10 @@ async fn the_services_answer_as_the_monolith_does_after_every_write() {
     .await
     .unwrap();
     let monolith = TestMonolith::start_on(db, MonolithConfig::default()).await;
-    let adapter = TestAdapter::start(&monolith.db.url, 3).await;
+    let adapter = TestAdapter::start(&monolith.db.url, &["public.people", "public.tasks"], 3).await;
     // The topics exist (the snapshot made them) before the services look for them.
     adapter
-        .wait_snapshot_complete(Duration::from_secs(60))
+        .wait_snapshot_complete(Duration::from_secs(180))
         .await;
     // The proxy first: the services verify identities with its keys. Their addresses are
     // known once they run, and go into the routes file then.

@@ -41,9 +41,9 @@ fn sum(offsets: &BTreeMap<i32, (i64, i64)>) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_killed_while_restoring_resumes_from_its_stored_offsets() {
     let db = TestDatabase::migrated().await;
-    let adapter = TestAdapter::start(&db.url, 3).await;
+    let adapter = TestAdapter::start(&db.url, &["public.people"], 3).await;
     adapter
-        .wait_snapshot_complete(Duration::from_secs(120))
+        .wait_snapshot_complete(Duration::from_secs(180))
         .await;
     // Many thousands of changes: inserts, an update of half of them, deletes of a tenth.
     sqlx::raw_sql(

@@ -24,9 +24,10 @@ pub struct TestAdapter {
 }
 
 impl TestAdapter {
-    /// Starts streaming `database_url` (snapshot `initial`, heartbeats every second) into topics
-    /// of a fresh prefix with `partitions` partitions each.
-    pub async fn start(database_url: &str, partitions: i32) -> Self {
+    /// Starts streaming `tables` (`schema.table`; empty: every table) of `database_url`
+    /// (snapshot `initial`, heartbeats every second) into topics of a fresh prefix with
+    /// `partitions` partitions each.
+    pub async fn start(database_url: &str, tables: &[&str], partitions: i32) -> Self {
         crate::init_tracing();
         let suffix = unique_suffix();
         let mut adapter = Self {
@@ -38,7 +39,7 @@ impl TestAdapter {
             shutdown: CancellationToken::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let env = HashMap::from([
+        let mut env = HashMap::from([
             (
                 "FICUS_CDC__DATABASE_URL".to_owned(),
                 adapter.database_url.clone(),
@@ -64,6 +65,9 @@ impl TestAdapter {
                 partitions.to_string(),
             ),
         ]);
+        if !tables.is_empty() {
+            env.insert("FICUS_CDC__TABLES".to_owned(), tables.join(","));
+        }
         let config = CdcConfig::load(None, env).expect("a valid adapter configuration");
         adapter.task = Some(tokio::spawn(ficus_adapters::run_with_listener(
             config,
