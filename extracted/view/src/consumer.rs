@@ -1,5 +1,7 @@
-//! The consumer of one view: assigns the view's partitions itself (no consumer-group offsets are
-//! relied on), seeks each to the offset stored with the view's rows, and moves records through
+//! The consumer of one view: assigns the view's partitions itself (global or explicit
+//! partitions) or takes them from a consumer group's rebalance ([`Partitions::Group`], in
+//! `consumer/group.rs`); either way no consumer-group offsets are relied on: each partition is sought to
+//! the offset stored with the view's rows, and moves records through
 //! a bounded channel (backpressure: a slow store stops the fetching, nothing piles up) to the
 //! applier, which decodes them with the event contract and writes batches of up to
 //! `batch_max_events` events or `batch_max_ms` milliseconds in one transaction with their
@@ -19,9 +21,11 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
+
+mod group;
 
 use crate::error::{EventError, ViewError};
 use crate::event::{Event, Op, Position};
@@ -38,6 +42,12 @@ pub enum Partitions {
     /// These partitions only (partitioned mode by explicit assignment: instance i of n takes
     /// its share; each instance stores only its partitions).
     Only(Vec<i32>),
+    /// Partitioned mode by a consumer group: the instances of a service share this `group.id`
+    /// and the group's rebalance spreads the partitions over them. On an assignment the
+    /// partitions are sought to the offsets stored in the view's store; on a revocation the
+    /// records already polled are stored (the batch finishes) before the partitions are given
+    /// up. Rows of revoked partitions are kept, not updated any more (see [`crate::consumer`]).
+    Group(String),
 }
 
 /// How a view consumes.
@@ -56,6 +66,12 @@ pub struct ConsumerConfig {
     pub max_lag_events: u64,
     /// How often the high watermarks are fetched, for lag and readiness.
     pub watermark_interval_ms: u64,
+    /// How long the guard remembers a delete (`ficus_view_deletes`), measured in the topic's
+    /// own time: a delete is forgotten once the view consumed, in its partition, a record
+    /// appended this much later (record timestamps, capped at the clock). Safe when no stale
+    /// change of a key can be appended this long after the key's delete (see the crate doc);
+    /// 0 keeps every delete forever.
+    pub delete_retention_ms: u64,
     /// Extra librdkafka settings (e.g. security); the ones the kit's guarantees rest on are
     /// set after these.
     pub properties: Vec<(String, String)>,
@@ -71,6 +87,7 @@ impl ConsumerConfig {
             channel_capacity: 2000,
             max_lag_events: 0,
             watermark_interval_ms: 1000,
+            delete_retention_ms: 24 * 3600 * 1000,
             properties: Vec::new(),
         }
     }
@@ -167,10 +184,19 @@ pub async fn rebuild(store: &Store, spec: &ViewSpec) -> Result<(), ViewError> {
     store.rebuild(spec, &statements).await
 }
 
+/// What the poller hands the applier, in order.
+enum Item {
+    Record(Raw),
+    /// Store what came before, then answer (a consumer group is revoking partitions).
+    Flush(oneshot::Sender<()>),
+}
+
 /// A record on its way from the poller to the applier.
 struct Raw {
     partition: i32,
     offset: i64,
+    /// The record's timestamp (create or log-append time), when it has one.
+    timestamp_ms: Option<i64>,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
 }
@@ -210,21 +236,34 @@ async fn run(
     result
 }
 
-fn client(spec: &ViewSpec, config: &ConsumerConfig) -> Result<Arc<StreamConsumer>, ViewError> {
+fn client_config(spec: &ViewSpec, config: &ConsumerConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
+    // A group member that vanished gives its partitions up after this (overridable).
+    client.set("session.timeout.ms", "10000");
     for (key, value) in &config.properties {
         client.set(key, value);
     }
+    let group = match &config.partitions {
+        Partitions::Group(group) => group.clone(),
+        _ => format!("ficus-view-{}", spec.name),
+    };
     client
         .set("bootstrap.servers", &config.brokers)
-        .set("group.id", format!("ficus-view-{}", spec.name))
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
+        // Eager rebalancing: every revocation takes the whole assignment (what the rebalance
+        // callback below relies on), never cooperative increments.
+        .set("partition.assignment.strategy", "range,roundrobin")
         // librdkafka's own prefetch queue is bounded too (per partition).
         .set("queued.max.messages.kbytes", "16384");
     client
+}
+
+fn client(spec: &ViewSpec, config: &ConsumerConfig) -> Result<Arc<StreamConsumer>, ViewError> {
+    client_config(spec, config)
         .create()
         .map(Arc::new)
         .map_err(ViewError::kafka("creating the consumer"))
@@ -252,7 +291,7 @@ fn discover(
         return Err(ViewError::UnknownTopic(topic.to_owned()));
     }
     let chosen = match want {
-        Partitions::All => existing,
+        Partitions::All | Partitions::Group(_) => existing,
         Partitions::Only(only) => {
             if let Some(missing) = only.iter().find(|p| !existing.contains(p)) {
                 return Err(ViewError::Declaration(format!(
@@ -306,17 +345,26 @@ async fn consume(
             Err(error) => return Err(error),
         }
     };
+    let (sender, receiver) = mpsc::channel(config.channel_capacity.max(1));
+    let _monitor = AbortOnDrop(tokio::spawn(
+        monitor(
+            consumer.clone(),
+            spec.topic.clone(),
+            status.clone(),
+            Duration::from_millis(config.watermark_interval_ms.max(50)),
+        )
+        .in_current_span(),
+    ));
+    if let Partitions::Group(_) = &config.partitions {
+        let _poller = group::spawn(store, spec, statements, config, status, sender)?;
+        return apply(store, spec, statements, config, status, receiver, stop).await;
+    }
     let mut assignment = TopicPartitionList::new();
     let mut start = BTreeMap::new();
     for (&partition, &(low, high)) in &marks {
         let stored = progress.get(&partition).copied().unwrap_or_default();
-        let offset = if stored.next_offset > 0 {
-            Offset::Offset(stored.next_offset)
-        } else {
-            Offset::Beginning
-        };
         assignment
-            .add_partition_offset(&spec.topic, partition, offset)
+            .add_partition_offset(&spec.topic, partition, resume_at(stored))
             .map_err(ViewError::kafka("assigning partitions"))?;
         start.insert(partition, (stored, low, high));
     }
@@ -325,37 +373,35 @@ async fn consume(
         .map_err(ViewError::kafka("assigning partitions"))?;
     tracing::info!(partitions = ?start, "consuming from the stored offsets");
     status.start(start);
-
-    let (sender, receiver) = mpsc::channel(config.channel_capacity.max(1));
     let _poller = AbortOnDrop(tokio::spawn(
         poll(consumer.clone(), sender).in_current_span(),
-    ));
-    let _monitor = AbortOnDrop(tokio::spawn(
-        monitor(
-            consumer.clone(),
-            spec.topic.clone(),
-            marks.keys().copied().collect(),
-            status.clone(),
-            Duration::from_millis(config.watermark_interval_ms.max(50)),
-        )
-        .in_current_span(),
     ));
     apply(store, spec, statements, config, status, receiver, stop).await
 }
 
-async fn poll(consumer: Arc<StreamConsumer>, sender: mpsc::Sender<Raw>) {
+/// Where a partition resumes: after the last event stored, or at its beginning.
+fn resume_at(stored: Progress) -> Offset {
+    if stored.next_offset > 0 {
+        Offset::Offset(stored.next_offset)
+    } else {
+        Offset::Beginning
+    }
+}
+
+async fn poll(consumer: Arc<StreamConsumer>, sender: mpsc::Sender<Item>) {
     loop {
         match consumer.recv().await {
             Ok(message) => {
                 let raw = Raw {
                     partition: message.partition(),
                     offset: message.offset(),
+                    timestamp_ms: message.timestamp().to_millis(),
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().map(<[u8]>::to_vec),
                 };
                 drop(message);
                 // Waits while the applier is behind: the backpressure.
-                if sender.send(raw).await.is_err() {
+                if sender.send(Item::Record(raw)).await.is_err() {
                     return;
                 }
             }
@@ -370,7 +416,6 @@ async fn poll(consumer: Arc<StreamConsumer>, sender: mpsc::Sender<Raw>) {
 async fn monitor(
     consumer: Arc<StreamConsumer>,
     topic: String,
-    partitions: Vec<i32>,
     status: Arc<ViewStatus>,
     interval: Duration,
 ) {
@@ -378,9 +423,15 @@ async fn monitor(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let (c, t, ps) = (consumer.clone(), topic.clone(), partitions.clone());
+        // The partitions held now (a consumer group changes them).
+        let partitions = status.assigned();
+        if partitions.is_empty() {
+            continue;
+        }
+        let (c, t) = (consumer.clone(), topic.clone());
         let highs = tokio::task::spawn_blocking(move || {
-            ps.iter()
+            partitions
+                .iter()
                 .map(|&p| {
                     c.fetch_watermarks(&t, p, Duration::from_secs(2))
                         .map(|(_, high)| (p, high))
@@ -405,37 +456,52 @@ async fn apply(
     statements: &Statements,
     config: &ConsumerConfig,
     status: &Arc<ViewStatus>,
-    mut receiver: mpsc::Receiver<Raw>,
+    mut receiver: mpsc::Receiver<Item>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), ViewError> {
     let columns: Vec<&Column> = spec.columns.iter().collect();
     let key_columns: Vec<&Column> = spec.key_columns().collect();
     let max = config.batch_max_events.max(1);
     let mut raws = Vec::with_capacity(max);
+    let mut pruning = Pruning::new(config.delete_retention_ms);
     loop {
         let first = tokio::select! {
-            raw = receiver.recv() => raw,
+            item = receiver.recv() => item,
             _ = stop.changed() => return Ok(()),
         };
-        let Some(first) = first else {
-            return Ok(());
-        };
         raws.clear();
-        raws.push(first);
+        let mut flush = None;
+        match first {
+            None => return Ok(()),
+            Some(Item::Flush(done)) => {
+                let _ = done.send(());
+                continue;
+            }
+            Some(Item::Record(raw)) => raws.push(raw),
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(config.batch_max_ms);
         while raws.len() < max {
-            match receiver.try_recv() {
-                Ok(raw) => raws.push(raw),
+            let item = match receiver.try_recv() {
+                Ok(item) => item,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                        Ok(Some(raw)) => raws.push(raw),
+                        Ok(Some(item)) => item,
                         _ => break,
                     }
+                }
+            };
+            match item {
+                Item::Record(raw) => raws.push(raw),
+                // A revocation: this batch is the last of the partitions given up.
+                Item::Flush(done) => {
+                    flush = Some(done);
+                    break;
                 }
             }
         }
         let mut batch = Batch::default();
+        pruning.schedule(&raws, &mut batch);
         let mut last = None;
         for raw in &raws {
             let (change, source) = to_change(spec, &columns, &key_columns, raw)?;
@@ -464,6 +530,58 @@ async fn apply(
             }
         };
         status.stored(&batch.offsets, last, outcome.applied, outcome.stale);
+        if outcome.pruned > 0 {
+            tracing::debug!(pruned = outcome.pruned, "deletes forgotten");
+        }
+        if let Some(done) = flush {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// When to forget deletes: per partition, the cutoff (ms) last pruned to; a batch prunes again
+/// once the cutoff moved by a tenth of the retention (at least a second), so pruning costs one
+/// indexed statement now and then, not one per batch.
+struct Pruning {
+    retention_ms: i64,
+    step_ms: i64,
+    done: BTreeMap<i32, i64>,
+}
+
+impl Pruning {
+    fn new(retention_ms: u64) -> Self {
+        let retention_ms = i64::try_from(retention_ms).unwrap_or(i64::MAX);
+        Self {
+            retention_ms,
+            step_ms: (retention_ms / 10).max(1000),
+            done: BTreeMap::new(),
+        }
+    }
+
+    fn schedule(&mut self, raws: &[Raw], batch: &mut Batch) {
+        if self.retention_ms == 0 {
+            return;
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut newest: BTreeMap<i32, i64> = BTreeMap::new();
+        for raw in raws {
+            if let Some(ts) = raw.timestamp_ms {
+                let entry = newest.entry(raw.partition).or_insert(ts);
+                *entry = (*entry).max(ts);
+            }
+        }
+        for (partition, ts) in newest {
+            // Capped at the clock: one record stamped in the future must not prune early.
+            let cutoff = ts.min(now_ms).saturating_sub(self.retention_ms);
+            let due = self
+                .done
+                .get(&partition)
+                .is_none_or(|done| cutoff >= done + self.step_ms);
+            if due {
+                batch.prune_deletes.insert(partition, cutoff);
+                self.done.insert(partition, cutoff);
+            }
+        }
     }
 }
 
@@ -508,6 +626,8 @@ fn to_change(
                     key_cells: key_cells(&key)?,
                     key: key.canonical(),
                     position,
+                    partition: raw.partition,
+                    appended_ms: raw.timestamp_ms,
                 },
                 (Op::Create | Op::Update | Op::Read, Some(key)) => {
                     let after = envelope
@@ -518,6 +638,7 @@ fn to_change(
                         cells: decode_row(columns, after).map_err(value_error)?,
                         key: key.canonical(),
                         position,
+                        partition: raw.partition,
                     }
                 }
                 (_, None) => {

@@ -8,6 +8,8 @@
 //!   source [`Position`] the guard orders changes by;
 //! - [`view`]: a view's declaration ([`ViewSpec`]: topic, typed columns, key) and the decoding
 //!   of the adapter's JSON values into typed cells;
+//! - [`join`]: the stream-table join, a view enriched from another view of the same store
+//!   (tasks showing their assignee's name from people), joined at read time in a SQL view;
 //! - [`store`]: SQLite (default, a file) or PostgreSQL (a URL) through sqlx; a batch of changes
 //!   and its offsets in one transaction; the per-key source-position guard in the SQL;
 //! - [`consumer`]: assign, seek to the stored offsets, poll, a bounded channel, batches;
@@ -32,6 +34,7 @@
 pub mod consumer;
 pub mod error;
 pub mod event;
+pub mod join;
 pub mod ready;
 pub mod store;
 pub mod telemetry;
@@ -40,6 +43,7 @@ pub mod view;
 pub use consumer::{ConsumerConfig, Partitions, ViewHandle, rebuild, start};
 pub use error::{EventError, ViewError};
 pub use event::{Envelope, Event, Heartbeat, Key, Op, Position, Source};
+pub use join::{Join, Taken};
 pub use ready::{StatusReport, ViewStatus};
 pub use store::Store;
 pub use view::{Cell, Column, ColumnType, ViewSpec};

@@ -1,8 +1,11 @@
 //! Readiness and lag of a running view: what the consumer has stored per partition, the high
-//! watermarks it saw at start and sees now, the source position and time of the last applied
-//! change. A view is ready once every partition reached the high watermark seen at start (within
-//! `max_lag_events`), and stays ready unless its lag grows past `max_lag_events` again; while the
-//! broker is unreachable it keeps serving what it has and its lag in seconds keeps growing.
+//! watermarks it saw at start (or when a consumer group assigned the partition) and sees now,
+//! the source position and time of the last applied change. A view is ready once every
+//! partition it holds reached the high watermark seen when it got it (within
+//! `max_lag_events`), and stays ready unless its lag grows past `max_lag_events` again; an
+//! instance holding no partition (mid-rebalance, or more instances than partitions) is not
+//! ready. While the broker is unreachable it keeps serving what it has and its lag in seconds
+//! keeps growing.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -24,6 +27,8 @@ pub struct PartitionStatus {
     pub start_high: Option<i64>,
     /// The latest high watermark seen.
     pub high: Option<i64>,
+    /// Reached `start_high` (within `max_lag_events`) since it was assigned; stays true.
+    pub reached: bool,
 }
 
 impl PartitionStatus {
@@ -68,7 +73,6 @@ struct Inner {
     partitions: BTreeMap<i32, PartitionStatus>,
     position: Option<Position>,
     source_ts_ms: Option<i64>,
-    caught_up: bool,
     broker_up: bool,
     last_broker_contact: Option<Instant>,
     consumed: u64,
@@ -96,7 +100,6 @@ impl ViewStatus {
                 partitions: BTreeMap::new(),
                 position: None,
                 source_ts_ms: None,
-                caught_up: false,
                 broker_up: false,
                 last_broker_contact: None,
                 consumed: 0,
@@ -113,7 +116,8 @@ impl ViewStatus {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The partitions this instance holds, with their stored progress and start watermarks.
+    /// The partitions this instance holds from now on (at start, or a consumer group's
+    /// assignment), with their stored progress and the watermarks readiness waits for.
     pub(crate) fn start(&self, partitions: BTreeMap<i32, (Progress, i64, i64)>) {
         let mut inner = self.lock();
         inner.partitions = partitions
@@ -127,6 +131,7 @@ impl ViewStatus {
                         low,
                         start_high: Some(high),
                         high: Some(high),
+                        reached: false,
                     },
                 )
             })
@@ -146,9 +151,11 @@ impl ViewStatus {
     ) {
         let mut inner = self.lock();
         for (partition, progress) in offsets {
-            let status = inner.partitions.entry(*partition).or_default();
-            status.next_offset = progress.next_offset;
-            status.events += progress.events;
+            // A partition revoked meanwhile is no longer reported (its batch was stored first).
+            if let Some(status) = inner.partitions.get_mut(partition) {
+                status.next_offset = progress.next_offset;
+                status.events += progress.events;
+            }
             inner.consumed += progress.events as u64;
         }
         // The highest position applied: a batch interleaves partitions, so its last event is not
@@ -177,6 +184,19 @@ impl ViewStatus {
         self.update_ready(&mut inner);
     }
 
+    /// A consumer group took these partitions away: they no longer count for readiness or lag.
+    pub(crate) fn revoked(&self, partitions: &[i32]) {
+        let mut inner = self.lock();
+        for partition in partitions {
+            inner.partitions.remove(partition);
+        }
+    }
+
+    /// The partitions held now.
+    pub fn assigned(&self) -> Vec<i32> {
+        self.lock().partitions.keys().copied().collect()
+    }
+
     /// The broker did not answer.
     pub(crate) fn broker_down(&self) {
         self.lock().broker_up = false;
@@ -187,17 +207,15 @@ impl ViewStatus {
     }
 
     fn update_ready(&self, inner: &mut Inner) {
-        let all_reached = !inner.partitions.is_empty()
-            && inner
-                .partitions
-                .values()
-                .all(|p| p.reached_start(self.max_lag_events));
-        if all_reached {
-            inner.caught_up = true;
+        for partition in inner.partitions.values_mut() {
+            if partition.reached_start(self.max_lag_events) {
+                partition.reached = true;
+            }
         }
     }
 
-    /// Whether the view may serve: caught up with the start watermarks once, not failed, and
+    /// Whether the view may serve: holds partitions, each caught up with the high watermark
+    /// seen when it was assigned (once; it stays so), not failed, and
     /// (when a `max_lag_events` is set) not further behind than that now.
     pub fn is_ready(&self) -> bool {
         self.report().ready
@@ -231,7 +249,10 @@ impl ViewStatus {
         StatusReport {
             view: self.view.clone(),
             topic: self.topic.clone(),
-            ready: inner.caught_up && within_lag && inner.failure.is_none(),
+            ready: !inner.partitions.is_empty()
+                && inner.partitions.values().all(|p| p.reached)
+                && within_lag
+                && inner.failure.is_none(),
             partitions: inner.partitions.clone(),
             position: inner.position,
             source_ts_ms: inner.source_ts_ms,
@@ -307,6 +328,29 @@ mod tests {
         assert!(status.is_ready());
         status.watermarks(&BTreeMap::from([(0, 10)]));
         assert!(!status.is_ready());
+    }
+
+    #[test]
+    fn a_group_assignment_is_ready_once_each_assigned_partition_caught_up() {
+        let status = ViewStatus::new("v", "t", 0);
+        status.start(BTreeMap::from([(0, (progress(4), 0, 4))]));
+        assert!(status.is_ready());
+        // A rebalance: everything revoked, then partitions 0 and 1 assigned.
+        status.revoked(&[0]);
+        assert!(!status.is_ready(), "holding nothing, serving nothing");
+        status.start(BTreeMap::from([
+            (0, (progress(4), 0, 4)),
+            (1, (progress(0), 0, 6)),
+        ]));
+        assert_eq!(status.assigned(), vec![0, 1]);
+        assert!(!status.is_ready(), "partition 1 is behind");
+        status.stored(&BTreeMap::from([(1, progress(6))]), None, 6, 0);
+        assert!(status.is_ready());
+        // A batch of a partition revoked meanwhile does not bring it back.
+        status.revoked(&[1]);
+        status.stored(&BTreeMap::from([(1, progress(7))]), None, 1, 0);
+        assert_eq!(status.assigned(), vec![0]);
+        assert!(status.is_ready());
     }
 
     #[test]

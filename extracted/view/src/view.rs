@@ -4,8 +4,10 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 
 use crate::error::ViewError;
+use crate::join::Join;
 
 /// A column's type in the view (the store's SQL type), and how the adapter's JSON maps to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,11 +82,17 @@ pub struct ViewSpec {
     /// The change topic (`<prefix>.<schema>.<table>`).
     pub topic: String,
     pub columns: Vec<Column>,
+    /// Other views this one is enriched from (see [`crate::join`]).
+    pub joins: Vec<Join>,
 }
 
 /// The columns the kit adds to every view table: the source position of the row's last change.
 pub const COMMIT_LSN_COLUMN: &str = "_ficus_commit_lsn";
 pub const LSN_COLUMN: &str = "_ficus_lsn";
+/// The column the kit adds to every view table: the topic partition of the row's last change,
+/// so a reader of a partitioned view can keep to the partitions its instance holds now
+/// ([`crate::ViewStatus::assigned`]).
+pub const PARTITION_COLUMN: &str = "_ficus_partition";
 
 impl ViewSpec {
     pub fn new(name: impl Into<String>, topic: impl Into<String>) -> Self {
@@ -92,6 +100,7 @@ impl ViewSpec {
             name: name.into(),
             topic: topic.into(),
             columns: Vec::new(),
+            joins: Vec::new(),
         }
     }
 
@@ -113,6 +122,23 @@ impl ViewSpec {
             key: false,
         });
         self
+    }
+
+    /// Enriches the view from another view of the same store (a stream-table join, read
+    /// through [`ViewSpec::relation`]).
+    pub fn join(mut self, join: Join) -> Self {
+        self.joins.push(join);
+        self
+    }
+
+    /// The relation readers query: the view's table, or with joins the SQL view
+    /// `<name>_joined` (the view's columns, then the columns its joins take).
+    pub fn relation(&self) -> String {
+        if self.joins.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}_joined", self.name)
+        }
     }
 
     pub fn key_columns(&self) -> impl Iterator<Item = &Column> {
@@ -148,6 +174,10 @@ impl ViewSpec {
                 ));
             }
         }
+        let mut names: HashSet<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+        for (i, join) in self.joins.iter().enumerate() {
+            join.problems(i, self, &mut names, &mut problems);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -160,7 +190,7 @@ impl ViewSpec {
     }
 }
 
-fn is_identifier(name: &str) -> bool {
+pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some('a'..='z' | '_'))
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))

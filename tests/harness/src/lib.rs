@@ -7,6 +7,8 @@
 //!   [`kafka::wait_for_messages`]);
 //! - [`TestMonolith`]: the legacy monolith in-process on `127.0.0.1:0` over its own database,
 //!   started by `ficus_monolith::start` like `ficus monolith`;
+//! - [`TestAdapter`]: the change-data adapter in-process over a test database (slot, publication
+//!   and topic prefix of its own; the slot dropped when it stops);
 //! - [`TestProxy`]: the routing proxy in-process over a routes file it watches, started by
 //!   `ficus_proxy::start` like `ficus proxy`;
 //! - [`TestUpstream`]: small servers that say who they are, to tell which side answered (over
@@ -20,6 +22,7 @@
 //! (`eval "$(scripts/services env)"`, or run everything with `scripts/test`). A test that finds
 //! them missing fails with a message naming the script: tests never mock these services.
 
+mod adapter;
 mod db;
 pub mod kafka;
 mod monolith;
@@ -28,6 +31,7 @@ pub mod raw;
 pub mod tls;
 pub mod upstream;
 
+pub use adapter::TestAdapter;
 pub use db::TestDatabase;
 pub use monolith::{TestMonolith, shared_signing_key};
 pub use proxy::TestProxy;

@@ -35,9 +35,14 @@ impl TestMonolith {
     }
 
     /// A monolith with `config` (its bootstrap admin is set by the harness).
-    pub async fn start_with(mut config: MonolithConfig) -> Self {
+    pub async fn start_with(config: MonolithConfig) -> Self {
         crate::init_tracing();
-        let db = TestDatabase::new().await;
+        Self::start_on(TestDatabase::new().await, config).await
+    }
+
+    /// A monolith over `db` (prepared by the test: settings, extensions), with `config`.
+    pub async fn start_on(db: TestDatabase, mut config: MonolithConfig) -> Self {
+        crate::init_tracing();
         let admin_email = "admin@example.test".to_owned();
         let admin_password = format!("pw-{}", crate::unique_suffix());
         config.bootstrap_admin = Some(AdminAccount {

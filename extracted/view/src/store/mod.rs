@@ -5,8 +5,11 @@
 //!
 //! Tables: the view's own (its declared columns plus the source position of each row's last
 //! change), and the bookkeeping shared by the views of a store: `ficus_view_offsets(view, topic,
-//! partition, next_offset, events)`, `ficus_view_deletes(view, key, commit_lsn, lsn)` (the last
-//! delete per key, so a stale create after a delete stays a no-op) and
+//! partition, next_offset, events)`, `ficus_view_deletes(view, key, commit_lsn, lsn, partition,
+//! appended_ms)` (the last delete per key, so a stale create after a delete stays a no-op;
+//! forgotten once the view consumed, in its partition, a record appended
+//! `delete_retention_ms` later: safe when no stale change of a key is appended that long after
+//! its delete, see [`crate::consumer::ConsumerConfig::delete_retention_ms`]) and
 //! `ficus_view_truncates(view, commit_lsn, lsn)`.
 
 mod postgres;
@@ -16,7 +19,7 @@ mod sqlite;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{Database, Executor};
+use sqlx::Executor;
 
 pub use self::sql::{DELETES_TABLE, Dialect, OFFSETS_TABLE, Statements, TRUNCATES_TABLE};
 use crate::error::ViewError;
@@ -69,6 +72,7 @@ macro_rules! apply_batch {
                     key,
                     cells,
                     position,
+                    partition,
                 } => {
                     let unchanged = cells
                         .iter()
@@ -85,6 +89,7 @@ macro_rules! apply_batch {
                         .bind(Some(lsn(position.lsn)))
                         .bind(Some($spec.name.clone()))
                         .bind(Some(key.clone()))
+                        .bind(Some(*partition))
                         .execute(&mut *$conn)
                         .await
                         .map_err(ViewError::store("upserting a row"))?;
@@ -94,6 +99,8 @@ macro_rules! apply_batch {
                     key,
                     key_cells,
                     position,
+                    partition,
+                    appended_ms,
                 } => {
                     let mut query = sqlx::query(&$statements.delete_row);
                     for (ty, cell) in key_types.iter().zip(key_cells) {
@@ -110,6 +117,8 @@ macro_rules! apply_batch {
                         .bind(Some(key.clone()))
                         .bind(position.commit_lsn.map(lsn))
                         .bind(Some(lsn(position.lsn)))
+                        .bind(Some(*partition))
+                        .bind(*appended_ms)
                         .execute(&mut *$conn)
                         .await
                         .map_err(ViewError::store("recording a delete"))?;
@@ -149,6 +158,16 @@ macro_rules! apply_batch {
                 }
             }
         }
+        for (partition, cutoff_ms) in &$batch.prune_deletes {
+            let result = sqlx::query(&$statements.prune_deletes)
+                .bind(Some($spec.name.clone()))
+                .bind(Some(*partition))
+                .bind(Some(*cutoff_ms))
+                .execute(&mut *$conn)
+                .await
+                .map_err(ViewError::store("pruning deletes"))?;
+            outcome.pruned += result.rows_affected();
+        }
         for (partition, progress) in &$batch.offsets {
             sqlx::query(&$statements.store_offset)
                 .bind(Some($spec.name.clone()))
@@ -180,6 +199,9 @@ macro_rules! rebuild_view {
     }};
 }
 
+/// The advisory lock (PostgreSQL) that serializes the preparation of views sharing a store.
+const PREPARE_LOCK: i64 = 0x6669_6375_7376_6965; // "ficusvie"
+
 /// A view store.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -195,12 +217,17 @@ pub enum Change {
         key: String,
         cells: Vec<Cell>,
         position: Position,
+        /// The topic partition it came from (stored with the row).
+        partition: i32,
     },
     /// `d`: the key columns.
     Delete {
         key: String,
         key_cells: Vec<Cell>,
         position: Position,
+        /// Where and when it was appended to the topic (the record's timestamp), for pruning.
+        partition: i32,
+        appended_ms: Option<i64>,
     },
     /// A null value: deletes the key unless the stored row is newer than the key's last delete.
     Tombstone { key: String, key_cells: Vec<Cell> },
@@ -223,6 +250,9 @@ pub struct Batch {
     pub changes: Vec<Change>,
     /// Per partition: the next offset after this batch, and how many events it consumed.
     pub offsets: BTreeMap<i32, Progress>,
+    /// Per partition: forget the deletes appended before this time (ms), in the same
+    /// transaction (see [`crate::consumer::ConsumerConfig::delete_retention_ms`]).
+    pub prune_deletes: BTreeMap<i32, i64>,
 }
 
 /// What a batch did.
@@ -232,6 +262,8 @@ pub struct Outcome {
     pub applied: u64,
     /// Changes the guard refused (stale or duplicate).
     pub stale: u64,
+    /// Deletes forgotten (pruned from `ficus_view_deletes`).
+    pub pruned: u64,
 }
 
 impl Store {
@@ -254,13 +286,47 @@ impl Store {
         }
     }
 
-    /// Creates the view's table and the bookkeeping tables when missing.
+    /// Creates the view's table and the bookkeeping tables when missing, and the joined
+    /// relation of a view with joins; in one transaction, serialized between instances
+    /// sharing a PostgreSQL store (concurrent `CREATE ... IF NOT EXISTS` can collide there).
     pub async fn prepare(&self, statements: &Statements) -> Result<(), ViewError> {
         let mut ddl = self.dialect().bookkeeping_ddl();
         ddl.push(statements.create_table.clone());
+        ddl.extend(statements.joined_ddl.iter().cloned());
         match self {
-            Store::Sqlite(pool) => run_all(pool, &ddl).await,
-            Store::Postgres(pool) => run_all(pool, &ddl).await,
+            Store::Sqlite(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                for statement in &ddl {
+                    tx.execute(statement.as_str())
+                        .await
+                        .map_err(ViewError::store("creating tables"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(ViewError::store("creating tables"))
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PREPARE_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ViewError::store("locking the store's schema"))?;
+                for statement in &ddl {
+                    tx.execute(statement.as_str())
+                        .await
+                        .map_err(ViewError::store("creating tables"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(ViewError::store("creating tables"))
+            }
         }
     }
 
@@ -360,17 +426,4 @@ impl Store {
             }
         }
     }
-}
-
-async fn run_all<DB>(pool: &sqlx::Pool<DB>, statements: &[String]) -> Result<(), ViewError>
-where
-    DB: Database,
-    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
-{
-    for statement in statements {
-        pool.execute(statement.as_str())
-            .await
-            .map_err(ViewError::store("creating tables"))?;
-    }
-    Ok(())
 }

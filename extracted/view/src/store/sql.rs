@@ -2,7 +2,7 @@
 //! Every write carries the guard: a change lands only if its source position supersedes the
 //! row's, the key's last delete and the view's last truncate (see [`crate::event::Position`]).
 
-use crate::view::{COMMIT_LSN_COLUMN, ColumnType, LSN_COLUMN, ViewSpec};
+use crate::view::{COMMIT_LSN_COLUMN, ColumnType, LSN_COLUMN, PARTITION_COLUMN, ViewSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -50,7 +50,12 @@ impl Dialect {
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {DELETES_TABLE} (view TEXT NOT NULL, key TEXT NOT NULL, \
-                 commit_lsn {int8}, lsn {int8} NOT NULL, PRIMARY KEY (view, key))"
+                 commit_lsn {int8}, lsn {int8} NOT NULL, \"partition\" INTEGER, appended_ms {int8}, \
+                 PRIMARY KEY (view, key))"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {DELETES_TABLE}_by_age ON {DELETES_TABLE} \
+                 (view, \"partition\", appended_ms)"
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {TRUNCATES_TABLE} (view TEXT NOT NULL PRIMARY KEY, \
@@ -78,12 +83,16 @@ fn quote(name: &str) -> String {
 pub struct Statements {
     pub dialect: Dialect,
     pub create_table: String,
-    /// Parameters: every column in declaration order, commit LSN, LSN, view, key text.
+    /// Parameters: every column in declaration order, commit LSN, LSN, view, key text,
+    /// partition.
     pub upsert: String,
     /// Parameters: key columns, commit LSN, LSN.
     pub delete_row: String,
-    /// Parameters: view, key text, commit LSN, LSN.
+    /// Parameters: view, key text, commit LSN, LSN, partition, append time (ms).
     pub record_delete: String,
+    /// Parameters: view, partition, cutoff (ms). Forgets the partition's deletes appended
+    /// before the cutoff.
+    pub prune_deletes: String,
     /// Parameters: key columns, view, key text.
     pub tombstone: String,
     /// Parameters: commit LSN, LSN.
@@ -98,6 +107,9 @@ pub struct Statements {
     pub rebuild_table: String,
     /// Parameters: view. Forgets the view's deletes, truncate and offsets.
     pub rebuild: Vec<String>,
+    /// With joins: the joined views' tables (when missing), an index on each foreign key, and
+    /// the SQL view `<name>_joined` created anew (see [`crate::join`]).
+    pub joined_ddl: Vec<String>,
     spec: ViewSpec,
 }
 
@@ -114,6 +126,7 @@ impl Statements {
             .collect();
         ddl.push(format!("{COMMIT_LSN_COLUMN} {int8}"));
         ddl.push(format!("{LSN_COLUMN} {int8} NOT NULL"));
+        ddl.push(format!("{PARTITION_COLUMN} INTEGER"));
         ddl.push(format!("PRIMARY KEY ({})", key_names.join(", ")));
         let create_table = format!("CREATE TABLE IF NOT EXISTS {table} ({})", ddl.join(", "));
 
@@ -144,13 +157,17 @@ impl Statements {
             newer((&kc, &kl), (&row_pos.0, &row_pos.1))
         );
         let record_delete = format!(
-            "INSERT INTO {DELETES_TABLE} (view, key, commit_lsn, lsn) VALUES ({}, {}, {}, {}) \
-             ON CONFLICT (view, key) DO UPDATE SET commit_lsn = excluded.commit_lsn, lsn = excluded.lsn \
+            "INSERT INTO {DELETES_TABLE} (view, key, commit_lsn, lsn, \"partition\", appended_ms) \
+             VALUES ({}, {}, {}, {}, {}, {}) \
+             ON CONFLICT (view, key) DO UPDATE SET commit_lsn = excluded.commit_lsn, lsn = excluded.lsn, \
+             \"partition\" = excluded.\"partition\", appended_ms = excluded.appended_ms \
              WHERE {}",
             d.param(1, "text"),
             d.param(2, "text"),
             d.param(3, int8),
             d.param(4, int8),
+            d.param(5, "integer"),
+            d.param(6, int8),
             newer(
                 ("excluded.commit_lsn", "excluded.lsn"),
                 (
@@ -158,6 +175,12 @@ impl Statements {
                     &format!("{DELETES_TABLE}.lsn")
                 )
             )
+        );
+        let prune_deletes = format!(
+            "DELETE FROM {DELETES_TABLE} WHERE view = {} AND \"partition\" = {} AND appended_ms < {}",
+            d.param(1, "text"),
+            d.param(2, "integer"),
+            d.param(3, int8)
         );
         let tombstone = format!(
             "DELETE FROM {table} WHERE {} AND NOT EXISTS (SELECT 1 FROM {DELETES_TABLE} m \
@@ -226,6 +249,7 @@ impl Statements {
             upsert,
             delete_row,
             record_delete,
+            prune_deletes,
             tombstone,
             truncate_rows,
             record_truncate,
@@ -233,8 +257,61 @@ impl Statements {
             load_offsets,
             rebuild_table,
             rebuild,
+            joined_ddl: Self::joined_ddl(d, spec),
             spec: spec.clone(),
         }
+    }
+
+    fn joined_ddl(d: Dialect, spec: &ViewSpec) -> Vec<String> {
+        if spec.joins.is_empty() {
+            return Vec::new();
+        }
+        let table = quote(&spec.name);
+        let relation = quote(&spec.relation());
+        let mut ddl = Vec::new();
+        let mut select: Vec<String> = spec
+            .columns
+            .iter()
+            .map(|c| format!("v.{}", quote(&c.name)))
+            .collect();
+        let mut from = format!("{table} v");
+        for (i, join) in spec.joins.iter().enumerate() {
+            ddl.push(Statements::new(d, &join.other).create_table);
+            ddl.push(format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {table} ({})",
+                quote(&format!("{}_by_{}", spec.name, join.on.join("_"))),
+                join.on
+                    .iter()
+                    .map(|c| quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            let alias = format!("j{i}");
+            let on: Vec<String> = join
+                .other
+                .key_columns()
+                .zip(&join.on)
+                .map(|(key, column)| format!("{alias}.{} = v.{}", quote(&key.name), quote(column)))
+                .collect();
+            from.push_str(&format!(
+                " LEFT JOIN {} {alias} ON {}",
+                quote(&join.other.name),
+                on.join(" AND ")
+            ));
+            select.extend(
+                join.take
+                    .iter()
+                    .map(|t| format!("{alias}.{} AS {}", quote(&t.column), quote(&t.name))),
+            );
+        }
+        // Dropped and created anew, so a changed declaration takes effect (PostgreSQL's
+        // CREATE OR REPLACE refuses a changed column list); inside the prepare transaction.
+        ddl.push(format!("DROP VIEW IF EXISTS {relation}"));
+        ddl.push(format!(
+            "CREATE VIEW {relation} AS SELECT {} FROM {from}",
+            select.join(", ")
+        ));
+        ddl
     }
 
     /// The upsert for a change whose value columns in `unchanged` (bit i: column i) were not
@@ -251,11 +328,12 @@ impl Statements {
         let table = quote(&spec.name);
         let int8 = d.int8();
         let n = spec.columns.len();
-        let (pc, pl, pv, pk) = (
+        let (pc, pl, pv, pk, pp) = (
             d.param(n + 1, int8),
             d.param(n + 2, int8),
             d.param(n + 3, "text"),
             d.param(n + 4, "text"),
+            d.param(n + 5, "integer"),
         );
         let names: Vec<String> = spec.columns.iter().map(|c| quote(&c.name)).collect();
         let values: Vec<String> = spec
@@ -276,9 +354,10 @@ impl Statements {
             "{COMMIT_LSN_COLUMN} = excluded.{COMMIT_LSN_COLUMN}"
         ));
         sets.push(format!("{LSN_COLUMN} = excluded.{LSN_COLUMN}"));
+        sets.push(format!("{PARTITION_COLUMN} = excluded.{PARTITION_COLUMN}"));
         format!(
-            "INSERT INTO {table} ({names}, {COMMIT_LSN_COLUMN}, {LSN_COLUMN}) \
-             SELECT {values}, {pc}, {pl} \
+            "INSERT INTO {table} ({names}, {COMMIT_LSN_COLUMN}, {LSN_COLUMN}, {PARTITION_COLUMN}) \
+             SELECT {values}, {pc}, {pl}, {pp} \
              WHERE NOT EXISTS (SELECT 1 FROM {DELETES_TABLE} m WHERE m.view = {pv} AND m.key = {pk} AND NOT {m_newer}) \
              AND NOT EXISTS (SELECT 1 FROM {TRUNCATES_TABLE} x WHERE x.view = {pv} AND NOT {x_newer}) \
              ON CONFLICT ({keys}) DO UPDATE SET {sets} WHERE {row_newer}",

@@ -251,9 +251,28 @@ pub fn change(
     commit: Option<u64>,
     lsn: u64,
 ) -> (Option<String>, Option<String>) {
-    let row = json!({"id": id, "name": name, "n": n});
+    row_change(
+        "people",
+        op,
+        json!({"id": id}),
+        json!({"id": id, "name": name, "n": n}),
+        commit,
+        lsn,
+    )
+}
+
+/// A hand-made change event of `table` as the adapter writes it: `key` the primary key as
+/// JSON, `row` the row after the change (a delete's `before` is its key).
+pub fn row_change(
+    table: &str,
+    op: &str,
+    key: Value,
+    row: Value,
+    commit: Option<u64>,
+    lsn: u64,
+) -> (Option<String>, Option<String>) {
     let (before, after) = match op {
-        "d" => (json!({"id": id}), Value::Null),
+        "d" => (key.clone(), Value::Null),
         _ => (Value::Null, row),
     };
     let sequence = match commit {
@@ -265,12 +284,12 @@ pub fn change(
         "after": after,
         "source": {"version": "ficus-test", "connector": "postgresql", "name": "t", "ts_ms": 1_700_000_000_000i64 + lsn as i64,
                    "snapshot": if op == "r" {"true"} else {"false"}, "db": "app", "sequence": sequence,
-                   "schema": "public", "table": "people", "txId": lsn, "lsn": lsn, "xmin": null},
+                   "schema": "public", "table": table, "txId": lsn, "lsn": lsn, "xmin": null},
         "op": op,
         "ts_ms": 1_700_000_000_000i64,
         "transaction": null
     });
-    (Some(json!({"id": id}).to_string()), Some(value.to_string()))
+    (Some(key.to_string()), Some(value.to_string()))
 }
 
 /// A truncate of `people` at `lsn`.

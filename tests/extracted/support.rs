@@ -1,0 +1,268 @@
+//! What the services' tests share: the service binaries (built once per test run with the
+//! workspace's cargo, so they are never stale), a service process on `127.0.0.1:0`, and the
+//! proxy's routes file for the chain.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ficus_testkit::kafka;
+
+/// The directory of the binaries cargo builds for this test run (`target/debug`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    // target/debug/deps/extracted-<hash>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The path of a service binary, built (once per process) by the cargo running this test.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target_dir = profile_dir()
+            .parent()
+            .expect("the target directory")
+            .to_path_buf();
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "ficus-people",
+                "-p",
+                "ficus-tasks",
+            ])
+            .arg("--manifest-path")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", target_dir)
+            .status()
+            .expect("running cargo build for the service binaries");
+        assert!(status.success(), "building the service binaries failed");
+    });
+    profile_dir().join(name)
+}
+
+/// A service binary running as a child process. Dropping it kills it.
+pub struct ServiceProcess {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+/// How a service is started.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    pub store: String,
+    pub topic_prefix: String,
+    pub jwks_url: String,
+    pub batch_max_events: usize,
+}
+
+/// `ficus-<name>` with the settings of `config` in its environment.
+fn command(name: &str, config: &ServiceConfig) -> Command {
+    let section = name.to_ascii_uppercase();
+    let var = |key: &str| format!("FICUS_{section}__{key}");
+    let mut command = Command::new(binary(&format!("ficus-{name}")));
+    command
+        .env(var("LISTEN"), "127.0.0.1:0")
+        .env(var("STORE"), &config.store)
+        .env(var("TOPIC_PREFIX"), &config.topic_prefix)
+        .env(var("KAFKA__BROKERS"), kafka::brokers())
+        .env(var("IDENTITY__JWKS_URL"), &config.jwks_url)
+        .env(
+            var("VIEWS__BATCH_MAX_EVENTS"),
+            config.batch_max_events.to_string(),
+        )
+        .env(var("VIEWS__WATERMARK_INTERVAL_MS"), "100")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        );
+    command
+}
+
+/// Runs `ficus-<name> rebuild` to its end; panics unless it succeeds.
+pub fn rebuild(name: &str, config: &ServiceConfig) -> String {
+    let output = command(name, config)
+        .arg("rebuild")
+        .output()
+        .unwrap_or_else(|e| panic!("running ficus-{name} rebuild: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "ficus-{name} rebuild failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+impl ServiceProcess {
+    /// Starts `ficus-<name>` listening on port 0, and waits for the address it prints.
+    pub fn start(name: &'static str, config: &ServiceConfig) -> Self {
+        let mut child = command(name, config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting ficus-{name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the service's stdout");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("ficus-{name} did not print its address: {line:?}"));
+        Self { name, addr, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: no shutdown, no last batch, as a crash.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaping the service");
+    }
+
+    /// `/readyz`'s status.
+    pub async fn ready(&self) -> bool {
+        match reqwest::get(self.url("/readyz")).await {
+            Ok(response) => response.status() == 200,
+            Err(_) => false,
+        }
+    }
+
+    /// Waits until `/readyz` answers 200; panics after `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.ready().await {
+            assert!(
+                Instant::now() < deadline,
+                "ficus-{} not ready within {timeout:?}: {}",
+                self.name,
+                reqwest::get(self.url("/readyz"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One series of `/metrics` (name and labels as printed), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The proxy's routes file for the chain: the monolith by default, the people and tasks read
+/// routes in `mode` on their services, the monolith's own keys at the edge, the identity
+/// forwarded to the services as an internal token.
+pub fn routes(monolith: SocketAddr, people: &str, tasks: &str, mode: &str) -> String {
+    format!(
+        r#"
+[proxy]
+default = "monolith"
+expose_headers = true
+
+[auth]
+jwks_url = "http://{monolith}/.well-known/jwks.json"
+issuer = "ficus-monolith"
+audience = ["ficus"]
+default = "authenticated"
+
+[auth.internal_token]
+header = "x-ficus-identity"
+audience = "ficus-services"
+
+[upstreams.monolith]
+url = "http://{monolith}"
+
+[upstreams.people]
+url = "{people}"
+
+[upstreams.tasks]
+url = "{tasks}"
+
+[[route]]
+name = "login"
+path = "/api/login"
+methods = ["POST"]
+auth = {{ public = true }}
+
+[[route]]
+name = "people-list"
+path = "/api/people"
+methods = ["GET"]
+serve = "people"
+mode = "{mode}"
+auth = {{ require = ["people:read"] }}
+
+[[route]]
+name = "people-read"
+path = "/api/people/{{id}}"
+methods = ["GET"]
+serve = "people"
+mode = "{mode}"
+auth = {{ require = ["people:read"] }}
+
+[[route]]
+name = "tasks-list"
+path = "/api/tasks"
+methods = ["GET"]
+serve = "tasks"
+mode = "{mode}"
+auth = {{ require = ["tasks:read"] }}
+
+[[route]]
+name = "tasks-read"
+path = "/api/tasks/{{id}}"
+methods = ["GET"]
+serve = "tasks"
+mode = "{mode}"
+auth = {{ require = ["tasks:read"] }}
+"#
+    )
+}
+
+/// Percentile `p` (0..=100) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() * p).div_ceil(100).max(1) - 1;
+    sorted[rank.min(sorted.len() - 1)]
+}
