@@ -96,7 +96,7 @@ ficus demo is running. Ctrl-C stops it.
 
   ficus proxy       {m}        (what end users call; routes.toml decides who answers)
   proxy admin       {a}/routes  {a}/metrics  {a}/.well-known/jwks.json
-  legacy monolith   http://{monolith}  (behind the proxy)
+  monolith          http://{monolith}  (behind the proxy)
 
 Authorization at the edge (routes.toml [auth]: the monolith's tokens, verified by the proxy):
   curl -s {m}/api/people/1                       # 401 from the proxy: no token
@@ -117,8 +117,10 @@ The legacy app through the proxy:
 Flip a route live (the proxy reloads routes.toml by itself):
   target/debug/ficus routes flip people-read --mode canary --percent 50
   curl -si {m}/api/people/1 -H "authorization: Bearer $TOKEN" -H 'x-user-id: u7' | grep x-ficus
-  (the people service is not extracted yet: canary requests fall back to the monolith,
-   counted in {a}/metrics as ficus_proxy_fallbacks_total)
+  (canary users are served by ficus-people from its view, `x-ficus-side: extracted`; a
+   request it cannot answer falls back to the monolith, counted in {a}/metrics as
+   ficus_proxy_fallbacks_total)
+  target/debug/ficus routes flip people-read --mode extracted
   target/debug/ficus routes flip people-read --mode monolith
 "#
     );
