@@ -3,8 +3,9 @@
 //! routes.toml); [`Keys`] verifies it with `ficus-identity` against the proxy's JWKS, and the
 //! [`Caller`] extractor hands handlers the verified identity.
 //!
-//! The keys are fetched on first need, not at start, so a service may start before the proxy;
-//! a token signed by a key not yet known refetches them (at most every [`REFETCH_INTERVAL`]).
+//! The keys are fetched on first need, not at start, so a service may start before the proxy
+//! (a failed first fetch is retried at most every [`REFETCH_INTERVAL`]); a token signed by a key
+//! not yet known makes `ficus-identity` refetch them.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use ficus_identity::{Identity, IdentityError, Verifier};
 
 use crate::error::{ApiError, ApiResult};
 
-/// How often the JWKS may be fetched again.
+/// How often a failed first fetch of the JWKS may be tried again.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where the proxy's keys are and what a token must carry.
@@ -26,7 +27,7 @@ pub struct IdentityConfig {
     pub header: axum::http::HeaderName,
 }
 
-/// The proxy's public keys, fetched lazily and refreshed on an unknown key.
+/// The proxy's public keys, fetched lazily (`ficus-identity` refreshes them on an unknown key).
 pub struct Keys {
     config: IdentityConfig,
     verifier: RwLock<Option<Arc<Verifier>>>,
@@ -91,16 +92,9 @@ impl Keys {
                 "the proxy's identity keys could not be fetched yet",
             ));
         };
-        match verifier.verify_headers(headers) {
-            Err(IdentityError::UnknownKey) => {
-                if let Err(error) = self.refresh().await {
-                    tracing::warn!(%error, "refetching identity keys");
-                }
-                let verifier = self.current().unwrap_or(verifier);
-                verifier.verify_headers(headers).map_err(refusal)
-            }
-            other => other.map_err(refusal),
-        }
+        // An unknown key id makes `ficus-identity` fetch the key set again (rate-limited) before
+        // it refuses: a proxy restarted with a new signing key does not lock the service out.
+        verifier.verify_headers(headers).await.map_err(refusal)
     }
 }
 
