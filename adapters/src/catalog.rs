@@ -85,14 +85,17 @@ impl Catalog {
         Ok(kinds)
     }
 
-    /// The primary key's column names of a relation, in key order (empty: none).
+    /// The key's column names of a relation, in key order (empty: none): the primary key, or,
+    /// without one, the unique index of `REPLICA IDENTITY USING INDEX` (as Debezium keys it).
     pub async fn primary_key(&self, relid: u32) -> Result<Vec<String>, CdcError> {
         let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT a.attname::text \
-             FROM pg_index i \
+            "WITH i AS (SELECT indrelid, indkey FROM pg_index \
+                        WHERE indrelid = $1::int8::oid AND (indisprimary OR indisreplident) \
+                        ORDER BY indisprimary DESC LIMIT 1) \
+             SELECT a.attname::text \
+             FROM i \
              CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1::int8::oid AND i.indisprimary \
              ORDER BY k.ord",
         )
         .bind(i64::from(relid))

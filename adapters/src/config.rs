@@ -85,6 +85,11 @@ pub struct DebeziumProperties {
         deserialize_with = "skipped_operations"
     )]
     pub skipped_operations: SkippedOperations,
+    /// `decimal.handling.mode`: `precise` (Debezium's default: `numeric(p, s)` and `money` as
+    /// base64 bytes of the unscaled value, `numeric` without a scale as `{"scale", "value"}`),
+    /// `string` (every digit, readable without a schema) or `double`.
+    #[serde(default, alias = "decimal.handling.mode")]
+    pub decimal_handling_mode: crate::decode::types::DecimalMode,
     /// `tombstones.on.delete`: a delete is followed by a tombstone (null value), for compaction.
     #[serde(default = "default_true", alias = "tombstones.on.delete")]
     pub tombstones_on_delete: bool,
@@ -98,6 +103,7 @@ impl Default for DebeziumProperties {
     fn default() -> Self {
         Self {
             skipped_operations: default_skipped_operations(),
+            decimal_handling_mode: Default::default(),
             tombstones_on_delete: true,
             extended_headers_enabled: true,
         }

@@ -1,15 +1,17 @@
 //! PostgreSQL values (their text output, as pgoutput and `::text` give them) mapped to JSON the
 //! way Debezium's PostgreSQL connector does with its defaults (`time.precision.mode=adaptive`,
 //! `binary.handling.mode=bytes`, `interval.handling.mode=numeric`), except numeric, which is
-//! mapped as with `decimal.handling.mode=string` (exact, and readable without a schema).
+//! mapped by `decimal.handling.mode` (Debezium's default `precise`; `string`, `double`).
 //!
 //! | PostgreSQL | JSON | Debezium logical type |
 //! |---|---|---|
 //! | `boolean` | `true` / `false` | |
 //! | `smallint`, `integer`, `bigint`, `oid` | number | |
 //! | `real`, `double precision` | number; `"NaN"`, `"Infinity"`, `"-Infinity"` as strings | |
-//! | `numeric`, `decimal` | string with every digit (`"12.3400"`, `"NaN"`) | decimal.handling.mode=string |
-//! | `money` | string as PostgreSQL prints it | |
+//! | `numeric(p, s)` | precise: base64 of the unscaled value's two's-complement bytes (`"ALxhTg=="`); NaN null | org.apache.kafka.connect.data.Decimal |
+//! | `numeric` (no scale) | precise: `{"scale": s, "value": base64}`, trailing zeros dropped | io.debezium.data.VariableScaleDecimal |
+//! | `numeric` with `decimal.handling.mode=string` / `double` | string with every digit (`"12.3400"`, `"NaN"`) / number | |
+//! | `money` | precise: base64 bytes of scale 2; `string`/`double` modes: as PostgreSQL prints it / number | org.apache.kafka.connect.data.Decimal |
 //! | `text`, `varchar`, `char`, `name`, `citext`, ... | string | |
 //! | `uuid` | string | io.debezium.data.Uuid |
 //! | enum types | string (the label) | io.debezium.data.Enum |
@@ -40,7 +42,15 @@ pub enum Kind {
     Bool,
     Int,
     Float,
-    Numeric,
+    /// `scale`: the declared scale (`numeric(p, s)`), `None` without one.
+    Numeric {
+        scale: Option<u16>,
+        mode: DecimalMode,
+    },
+    /// Two fraction digits (Debezium's `money.fraction.digits` default).
+    Money {
+        mode: DecimalMode,
+    },
     Text,
     Uuid,
     Enum,
@@ -61,6 +71,28 @@ pub enum Kind {
     Array(Box<Kind>),
 }
 
+/// `decimal.handling.mode`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecimalMode {
+    #[default]
+    Precise,
+    String,
+    Double,
+}
+
+impl Kind {
+    /// The kind with numeric and money mapped in `mode` (arrays included).
+    pub fn with_decimal_mode(self, mode: DecimalMode) -> Kind {
+        match self {
+            Kind::Numeric { scale, .. } => Kind::Numeric { scale, mode },
+            Kind::Money { .. } => Kind::Money { mode },
+            Kind::Array(elem) => Kind::Array(Box::new(elem.with_decimal_mode(mode))),
+            other => other,
+        }
+    }
+}
+
 /// Built-in scalar types by OID; `typmod` is the column's type modifier (precision of time
 /// types). Arrays, domains and enums are resolved from the catalog (`crate::catalog`).
 pub fn builtin_kind(oid: u32, typmod: i32) -> Option<Kind> {
@@ -70,7 +102,14 @@ pub fn builtin_kind(oid: u32, typmod: i32) -> Option<Kind> {
         16 => Kind::Bool,
         20 | 21 | 23 | 26 | 28 => Kind::Int,
         700 | 701 => Kind::Float,
-        1700 => Kind::Numeric,
+        1700 => Kind::Numeric {
+            // typmod = ((precision << 16) | scale) + 4; -1 without a declared scale.
+            scale: (typmod >= 4).then(|| ((typmod - 4) & 0xffff) as u16),
+            mode: DecimalMode::Precise,
+        },
+        790 => Kind::Money {
+            mode: DecimalMode::Precise,
+        },
         17 => Kind::Bytea,
         114 | 3802 => Kind::Json,
         2950 => Kind::Uuid,
@@ -81,7 +120,7 @@ pub fn builtin_kind(oid: u32, typmod: i32) -> Option<Kind> {
         1184 => Kind::TimestampTz,
         1186 => Kind::Interval,
         // text, varchar, bpchar, name, "char", money, xml, inet, cidr, macaddr, bit, varbit
-        25 | 1043 | 1042 | 19 | 18 | 790 | 142 | 869 | 650 | 829 | 774 | 1560 | 1562 => Kind::Text,
+        25 | 1043 | 1042 | 19 | 18 | 142 | 869 | 650 | 829 | 774 | 1560 | 1562 => Kind::Text,
         _ => return None,
     })
 }
@@ -139,7 +178,9 @@ fn try_write_value(buf: &mut Vec<u8>, kind: &Kind, s: &str) -> bool {
                 buf.extend_from_slice(s.as_bytes());
             }
         },
-        Kind::Numeric | Kind::Text | Kind::Uuid | Kind::Enum | Kind::Json => json::push_str(buf, s),
+        Kind::Numeric { scale, mode } => return write_numeric(buf, *scale, *mode, s),
+        Kind::Money { mode } => return write_money(buf, *mode, s),
+        Kind::Text | Kind::Uuid | Kind::Enum | Kind::Json => json::push_str(buf, s),
         Kind::Bytea => {
             let Some(hex) = s.strip_prefix("\\x") else {
                 return false;
@@ -197,6 +238,149 @@ fn try_write_value(buf: &mut Vec<u8>, kind: &Kind, s: &str) -> bool {
         Kind::Array(elem) => return write_array(buf, elem, s),
     }
     true
+}
+
+/// A numeric's text (`-12.340`, `NaN`) in `mode`.
+fn write_numeric(buf: &mut Vec<u8>, scale: Option<u16>, mode: DecimalMode, s: &str) -> bool {
+    match mode {
+        DecimalMode::String => json::push_str(buf, s),
+        DecimalMode::Double => match s {
+            "NaN" | "Infinity" | "-Infinity" => json::push_str(buf, s),
+            _ if is_json_number(s) => buf.extend_from_slice(s.as_bytes()),
+            _ => return false,
+        },
+        DecimalMode::Precise => {
+            // Debezium has no precise form for NaN and the infinities: null.
+            if matches!(s, "NaN" | "Infinity" | "-Infinity") {
+                buf.extend_from_slice(b"null");
+                return true;
+            }
+            let Some((negative, int, frac)) = split_decimal(s) else {
+                return false;
+            };
+            match scale {
+                Some(scale) => {
+                    let scale = usize::from(scale);
+                    let mut digits = String::with_capacity(int.len() + scale);
+                    digits.push_str(int);
+                    digits.push_str(&frac[..frac.len().min(scale)]);
+                    digits.extend(std::iter::repeat_n('0', scale.saturating_sub(frac.len())));
+                    push_base64(buf, &twos_complement(&digits, negative));
+                }
+                None => {
+                    let frac = frac.trim_end_matches('0');
+                    let digits = format!("{int}{frac}");
+                    buf.extend_from_slice(b"{\"scale\":");
+                    json::push_i64(buf, frac.len() as i64);
+                    buf.extend_from_slice(b",\"value\":");
+                    push_base64(buf, &twos_complement(&digits, negative));
+                    buf.push(b'}');
+                }
+            }
+        }
+    }
+    true
+}
+
+/// A money value as PostgreSQL prints it (`$1,234.56`, `-$1.50`) in `mode`, scale 2.
+fn write_money(buf: &mut Vec<u8>, mode: DecimalMode, s: &str) -> bool {
+    let negative = s.contains('-') || s.contains('(');
+    let plain: String = s
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let Some((int, frac)) = plain.split_once('.').or(Some((plain.as_str(), ""))) else {
+        return false;
+    };
+    if int.is_empty() && frac.is_empty() {
+        return false;
+    }
+    match mode {
+        DecimalMode::String => json::push_str(buf, s),
+        DecimalMode::Double => {
+            let sign = if negative { "-" } else { "" };
+            let int = if int.is_empty() { "0" } else { int };
+            let text = if frac.is_empty() {
+                format!("{sign}{int}")
+            } else {
+                format!("{sign}{int}.{frac}")
+            };
+            buf.extend_from_slice(text.as_bytes());
+        }
+        DecimalMode::Precise => {
+            let mut digits = int.to_owned();
+            digits.push_str(&frac[..frac.len().min(2)]);
+            digits.extend(std::iter::repeat_n('0', 2usize.saturating_sub(frac.len())));
+            push_base64(buf, &twos_complement(&digits, negative));
+        }
+    }
+    true
+}
+
+/// `-12.340` into (negative, "12", "340"); digits only.
+fn split_decimal(s: &str) -> Option<(bool, &str, &str)> {
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    (!(int.is_empty() && frac.is_empty()) && digits(int) && digits(frac))
+        .then_some((negative, int, frac))
+}
+
+/// The decimal digits' value, negated when `negative`, as Java's `BigInteger.toByteArray()`:
+/// big-endian two's complement in the fewest bytes that keep the sign.
+fn twos_complement(digits: &str, negative: bool) -> Vec<u8> {
+    // Magnitude, little-endian base 256.
+    let mut magnitude: Vec<u8> = Vec::new();
+    for d in digits.bytes() {
+        let mut carry = u32::from(d - b'0');
+        for byte in magnitude.iter_mut() {
+            let v = u32::from(*byte) * 10 + carry;
+            *byte = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        while carry > 0 {
+            magnitude.push((carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    while magnitude.last() == Some(&0) {
+        magnitude.pop();
+    }
+    if magnitude.is_empty() {
+        return vec![0];
+    }
+    let mut bytes: Vec<u8> = magnitude.iter().rev().copied().collect();
+    if !negative {
+        if bytes[0] & 0x80 != 0 {
+            bytes.insert(0, 0);
+        }
+        return bytes;
+    }
+    // Negate: invert and add one.
+    for byte in bytes.iter_mut() {
+        *byte = !*byte;
+    }
+    for byte in bytes.iter_mut().rev() {
+        let (v, overflow) = byte.overflowing_add(1);
+        *byte = v;
+        if !overflow {
+            break;
+        }
+    }
+    if bytes[0] & 0x80 == 0 {
+        bytes.insert(0, 0xff);
+    }
+    bytes
+}
+
+fn push_base64(buf: &mut Vec<u8>, bytes: &[u8]) {
+    json::push_str(
+        buf,
+        &base64::engine::general_purpose::STANDARD.encode(bytes),
+    );
 }
 
 /// JSON numbers: no leading '+', no leading '.', no "inf".
@@ -497,8 +681,12 @@ mod tests {
         assert_eq!(out(&Kind::Float, "1e+100"), json!(1e100));
         assert_eq!(out(&Kind::Float, "NaN"), json!("NaN"));
         assert_eq!(out(&Kind::Float, "-Infinity"), json!("-Infinity"));
+        let string = Kind::Numeric {
+            scale: Some(6),
+            mode: DecimalMode::String,
+        };
         assert_eq!(
-            out(&Kind::Numeric, "123456789012345678901234567890.123400"),
+            out(&string, "123456789012345678901234567890.123400"),
             json!("123456789012345678901234567890.123400")
         );
         assert_eq!(
@@ -510,6 +698,39 @@ mod tests {
             out(&Kind::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
             json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
         );
+    }
+
+    #[test]
+    fn numeric_precise_is_debeziums_unscaled_twos_complement() {
+        let scaled = |scale| Kind::Numeric {
+            scale: Some(scale),
+            mode: DecimalMode::Precise,
+        };
+        // Values Debezium 3.6.3 wrote for the same input (tests/cdc/conformance.rs).
+        assert_eq!(out(&scaled(3), "12345.678"), json!("ALxhTg=="));
+        assert_eq!(out(&scaled(3), "-0.500"), json!("/gw="));
+        assert_eq!(out(&scaled(3), "0.000"), json!("AA=="));
+        assert_eq!(out(&scaled(0), "NaN"), json!(null));
+        let variable = Kind::Numeric {
+            scale: None,
+            mode: DecimalMode::Precise,
+        };
+        assert_eq!(
+            out(&variable, "123.4500"),
+            json!({"scale": 2, "value": "MDk="})
+        );
+        assert_eq!(out(&variable, "1.5"), json!({"scale": 1, "value": "Dw=="}));
+        let money = Kind::Money {
+            mode: DecimalMode::Precise,
+        };
+        assert_eq!(out(&money, "$12.34"), json!("BNI="));
+        assert_eq!(out(&money, "-$1.50"), json!("/2o="));
+        // Java's BigInteger.toByteArray() edges.
+        assert_eq!(twos_complement("128", false), vec![0x00, 0x80]);
+        assert_eq!(twos_complement("128", true), vec![0x80]);
+        assert_eq!(twos_complement("129", true), vec![0xff, 0x7f]);
+        assert_eq!(twos_complement("256", true), vec![0xff, 0x00]);
+        assert_eq!(twos_complement("1", true), vec![0xff]);
     }
 
     #[test]
