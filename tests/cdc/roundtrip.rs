@@ -120,7 +120,7 @@ async fn every_mapped_type_inserts_updates_deletes_and_truncates() {
         "ia": [1, null, 3],
         "ta": ["x y", "z", "quo\"te"],
         "ma": ["sad", "ok"],
-        "tsa": ["2024-01-01T00:00:00Z", null],
+        "tsa": ["2024-01-01T00:00:00.000000Z", null],
         "dom": 7,
         "ip": "10.0.0.1",
         "cash": "$12.34",

@@ -66,7 +66,11 @@ pub enum Kind {
     Timestamp {
         millis: bool,
     },
-    TimestampTz,
+    /// `precision`: the fraction's digits (the column's precision, 6 by default), as
+    /// Debezium's `ZonedTimestamp` pads it.
+    TimestampTz {
+        precision: u8,
+    },
     Interval,
     Array(Box<Kind>),
 }
@@ -117,7 +121,13 @@ pub fn builtin_kind(oid: u32, typmod: i32) -> Option<Kind> {
         1083 => Kind::Time { millis },
         1266 => Kind::TimeTz,
         1114 => Kind::Timestamp { millis },
-        1184 => Kind::TimestampTz,
+        1184 => Kind::TimestampTz {
+            precision: if (0..=6).contains(&typmod) {
+                typmod as u8
+            } else {
+                6
+            },
+        },
         1186 => Kind::Interval,
         // text, varchar, bpchar, name, "char", money, xml, inet, cidr, macaddr, bit, varbit
         25 | 1043 | 1042 | 19 | 18 | 142 | 869 | 650 | 829 | 774 | 1560 | 1562 => Kind::Text,
@@ -224,9 +234,9 @@ fn try_write_value(buf: &mut Vec<u8>, kind: &Kind, s: &str) -> bool {
                 None => return false,
             },
         },
-        Kind::TimestampTz => match s {
+        Kind::TimestampTz { precision } => match s {
             "infinity" | "-infinity" => json::push_str(buf, s),
-            _ => match parse_timestamptz_utc(s) {
+            _ => match parse_timestamptz_utc(s, *precision) {
                 Some(text) => json::push_str(buf, &text),
                 None => return false,
             },
@@ -489,8 +499,8 @@ fn parse_timestamp_micros(s: &str) -> Option<i64> {
         .checked_add(time)
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.f]+OFFSET[ BC]` to ISO-8601 in UTC.
-fn parse_timestamptz_utc(s: &str) -> Option<String> {
+/// `YYYY-MM-DD HH:MM:SS[.f]+OFFSET[ BC]` to ISO-8601 in UTC, the fraction `precision` digits.
+fn parse_timestamptz_utc(s: &str, precision: u8) -> Option<String> {
     let (s, bc) = match s.strip_suffix(" BC") {
         Some(rest) => (rest, true),
         None => (s, false),
@@ -503,7 +513,14 @@ fn parse_timestamptz_utc(s: &str) -> Option<String> {
         .checked_add(parse_time(time)?)?
         .checked_sub(offset_secs * 1_000_000)?;
     let utc = chrono::DateTime::from_timestamp_micros(micros)?;
-    Some(utc.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
+    let mut text = utc.format("%Y-%m-%dT%H:%M:%S").to_string();
+    if precision > 0 {
+        let fraction = format!("{:06}", micros.rem_euclid(1_000_000));
+        text.push('.');
+        text.push_str(&fraction[..usize::from(precision)]);
+    }
+    text.push('Z');
+    Some(text)
 }
 
 /// `HH:MM:SS[.f]+OFFSET` to `HH:MM:SS[.f]Z` in UTC.
@@ -767,14 +784,37 @@ mod tests {
             json!(-1)
         );
         assert_eq!(
-            out(&Kind::TimestampTz, "2024-05-01 12:30:00.123456+02"),
+            out(
+                &Kind::TimestampTz { precision: 6 },
+                "2024-05-01 12:30:00.123456+02"
+            ),
             json!("2024-05-01T10:30:00.123456Z")
         );
         assert_eq!(
-            out(&Kind::TimestampTz, "2024-05-01 00:10:00-05:30"),
-            json!("2024-05-01T05:40:00Z")
+            out(
+                &Kind::TimestampTz { precision: 6 },
+                "2024-05-01 00:10:00-05:30"
+            ),
+            json!("2024-05-01T05:40:00.000000Z")
         );
-        assert_eq!(out(&Kind::TimestampTz, "infinity"), json!("infinity"));
+        assert_eq!(
+            out(
+                &Kind::TimestampTz { precision: 3 },
+                "2024-05-01 00:10:00.12+00"
+            ),
+            json!("2024-05-01T00:10:00.120Z")
+        );
+        assert_eq!(
+            out(
+                &Kind::TimestampTz { precision: 0 },
+                "2024-05-01 00:10:00+00"
+            ),
+            json!("2024-05-01T00:10:00Z")
+        );
+        assert_eq!(
+            out(&Kind::TimestampTz { precision: 6 }, "infinity"),
+            json!("infinity")
+        );
         assert_eq!(out(&Kind::TimeTz, "01:00:00.5+02"), json!("23:00:00.5Z"));
         assert_eq!(out(&Kind::TimeTz, "10:00:00-01:30"), json!("11:30:00Z"));
     }
