@@ -43,9 +43,9 @@ impl Catalog {
             if let Some(kind) = self.kinds.get(&(oid, typmod)) {
                 return Ok(kind.clone());
             }
-            let row: Option<(String, String, i64, i64, String, i32)> = sqlx::query_as(
+            let row: Option<(String, String, i64, i64, String, i32, String)> = sqlx::query_as(
                 "SELECT typtype::text, typcategory::text, typelem::int8, typbasetype::int8, \
-                        typdelim::text, typtypmod \
+                        typdelim::text, typtypmod, typname::text \
                  FROM pg_type WHERE oid = $1::int8::oid",
             )
             .bind(i64::from(oid))
@@ -54,9 +54,11 @@ impl Catalog {
             .map_err(CdcError::pg("looking up a type"))?;
             let kind = match row {
                 None => Kind::Text,
-                Some((typtype, category, elem, base, delim, domain_typmod)) => {
+                Some((typtype, category, elem, base, delim, domain_typmod, name)) => {
                     if typtype == "e" {
                         Kind::Enum
+                    } else if typtype == "b" && name == "hstore" {
+                        Kind::Hstore
                     } else if typtype == "d" && base != 0 {
                         let typmod = if domain_typmod >= 0 {
                             domain_typmod

@@ -25,6 +25,8 @@
 //! | `interval` | microseconds, a month counted as 30.4375 days | io.debezium.time.MicroDuration |
 //! | arrays of any of these | JSON arrays (nested for several dimensions), `null` elements kept | |
 //! | domains | as their base type | |
+//! | `point` | `{"x", "y", "wkb", "srid": null}` | io.debezium.data.geometry.Point |
+//! | `hstore` | string holding a JSON object | io.debezium.data.Json (hstore.handling.mode=json) |
 //! | anything else (`inet`, geometric, ranges, `xml`, composite, ...) | string, PostgreSQL's text | |
 //!
 //! Infinite dates and timestamps: `date`/`timestamp` give `i64::MAX`/`i64::MIN` (Debezium
@@ -72,6 +74,10 @@ pub enum Kind {
         precision: u8,
     },
     Interval,
+    /// `point`: Debezium's `io.debezium.data.geometry.Point`.
+    Point,
+    /// The `hstore` extension's type: a JSON object as a string (`hstore.handling.mode=json`).
+    Hstore,
     Array(Box<Kind>),
 }
 
@@ -129,6 +135,7 @@ pub fn builtin_kind(oid: u32, typmod: i32) -> Option<Kind> {
             },
         },
         1186 => Kind::Interval,
+        600 => Kind::Point,
         // text, varchar, bpchar, name, "char", money, xml, inet, cidr, macaddr, bit, varbit
         25 | 1043 | 1042 | 19 | 18 | 142 | 869 | 650 | 829 | 774 | 1560 | 1562 => Kind::Text,
         _ => return None,
@@ -156,6 +163,17 @@ pub fn write_placeholder(buf: &mut Vec<u8>, kind: &Kind, placeholder: &str) {
             buf,
             &base64::engine::general_purpose::STANDARD.encode(placeholder.as_bytes()),
         ),
+        // Debezium writes the placeholder's bytes as the numbers of an integer array.
+        Kind::Array(elem) if **elem == Kind::Int => {
+            buf.push(b'[');
+            for (i, byte) in placeholder.bytes().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                json::push_i64(buf, i64::from(byte));
+            }
+            buf.push(b']');
+        }
         Kind::Array(_) => {
             buf.push(b'[');
             json::push_str(buf, placeholder);
@@ -245,8 +263,104 @@ fn try_write_value(buf: &mut Vec<u8>, kind: &Kind, s: &str) -> bool {
             Some(micros) => json::push_i64(buf, micros),
             None => return false,
         },
+        Kind::Point => return write_point(buf, s),
+        Kind::Hstore => return write_hstore(buf, s),
         Kind::Array(elem) => return write_array(buf, elem, s),
     }
+    true
+}
+
+/// `(x,y)` as `{"x":..,"y":..,"wkb":<base64 little-endian WKB point>,"srid":null}`.
+fn write_point(buf: &mut Vec<u8>, s: &str) -> bool {
+    let Some((x, y)) = s
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| r.split_once(','))
+    else {
+        return false;
+    };
+    let (Ok(x), Ok(y)) = (x.trim().parse::<f64>(), y.trim().parse::<f64>()) else {
+        return false;
+    };
+    if !x.is_finite() || !y.is_finite() {
+        return false;
+    }
+    let mut wkb = Vec::with_capacity(21);
+    wkb.push(1); // little-endian
+    wkb.extend_from_slice(&1u32.to_le_bytes()); // a point
+    wkb.extend_from_slice(&x.to_le_bytes());
+    wkb.extend_from_slice(&y.to_le_bytes());
+    // Doubles as Java writes them: `-2.0`, not `-2`.
+    buf.extend_from_slice(format!("{{\"x\":{x:?},\"y\":{y:?},\"wkb\":").as_bytes());
+    push_base64(buf, &wkb);
+    buf.extend_from_slice(b",\"srid\":null}");
+    true
+}
+
+/// hstore's text (`"a"=>"1", "b"=>NULL`) as a string holding the JSON object, in hstore's order.
+fn write_hstore(buf: &mut Vec<u8>, s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let mut pos = 0;
+    let mut object = Vec::with_capacity(s.len() + 2);
+    object.push(b'{');
+    let quoted = |pos: &mut usize| -> Option<String> {
+        if bytes.get(*pos) != Some(&b'"') {
+            return None;
+        }
+        *pos += 1;
+        let mut out = Vec::new();
+        loop {
+            match bytes.get(*pos)? {
+                b'\\' => {
+                    out.push(*bytes.get(*pos + 1)?);
+                    *pos += 2;
+                }
+                b'"' => {
+                    *pos += 1;
+                    return String::from_utf8(out).ok();
+                }
+                &c => {
+                    out.push(c);
+                    *pos += 1;
+                }
+            }
+        }
+    };
+    let mut first = true;
+    while pos < bytes.len() {
+        while bytes.get(pos) == Some(&b' ') {
+            pos += 1;
+        }
+        let Some(key) = quoted(&mut pos) else {
+            return false;
+        };
+        if bytes.get(pos..pos + 2) != Some(b"=>") {
+            return false;
+        }
+        pos += 2;
+        if !first {
+            object.push(b',');
+        }
+        first = false;
+        json::push_str(&mut object, &key);
+        object.push(b':');
+        if bytes.get(pos..pos + 4) == Some(b"NULL") {
+            pos += 4;
+            object.extend_from_slice(b"null");
+        } else {
+            let Some(value) = quoted(&mut pos) else {
+                return false;
+            };
+            json::push_str(&mut object, &value);
+        }
+        match bytes.get(pos) {
+            Some(b',') => pos += 1,
+            None => {}
+            _ => return false,
+        }
+    }
+    object.push(b'}');
+    json::push_bytes_as_str(buf, &object);
     true
 }
 
@@ -751,6 +865,19 @@ mod tests {
     }
 
     #[test]
+    fn point_and_hstore_as_debezium_writes_them() {
+        assert_eq!(
+            out(&Kind::Point, "(1.5,-2)"),
+            json!({"x": 1.5, "y": -2.0, "wkb": "AQEAAAAAAAAAAAD4PwAAAAAAAADA", "srid": null})
+        );
+        assert_eq!(
+            out(&Kind::Hstore, r#""a"=>"1", "b"=>NULL, "q\"k"=>"v""#),
+            json!(r#"{"a":"1","b":null,"q\"k":"v"}"#)
+        );
+        assert_eq!(out(&Kind::Hstore, ""), json!("{}"));
+    }
+
+    #[test]
     fn dates_and_times() {
         assert_eq!(out(&Kind::Date, "1970-01-02"), json!(1));
         assert_eq!(out(&Kind::Date, "1969-12-31"), json!(-1));
@@ -867,8 +994,12 @@ mod tests {
     #[test]
     fn placeholders_keep_the_shape() {
         let mut buf = Vec::new();
-        write_placeholder(&mut buf, &Kind::Array(Box::new(Kind::Int)), "__x");
+        write_placeholder(&mut buf, &Kind::Array(Box::new(Kind::Text)), "__x");
         assert_eq!(buf, br#"["__x"]"#);
+        // Debezium's: the placeholder's bytes as the numbers of an integer array.
+        buf.clear();
+        write_placeholder(&mut buf, &Kind::Array(Box::new(Kind::Int)), "__x");
+        assert_eq!(buf, b"[95,95,120]");
         buf.clear();
         write_placeholder(&mut buf, &Kind::Bytea, "__debezium_unavailable_value");
         assert_eq!(buf, br#""X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==""#);
