@@ -64,6 +64,9 @@ pub struct CdcConfig {
     /// Records the broker will never take.
     #[serde(default)]
     pub errors: ErrorsConfig,
+    /// What the change events look like, by Debezium's property names and defaults.
+    #[serde(default)]
+    pub debezium: DebeziumProperties,
 }
 
 /// `[errors]`: what becomes of a record the broker will never take — over the size limit
@@ -96,6 +99,98 @@ pub enum ErrorTolerance {
     /// Dead letter: set the record aside, put a placeholder in its place, go on.
     All,
 }
+
+// ---- [debezium]: Debezium's connector properties (names, values and defaults as Debezium's) ----
+
+/// `[debezium]`: the properties of Debezium's PostgreSQL connector that shape the events, under
+/// Debezium's own names (`"skipped.operations" = "t"`, quoted in TOML because of the dots) or
+/// with underscores (`skipped_operations`), with Debezium's defaults, so a Debezium
+/// configuration carries over. `FICUS_CDC__DEBEZIUM__SKIPPED_OPERATIONS` overrides the
+/// underscore spelling; a file using the dotted one and the same variable are refused as a
+/// duplicate key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebeziumProperties {
+    /// `skipped.operations`: operations not emitted, a comma-separated list of `c`, `u`, `d`,
+    /// `t`, or `none`. Debezium's default `t` skips truncates.
+    #[serde(
+        default = "default_skipped_operations",
+        alias = "skipped.operations",
+        deserialize_with = "skipped_operations"
+    )]
+    pub skipped_operations: SkippedOperations,
+    /// `decimal.handling.mode`: `precise` (Debezium's default: `numeric(p, s)` and `money` as
+    /// base64 bytes of the unscaled value, `numeric` without a scale as `{"scale", "value"}`),
+    /// `string` (every digit, readable without a schema) or `double`.
+    #[serde(default, alias = "decimal.handling.mode")]
+    pub decimal_handling_mode: crate::decode::types::DecimalMode,
+    /// `tombstones.on.delete`: a delete is followed by a tombstone (null value), for compaction.
+    #[serde(default = "default_true", alias = "tombstones.on.delete")]
+    pub tombstones_on_delete: bool,
+    /// `extended.headers.enabled`: every record carries Debezium's context headers
+    /// (`__debezium.context.connectorLogicalName`, `connectorName`, `taskId`, `runId`).
+    #[serde(default = "default_true", alias = "extended.headers.enabled")]
+    pub extended_headers_enabled: bool,
+}
+
+impl Default for DebeziumProperties {
+    fn default() -> Self {
+        Self {
+            skipped_operations: default_skipped_operations(),
+            decimal_handling_mode: Default::default(),
+            tombstones_on_delete: true,
+            extended_headers_enabled: true,
+        }
+    }
+}
+
+/// `skipped.operations`, parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkippedOperations {
+    pub create: bool,
+    pub update: bool,
+    pub delete: bool,
+    pub truncate: bool,
+}
+
+impl std::str::FromStr for SkippedOperations {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, String> {
+        let mut skipped = SkippedOperations::default();
+        for op in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            match op {
+                "none" => {}
+                "c" => skipped.create = true,
+                "u" => skipped.update = true,
+                "d" => skipped.delete = true,
+                "t" => skipped.truncate = true,
+                other => {
+                    return Err(format!(
+                        "unknown operation {other:?} (expected a comma-separated list of c, u, d, t, or none)"
+                    ));
+                }
+            }
+        }
+        Ok(skipped)
+    }
+}
+
+fn default_skipped_operations() -> SkippedOperations {
+    SkippedOperations {
+        truncate: true,
+        ..SkippedOperations::default()
+    }
+}
+
+fn skipped_operations<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SkippedOperations, D::Error> {
+    let list = String::deserialize(deserializer)?;
+    list.parse().map_err(serde::de::Error::custom)
+}
+
+// ---- end of [debezium] ----
 
 /// `[kafka]`
 #[derive(Debug, Clone, Deserialize)]
@@ -642,6 +737,11 @@ brokers = "127.0.0.1:9092"
         assert_eq!(config.errors.tolerance, ErrorTolerance::None);
         assert_eq!(config.dead_letter_topic(), "__ficus-dlq.ficus");
         assert_eq!(config.producer_max_message_bytes(), 1_000_000);
+        // Debezium's defaults.
+        assert!(config.debezium.skipped_operations.truncate);
+        assert!(!config.debezium.skipped_operations.delete);
+        assert!(config.debezium.tombstones_on_delete);
+        assert!(config.debezium.extended_headers_enabled);
     }
 
     #[test]
@@ -686,6 +786,42 @@ brokers = "127.0.0.1:9092"
             text.contains("outbox[0].table:") && text.contains("_ficus.outbox"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn debezium_properties_take_debeziums_names() {
+        let file = write(&format!(
+            "{MINIMAL}\n[debezium]\n\"skipped.operations\" = \"none\"\n\"tombstones.on.delete\" = false\n"
+        ));
+        let config = CdcConfig::load(Some(&file.0), HashMap::new()).unwrap();
+        assert_eq!(
+            config.debezium.skipped_operations,
+            SkippedOperations::default()
+        );
+        assert!(!config.debezium.tombstones_on_delete);
+        // The environment overrides the underscore spelling (a file with the dotted one and
+        // the same key from the environment is refused as a duplicate, naming it).
+        let file = write(&format!(
+            "{MINIMAL}\n[debezium]\nskipped_operations = \"none\"\n"
+        ));
+        let config = CdcConfig::load(
+            Some(&file.0),
+            env(&[("FICUS_CDC__DEBEZIUM__SKIPPED_OPERATIONS", "c,d")]),
+        )
+        .unwrap();
+        let skipped = config.debezium.skipped_operations;
+        assert!(skipped.create && skipped.delete && !skipped.update && !skipped.truncate);
+        let file = write(&format!(
+            "{MINIMAL}\n[debezium]\n\"skipped.operations\" = \"t,x\"\n"
+        ));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("skipped.operations") || text.contains("debezium"),
+            "{text}"
+        );
+        assert!(text.contains("\"x\""), "{text}");
     }
 
     #[test]

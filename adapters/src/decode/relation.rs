@@ -94,6 +94,7 @@ impl Relation {
             .iter()
             .zip(kinds)
             .map(|(spec, kind)| {
+                let kind = kind.with_decimal_mode(config.debezium.decimal_handling_mode);
                 let mut member = Vec::with_capacity(spec.name.len() + 3);
                 json::push_key(&mut member, &spec.name);
                 Column {

@@ -301,18 +301,14 @@ impl<'a> Streamer<'a> {
                 self.tx_commit_micros = micros;
                 self.tx = Some(TxContext {
                     xid,
-                    commit_ts_ms: micros.div_euclid(1000),
+                    commit_ts_us: micros,
                     commit_lsn: final_lsn,
                     last_commit_lsn: self.last_commit_lsn,
                 });
             }
-            LogicalReplicationMessage::Commit {
-                commit_lsn,
-                end_lsn,
-                ..
-            } => {
+            LogicalReplicationMessage::Commit { end_lsn, .. } => {
                 self.sink.tracker().commit(end_lsn, self.tx_commit_micros);
-                self.last_commit_lsn = Some(commit_lsn);
+                self.last_commit_lsn = Some(end_lsn);
                 self.tx = None;
             }
             LogicalReplicationMessage::Relation {
