@@ -90,7 +90,7 @@ impl TestAdapter {
         let deadline = Instant::now() + timeout;
         loop {
             let done: Option<(bool,)> = sqlx::query_as(
-                "SELECT completed_at IS NOT NULL FROM ficus.snapshots WHERE slot_name = $1",
+                "SELECT completed_at IS NOT NULL FROM _ficus.snapshots WHERE slot_name = $1",
             )
             .bind(&self.slot)
             .fetch_optional(&mut conn)

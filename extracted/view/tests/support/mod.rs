@@ -127,7 +127,7 @@ impl Adapter {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let done: Option<(bool,)> = sqlx::query_as(
-                "SELECT completed_at IS NOT NULL FROM ficus.snapshots WHERE slot_name = $1",
+                "SELECT completed_at IS NOT NULL FROM _ficus.snapshots WHERE slot_name = $1",
             )
             .bind(&self.slot)
             .fetch_optional(&self.db.pool)
