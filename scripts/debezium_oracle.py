@@ -30,7 +30,7 @@ def parse_args():
     p.add_argument("--publication", required=True)
     p.add_argument("--topic-prefix", required=True)
     p.add_argument("--out", required=True, help="JSON lines are appended here (flushed per record)")
-    p.add_argument("--schemas", choices=["true", "false"], default="false",
+    p.add_argument("--schemas", choices=["true", "false"], default="true",
                    help="key.converter.schemas.enable and value.converter.schemas.enable")
     p.add_argument("--stop-file", help="stop once this file exists")
     p.add_argument("--max-records", type=int, default=0)

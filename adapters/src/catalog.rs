@@ -7,8 +7,8 @@ use std::pin::Pin;
 
 use sqlx::PgPool;
 
-use crate::decode::relation::{ColumnSpec, TableSpec};
-use crate::decode::types::{Kind, builtin_kind};
+use crate::decode::relation::{ColumnFacts, ColumnSpec, TableSpec};
+use crate::decode::types::{Kind, TextType, builtin_kind};
 use crate::error::CdcError;
 
 /// Resolves type OIDs to [`Kind`]s, caching what it learned.
@@ -53,12 +53,26 @@ impl Catalog {
             .await
             .map_err(CdcError::pg("looking up a type"))?;
             let kind = match row {
-                None => Kind::Text,
+                None => Kind::Text(TextType::Plain),
                 Some((typtype, category, elem, base, delim, domain_typmod, name)) => {
                     if typtype == "e" {
-                        Kind::Enum
+                        let (allowed,): (String,) = sqlx::query_as(
+                            "SELECT coalesce(string_agg(enumlabel::text, ',' ORDER BY enumsortorder), '') \
+                             FROM pg_enum WHERE enumtypid = $1::int8::oid",
+                        )
+                        .bind(i64::from(oid))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(CdcError::pg("reading an enum's labels"))?;
+                        Kind::Enum {
+                            allowed: allowed.into(),
+                        }
                     } else if typtype == "b" && name == "hstore" {
-                        Kind::Hstore
+                        Kind::Hstore {
+                            mode: Default::default(),
+                        }
+                    } else if typtype == "b" && name == "ltree" {
+                        Kind::Text(TextType::Ltree)
                     } else if typtype == "d" && base != 0 {
                         let typmod = if domain_typmod >= 0 {
                             domain_typmod
@@ -69,7 +83,7 @@ impl Catalog {
                     } else if category == "A" && elem != 0 && delim == "," {
                         Kind::Array(Box::new(self.kind(elem as u32, typmod).await?))
                     } else {
-                        Kind::Text
+                        Kind::Text(TextType::Plain)
                     }
                 }
             };
@@ -85,6 +99,45 @@ impl Catalog {
             kinds.push(self.kind(column.type_oid, column.type_modifier).await?);
         }
         Ok(kinds)
+    }
+
+    /// Fills in what pgoutput does not say about `columns` of relation `relid`: nullability,
+    /// default expression, type name (for the schema-wrapped form).
+    pub async fn column_facts(
+        &self,
+        relid: u32,
+        columns: &mut [ColumnSpec],
+    ) -> Result<(), CdcError> {
+        let rows: Vec<(String, bool, Option<String>, String)> = sqlx::query_as(
+            "SELECT a.attname::text, a.attnotnull, pg_get_expr(d.adbin, d.adrelid), t.typname::text \
+             FROM pg_attribute a \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped",
+        )
+        .bind(i64::from(relid))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(CdcError::pg("reading column nullability and defaults"))?;
+        let mut facts: HashMap<String, ColumnFacts> = rows
+            .into_iter()
+            .map(|(name, not_null, default, type_name)| {
+                (
+                    name,
+                    ColumnFacts {
+                        not_null,
+                        default,
+                        type_name,
+                    },
+                )
+            })
+            .collect();
+        for column in columns {
+            if let Some(found) = facts.remove(&column.name) {
+                column.facts = found;
+            }
+        }
+        Ok(())
     }
 
     /// The key's column names of a relation, in key order (empty: none): the primary key, or,
@@ -149,14 +202,16 @@ impl Catalog {
             .iter()
             .map(|(_, name, _, _, ty, collate)| (name.clone(), format!("{ty}{collate}")))
             .collect();
-        let columns = rows
+        let mut columns: Vec<ColumnSpec> = rows
             .into_iter()
             .map(|(_, name, type_oid, type_modifier, _, _)| ColumnSpec {
                 name,
                 type_oid: type_oid as u32,
                 type_modifier,
+                facts: ColumnFacts::default(),
             })
             .collect();
+        self.column_facts(oid, &mut columns).await?;
         Ok(Some(SnapshotTable {
             spec: TableSpec {
                 oid,

@@ -67,6 +67,40 @@ pub struct CdcConfig {
     /// What the change events look like, by Debezium's property names and defaults.
     #[serde(default)]
     pub debezium: DebeziumProperties,
+    /// How keys, values and headers are serialized, by Kafka Connect's converter properties.
+    #[serde(default)]
+    pub connect: ConnectProperties,
+}
+
+/// `[connect]`: Kafka Connect's `JsonConverter` settings, under Connect's own names
+/// (`"value.converter.schemas.enable" = false`) or with underscores. `true` (JsonConverter's
+/// default, and Debezium Server's `json` format's): every key, value and header is
+/// `{"schema": <Connect schema>, "payload": <data>}`, as a Kafka Connect sink or Debezium
+/// consumer with default converters expects; `false`: the bare payload (schemaless JSON).
+/// Tombstones stay null either way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectProperties {
+    /// `key.converter.schemas.enable`
+    #[serde(default = "default_true", alias = "key.converter.schemas.enable")]
+    pub key_converter_schemas_enable: bool,
+    /// `value.converter.schemas.enable`
+    #[serde(default = "default_true", alias = "value.converter.schemas.enable")]
+    pub value_converter_schemas_enable: bool,
+    /// `header.converter.schemas.enable` (the `__debezium.*` headers; Debezium's embedded
+    /// engine and Server serialize headers with JsonConverter too).
+    #[serde(default = "default_true", alias = "header.converter.schemas.enable")]
+    pub header_converter_schemas_enable: bool,
+}
+
+impl Default for ConnectProperties {
+    fn default() -> Self {
+        Self {
+            key_converter_schemas_enable: true,
+            value_converter_schemas_enable: true,
+            header_converter_schemas_enable: true,
+        }
+    }
 }
 
 /// `[errors]`: what becomes of a record the broker will never take — over the size limit
@@ -124,6 +158,24 @@ pub struct DebeziumProperties {
     /// `string` (every digit, readable without a schema) or `double`.
     #[serde(default, alias = "decimal.handling.mode")]
     pub decimal_handling_mode: crate::decode::types::DecimalMode,
+    /// `time.precision.mode`: `adaptive` (Debezium's default: `time`/`timestamp` in
+    /// milliseconds up to precision 3, microseconds above), `adaptive_time_microseconds`
+    /// (`time` always in microseconds), `connect` (Kafka Connect's `Date`, `Time`,
+    /// `Timestamp`: milliseconds).
+    #[serde(default, alias = "time.precision.mode")]
+    pub time_precision_mode: crate::decode::types::TimePrecisionMode,
+    /// `binary.handling.mode`: `bytes` (Debezium's default; base64 in JSON, schema `bytes`),
+    /// `base64`, `base64-url-safe`, `hex` (strings).
+    #[serde(default, alias = "binary.handling.mode")]
+    pub binary_handling_mode: crate::decode::types::BinaryMode,
+    /// `interval.handling.mode`: `numeric` (Debezium's default: microseconds, a month being
+    /// 30.4375 days) or `string` (ISO-8601 `P1Y2M3DT4H5M6.5S`).
+    #[serde(default, alias = "interval.handling.mode")]
+    pub interval_handling_mode: crate::decode::types::IntervalMode,
+    /// `hstore.handling.mode`: `json` (Debezium's default: a string holding a JSON object) or
+    /// `map` (a JSON object).
+    #[serde(default, alias = "hstore.handling.mode")]
+    pub hstore_handling_mode: crate::decode::types::HstoreMode,
     /// `tombstones.on.delete`: a delete is followed by a tombstone (null value), for compaction.
     #[serde(default = "default_true", alias = "tombstones.on.delete")]
     pub tombstones_on_delete: bool,
@@ -138,6 +190,10 @@ impl Default for DebeziumProperties {
         Self {
             skipped_operations: default_skipped_operations(),
             decimal_handling_mode: Default::default(),
+            time_precision_mode: Default::default(),
+            binary_handling_mode: Default::default(),
+            interval_handling_mode: Default::default(),
+            hstore_handling_mode: Default::default(),
             tombstones_on_delete: true,
             extended_headers_enabled: true,
         }

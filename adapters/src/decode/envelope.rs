@@ -14,7 +14,9 @@
 //!
 //! Members in Debezium 3.6's order, so the bytes match too.
 //!
-//! and the key, the primary key's columns as an object (`{"id": 42}`).
+//! and the key, the primary key's columns as an object (`{"id": 42}`). With the schema-wrapped
+//! form (`key.converter.schemas.enable`, `value.converter.schemas.enable`) each is the payload
+//! of `{"schema": <the relation's schema, built once>, "payload": ...}` ([`super::schema`]).
 
 use pg_walstream::TupleData;
 
@@ -137,12 +139,33 @@ pub fn write_row(buf: &mut Vec<u8>, relation: &Relation, row: RowRef<'_>, placeh
     buf.push(b'}');
 }
 
-/// The key (`{"id":42}`), or `None` for a table without a primary key.
+/// The key as the record carries it: the payload, wrapped in `{"schema","payload"}` when
+/// keys are schema-wrapped; `None` for a table without a primary key.
 pub fn key(relation: &Relation, row: RowRef<'_>, placeholder: &str) -> Option<Vec<u8>> {
+    let head = relation.key_head.as_deref().unwrap_or_default();
+    let mut buf = write_key(relation, row, placeholder, head)?;
+    if !head.is_empty() {
+        buf.push(b'}');
+    }
+    Some(buf)
+}
+
+/// The key's payload (`{"id":42}`), or `None` for a table without a primary key.
+pub fn key_payload(relation: &Relation, row: RowRef<'_>, placeholder: &str) -> Option<Vec<u8>> {
+    write_key(relation, row, placeholder, b"")
+}
+
+fn write_key(
+    relation: &Relation,
+    row: RowRef<'_>,
+    placeholder: &str,
+    head: &[u8],
+) -> Option<Vec<u8>> {
     if relation.key.is_empty() {
         return None;
     }
-    let mut buf = Vec::with_capacity(16 * relation.key.len());
+    let mut buf = Vec::with_capacity(head.len() + 16 * relation.key.len());
+    buf.extend_from_slice(head);
     buf.push(b'{');
     for (n, &i) in relation.key.iter().enumerate() {
         if n > 0 {
@@ -189,7 +212,7 @@ pub fn key_changed(relation: &Relation, old: RowRef<'_>, new: RowRef<'_>) -> boo
         })
 }
 
-/// The whole envelope.
+/// The whole envelope (wrapped in `{"schema","payload"}` when values are schema-wrapped).
 #[allow(clippy::too_many_arguments)]
 pub fn envelope(
     relation: &Relation,
@@ -201,7 +224,9 @@ pub fn envelope(
     now_ns: i64,
     placeholder: &str,
 ) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(256 + 48 * relation.columns.len());
+    let head = relation.value_head.as_deref().unwrap_or_default();
+    let mut buf = Vec::with_capacity(head.len() + 256 + 48 * relation.columns.len());
+    buf.extend_from_slice(head);
     buf.extend_from_slice(b"{\"before\":");
     match before {
         Some(row) => write_row(&mut buf, relation, row, placeholder),
@@ -218,6 +243,9 @@ pub fn envelope(
     json::push_str(&mut buf, op);
     write_times(&mut buf, now_ns);
     buf.push(b'}');
+    if !head.is_empty() {
+        buf.push(b'}');
+    }
     buf
 }
 

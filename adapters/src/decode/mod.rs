@@ -4,6 +4,7 @@
 pub mod envelope;
 pub mod json;
 pub mod relation;
+pub mod schema;
 pub mod types;
 
 use std::collections::HashMap;
@@ -83,7 +84,8 @@ pub const NEW_KEY_HEADER: &str = "__debezium.newkey";
 /// Debezium's header on the create of a primary-key change: the old key.
 pub const OLD_KEY_HEADER: &str = "__debezium.oldkey";
 
-/// `__debezium.context.*` headers, values as JSON strings (Kafka Connect's JsonConverter's).
+/// `__debezium.context.*` headers, values as JSON strings (Kafka Connect's JsonConverter's,
+/// schema-wrapped with `header.converter.schemas.enable`).
 fn context_headers(config: &CdcConfig) -> Vec<(Arc<str>, Vec<u8>)> {
     if !config.debezium.extended_headers_enabled {
         return Vec::new();
@@ -99,6 +101,9 @@ fn context_headers(config: &CdcConfig) -> Vec<(Arc<str>, Vec<u8>)> {
     .map(|(name, value)| {
         let mut bytes = Vec::new();
         json::push_str(&mut bytes, value);
+        if config.connect.header_converter_schemas_enable {
+            bytes = schema::wrap(schema::STRING_HEADER_SCHEMA.as_bytes(), &bytes);
+        }
         (
             Arc::from(format!("__debezium.context.{name}").as_str()),
             bytes,
@@ -203,6 +208,18 @@ impl Decoder {
         out.extend(tombstone);
     }
 
+    /// A key as a key-change header carries it (schema-wrapped with
+    /// `header.converter.schemas.enable`).
+    fn key_header(&self, relation: &Relation, row: RowRef<'_>) -> Option<Vec<u8>> {
+        let payload = envelope::key_payload(relation, row, self.placeholder())?;
+        match &relation.key_schema {
+            Some(schema) if self.config.connect.header_converter_schemas_enable => {
+                Some(self::schema::wrap(schema, &payload))
+            }
+            _ => Some(payload),
+        }
+    }
+
     /// A key-change header (when any) followed by the context headers.
     fn headers(
         &self,
@@ -286,8 +303,8 @@ impl Decoder {
             && envelope::key_changed(relation, old_ref, new_ref)
         {
             // Debezium's headers link the two: the delete names the new key, the create the old.
-            let old_key = envelope::key(relation, old_ref, self.placeholder());
-            let new_key = envelope::key(relation, new_ref, self.placeholder());
+            let old_key = self.key_header(relation, old_ref);
+            let new_key = self.key_header(relation, new_ref);
             self.change(
                 relation,
                 Some(old_ref),
@@ -459,7 +476,7 @@ fn outbox_record(relation: &Relation, route: &OutboxRoute, tuple: &TupleData) ->
     let key = text(Some(key_index)).map(<[u8]>::to_vec);
     let value =
         text(Some(payload_index)).map(|payload| match &relation.columns[payload_index].kind {
-            types::Kind::Bytea => payload
+            types::Kind::Bytea { .. } => payload
                 .strip_prefix(b"\\x")
                 .and_then(decode_hex)
                 .unwrap_or_else(|| payload.to_vec()),
@@ -517,11 +534,21 @@ mod tests {
     use pg_walstream::ColumnData;
     use serde_json::{Value, json};
 
+    /// Schemaless (the payloads are what these tests look at).
     fn config() -> Arc<CdcConfig> {
+        wrapped_config(false)
+    }
+
+    fn wrapped_config(schemas: bool) -> Arc<CdcConfig> {
         let mut config: CdcConfig = serde_json::from_value(json!({
             "database_url": "postgres://u:p@h/app",
             "kafka": {"brokers": "b:9092"},
-            "outbox": [{"table": "public.outbox"}]
+            "outbox": [{"table": "public.outbox"}],
+            "connect": {
+                "key.converter.schemas.enable": schemas,
+                "value.converter.schemas.enable": schemas,
+                "header.converter.schemas.enable": schemas,
+            },
         }))
         .unwrap();
         config.topic_prefix = "pfx".to_owned();
@@ -529,6 +556,10 @@ mod tests {
     }
 
     fn relation(table: &str, identity_full: bool) -> Relation {
+        relation_in(table, identity_full, &config())
+    }
+
+    fn relation_in(table: &str, identity_full: bool, config: &CdcConfig) -> Relation {
         let columns = [("id", 20), ("name", 25), ("doc", 3802), ("blob", 17)];
         let spec = TableSpec {
             oid: 1,
@@ -540,6 +571,7 @@ mod tests {
                     name: (*n).to_owned(),
                     type_oid: *t,
                     type_modifier: -1,
+                    facts: Default::default(),
                 })
                 .collect(),
             primary_key: vec!["id".to_owned()],
@@ -550,7 +582,7 @@ mod tests {
             .iter()
             .map(|c| builtin_kind(c.type_oid, c.type_modifier).unwrap())
             .collect();
-        Relation::build(&spec, kinds, &config())
+        Relation::build(&spec, kinds, config)
     }
 
     fn tuple(cells: &[Option<&str>]) -> TupleData {
@@ -617,6 +649,80 @@ mod tests {
         assert_eq!(source["snapshot"], "false");
         assert_eq!(source["sequence"], "[\"400\",\"450\"]");
         assert!(v["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn the_schema_wrapped_form_carries_the_relations_schemas() {
+        let config = wrapped_config(true);
+        let decoder = Decoder::new(config.clone());
+        let mut rel = relation_in("people", false, &config);
+        assert!(rel.value_head.is_some());
+        let mut out = Vec::new();
+        let row = tuple(&[Some("42"), Some("Ada"), None, None]);
+        decoder.insert(&rel, &row, 450, &TX, false, &mut out);
+        let key: Value = serde_json::from_slice(out[0].key.as_ref().unwrap()).unwrap();
+        assert_eq!(key["payload"], json!({"id": 42}));
+        assert_eq!(key["schema"]["name"], "pfx.public.people.Key");
+        assert_eq!(key["schema"]["fields"][0]["type"], "int64");
+        let v = value(&out[0]);
+        assert_eq!(v["payload"]["after"]["name"], "Ada");
+        assert_eq!(v["payload"]["op"], "c");
+        let schema = &v["schema"];
+        assert_eq!(schema["name"], "pfx.public.people.Envelope");
+        assert_eq!(schema["version"], 2);
+        let fields: Vec<&str> = schema["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "before",
+                "after",
+                "source",
+                "transaction",
+                "op",
+                "ts_ms",
+                "ts_us",
+                "ts_ns"
+            ]
+        );
+        assert_eq!(schema["fields"][1]["name"], "pfx.public.people.Value");
+        assert_eq!(
+            schema["fields"][1]["fields"][2]["name"],
+            "io.debezium.data.Json"
+        );
+        let (name, header) = &out[0].headers[0];
+        assert_eq!(&**name, "__debezium.context.connectorLogicalName");
+        assert_eq!(
+            header.as_slice(),
+            br#"{"schema":{"type":"string","optional":false},"payload":"pfx"}"#
+        );
+        // A delete's tombstone stays null.
+        out.clear();
+        decoder.delete(&rel, &row, 451, &TX, false, &mut out);
+        assert_eq!(out[1].value, None);
+        // A key change's headers carry the key with its schema.
+        out.clear();
+        let new = tuple(&[Some("43"), Some("Ada"), None, None]);
+        decoder.update(&rel, Some(&row), &new, 452, &TX, false, &mut out);
+        let newkey = out[0]
+            .headers
+            .iter()
+            .find(|(n, _)| &**n == NEW_KEY_HEADER)
+            .unwrap();
+        let newkey: Value = serde_json::from_slice(&newkey.1).unwrap();
+        assert_eq!(newkey["payload"], json!({"id": 43}));
+        assert_eq!(newkey["schema"]["name"], "pfx.public.people.Key");
+        // Without a key there is no key schema.
+        rel.key.clear();
+        rel.key_schema = None;
+        rel.key_head = None;
+        out.clear();
+        decoder.insert(&rel, &row, 453, &TX, false, &mut out);
+        assert_eq!(out[0].key, None);
     }
 
     #[test]
@@ -719,6 +825,7 @@ mod tests {
                 name: (*n).to_owned(),
                 type_oid: *t,
                 type_modifier: -1,
+                facts: Default::default(),
             })
             .collect(),
             primary_key: vec!["id".to_owned()],

@@ -29,6 +29,7 @@ use crate::catalog::{Catalog, SnapshotTable, quote_ident, quote_literal};
 use crate::config::{CdcConfig, ProgressBarMode, SnapshotMode, split_table};
 use crate::decode::envelope::SnapshotMarker;
 use crate::decode::relation::Relation;
+use crate::decode::types::Kind;
 use crate::decode::{Decoder, now_ns};
 use crate::error::CdcError;
 use crate::metrics::{Metrics, TableLabels};
@@ -310,6 +311,8 @@ impl Snapshotter<'_> {
             return Ok(());
         };
         let kinds = catalog.kinds(&info.spec.columns).await?;
+        // Read by the snapshot: Debezium's snapshot writes infinite dates its own way.
+        let kinds = kinds.into_iter().map(Kind::for_snapshot).collect();
         let relation = Relation::build(&info.spec, kinds, config);
         if !relation.has_primary_key() {
             tracing::warn!(

@@ -410,6 +410,7 @@ impl<'a> Streamer<'a> {
                 name: c.name.to_string(),
                 type_oid: c.type_id,
                 type_modifier: c.type_modifier,
+                facts: Default::default(),
             })
             .collect();
         let identity_full = replica_identity == b'f';
@@ -436,6 +437,8 @@ impl<'a> Streamer<'a> {
         identity_full: bool,
     ) -> Result<(), CdcError> {
         let primary_key = self.catalog.primary_key(oid).await?;
+        let mut specs = specs;
+        self.catalog.column_facts(oid, &mut specs).await?;
         let spec = TableSpec {
             oid,
             schema: schema.to_owned(),

@@ -308,10 +308,19 @@ impl Heartbeat {
         struct HeartbeatValue {
             ts_ms: i64,
         }
-        let key: HeartbeatKey =
-            serde_json::from_slice(key.ok_or(EventError::Shape("a heartbeat without a key"))?)?;
-        let value: HeartbeatValue =
-            serde_json::from_slice(value.ok_or(EventError::Shape("a heartbeat without a value"))?)?;
+        // Either form: bare, or Kafka Connect's `{"schema","payload"}`.
+        let unwrapped = |bytes: &[u8]| -> Result<Value, EventError> {
+            Ok(match serde_json::from_slice::<Value>(bytes)? {
+                Value::Object(map) => Value::Object(unwrap_payload_object(map)?),
+                other => other,
+            })
+        };
+        let key: HeartbeatKey = serde_json::from_value(unwrapped(
+            key.ok_or(EventError::Shape("a heartbeat without a key"))?,
+        )?)?;
+        let value: HeartbeatValue = serde_json::from_value(unwrapped(
+            value.ok_or(EventError::Shape("a heartbeat without a value"))?,
+        )?)?;
         Ok(Heartbeat {
             server_name: key.server_name,
             ts_ms: value.ts_ms,
@@ -473,6 +482,12 @@ mod tests {
             .unwrap();
         assert_eq!(beat.server_name, "ficus");
         assert_eq!(beat.ts_ms, 17);
+        let wrapped = Heartbeat::decode(
+            Some(br#"{"schema":{"type":"struct"},"payload":{"serverName":"ficus"}}"#),
+            Some(br#"{"schema":{"type":"struct"},"payload":{"ts_ms":17}}"#),
+        )
+        .unwrap();
+        assert_eq!(wrapped, beat);
     }
 
     #[test]
