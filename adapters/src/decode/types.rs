@@ -1311,6 +1311,59 @@ mod tests {
     }
 
     #[test]
+    fn value_modes_as_debezium_writes_them() {
+        // Values Debezium 3.6.3 wrote for the same input (tests/cdc/conformance.rs).
+        let bytes = |mode| Kind::Bytea { mode };
+        assert_eq!(out(&bytes(BinaryMode::Hex), "\\xfbff00"), json!("fbff00"));
+        assert_eq!(
+            out(&bytes(BinaryMode::Base64UrlSafe), "\\xfbff"),
+            json!("-_8=")
+        );
+        assert_eq!(out(&bytes(BinaryMode::Base64), "\\xfbff"), json!("+/8="));
+        let iso = Kind::Interval {
+            mode: IntervalMode::String,
+        };
+        assert_eq!(
+            out(&iso, "1 year 2 mons 3 days 04:05:06.5"),
+            json!("P1Y2M3DT4H5M6.5S")
+        );
+        assert_eq!(out(&iso, "-1 days +02:00:00"), json!("P0Y0M-1DT2H0M0S"));
+        assert_eq!(out(&iso, "-00:00:01.5"), json!("P0Y0M0DT0H0M-1.5S"));
+        let connect = |precision| Kind::Time {
+            precision,
+            mode: TimePrecisionMode::Connect,
+        };
+        assert_eq!(out(&connect(6), "13:14:15.123456"), json!(47_655_123));
+        let micro = Kind::Time {
+            precision: 0,
+            mode: TimePrecisionMode::AdaptiveTimeMicroseconds,
+        };
+        assert_eq!(out(&micro, "01:02:03"), json!(3_723_000_000_i64));
+        let map = Kind::Hstore {
+            mode: HstoreMode::Map,
+        };
+        assert_eq!(
+            out(&map, r#""a"=>"1", "b"=>NULL"#),
+            json!({"a": "1", "b": null})
+        );
+        let bits = Kind::Bits { length: 10 };
+        assert_eq!(out(&bits, "1011001110"), json!("zgI="));
+        assert_eq!(out(&bits, "0000"), json!(""));
+        assert_eq!(out(&Kind::Bool, "1"), json!(true));
+        let ts = |precision| Kind::Timestamp {
+            precision,
+            mode: TimePrecisionMode::Adaptive,
+        };
+        assert_eq!(
+            out(&ts(6), "-infinity"),
+            json!(-9_223_372_036_832_400_000_i64)
+        );
+        assert_eq!(out(&ts(3), "infinity"), json!(9_223_372_036_825_200_i64));
+        assert_eq!(out(&DATE.for_snapshot(), "-infinity"), json!(-625_821_272));
+        assert_eq!(out(&DATE, "-infinity"), json!(-2_147_472_691));
+    }
+
+    #[test]
     fn arrays() {
         let ints = Kind::Array(Box::new(INT));
         assert_eq!(out(&ints, "{1,2,NULL}"), json!([1, 2, null]));
