@@ -123,10 +123,15 @@ pub struct Source {
 /// Writes `{"col": value, ...}`.
 pub fn write_row(buf: &mut Vec<u8>, relation: &Relation, row: RowRef<'_>, placeholder: &str) {
     buf.push(b'{');
+    let mut first = true;
     for (i, column) in relation.columns.iter().enumerate() {
-        if i > 0 {
+        if column.excluded {
+            continue;
+        }
+        if !first {
             buf.push(b',');
         }
+        first = false;
         buf.extend_from_slice(&column.member);
         match row.cell(i) {
             Cell::Null => buf.extend_from_slice(b"null"),
@@ -213,7 +218,7 @@ pub fn envelope(
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"source\":");
-    write_source(&mut buf, relation, static_source, source);
+    write_source(&mut buf, &relation.source_names, static_source, source);
     buf.extend_from_slice(b",\"transaction\":null,\"op\":");
     json::push_str(&mut buf, op);
     write_times(&mut buf, now_ns);
@@ -231,9 +236,43 @@ fn write_times(buf: &mut Vec<u8>, ns: i64) {
     json::push_i64(buf, ns);
 }
 
+/// A logical decoding message (`pg_logical_emit_message`) as Debezium writes it to
+/// `<prefix>.message`: `{"op":"m","ts_ms":<processing time>,"source":{..,"schema":"","table":"",..},
+/// "transaction":null,"message":{"prefix":..,"content":<base64>}}` (the content is bytes, in
+/// Debezium's default `binary.handling.mode`).
+pub fn message(
+    static_source: &StaticSource,
+    source: &Source,
+    prefix: &str,
+    content: &[u8],
+    now_ms: i64,
+) -> Vec<u8> {
+    use base64::Engine;
+    let mut buf = Vec::with_capacity(400 + prefix.len() + content.len() * 4 / 3);
+    buf.extend_from_slice(b"{\"op\":\"m\",\"ts_ms\":");
+    json::push_i64(&mut buf, now_ms);
+    buf.extend_from_slice(b",\"source\":");
+    write_source(
+        &mut buf,
+        b"\"schema\":\"\",\"table\":\"\"",
+        static_source,
+        source,
+    );
+    buf.extend_from_slice(b",\"transaction\":null,\"message\":{\"prefix\":");
+    json::push_str(&mut buf, prefix);
+    buf.extend_from_slice(b",\"content\":");
+    json::push_str(
+        &mut buf,
+        &base64::engine::general_purpose::STANDARD.encode(content),
+    );
+    buf.extend_from_slice(b"}}");
+    buf
+}
+
+/// `source_names`: `"schema":..,"table":..` (a relation's, or empty for a message).
 fn write_source(
     buf: &mut Vec<u8>,
-    relation: &Relation,
+    source_names: &[u8],
     static_source: &StaticSource,
     source: &Source,
 ) {
@@ -255,7 +294,7 @@ fn write_source(
     buf.extend_from_slice(b",\"ts_ns\":");
     json::push_i64(buf, source.ts_us.saturating_mul(1000));
     buf.push(b',');
-    buf.extend_from_slice(&relation.source_names);
+    buf.extend_from_slice(source_names);
     buf.extend_from_slice(b",\"txId\":");
     match source.tx_id {
         Some(tx) => json::push_i64(buf, tx as i64),

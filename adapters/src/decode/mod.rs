@@ -4,6 +4,7 @@
 pub mod envelope;
 pub mod json;
 pub mod relation;
+pub mod transaction;
 pub mod types;
 
 use std::collections::HashMap;
@@ -26,6 +27,10 @@ pub enum Op {
     Read,
     Outbox,
     Heartbeat,
+    /// A BEGIN or END record of the transaction topic.
+    Transaction,
+    /// A logical decoding message (`pg_logical_emit_message`).
+    Message,
 }
 
 impl Op {
@@ -39,6 +44,8 @@ impl Op {
             Op::Read => "r",
             Op::Outbox => "outbox",
             Op::Heartbeat => "heartbeat",
+            Op::Transaction => "transaction",
+            Op::Message => "m",
         }
     }
 }
@@ -384,6 +391,47 @@ impl Decoder {
             op: Op::Truncate,
             key_text: None,
         });
+    }
+
+    /// A logical decoding message at `lsn`: an `m` event on `<prefix>.message`, keyed
+    /// `{"prefix": ..}`. `tx` is the transaction of a transactional message; a
+    /// non-transactional one has no `txId` and the last commit's time, as Debezium's.
+    #[allow(clippy::too_many_arguments)] // The message, its position and its context.
+    pub fn message(
+        &self,
+        topic: &Arc<str>,
+        prefix: &str,
+        content: &[u8],
+        lsn: u64,
+        tx: Option<&TxContext>,
+        ts_us: i64,
+        last_commit_lsn: Option<u64>,
+    ) -> Record {
+        let source = Source {
+            ts_us,
+            snapshot: SnapshotMarker::False,
+            tx_id: tx.map(|tx| u64::from(tx.xid)),
+            lsn,
+            last_commit_lsn,
+        };
+        let mut key = b"{\"prefix\":".to_vec();
+        json::push_str(&mut key, prefix);
+        key.push(b'}');
+        Record {
+            topic: topic.clone(),
+            key: Some(key),
+            value: Some(envelope::message(
+                &self.static_source,
+                &source,
+                prefix,
+                content,
+                now_ms(),
+            )),
+            headers: Vec::new(),
+            table: Arc::from("message"),
+            op: Op::Message,
+            key_text: None,
+        }
     }
 
     /// A snapshot row: an `r` event.
