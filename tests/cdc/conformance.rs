@@ -123,6 +123,12 @@ fn streamed() -> Vec<String> {
         "INSERT INTO keyed VALUES (4, 'four'); INSERT INTO multi VALUES (2, 'b', 'y'); \
          UPDATE multi SET b = 'c' WHERE a = 1; DELETE FROM keyed WHERE id = 3"
             .to_owned(),
+        // Logical decoding messages: one on its own, one inside a transaction with changes.
+        "SELECT pg_logical_emit_message(false, 'ficus-test', 'standalone')".to_owned(),
+        "INSERT INTO keyed VALUES (30, 'thirty'); \
+         SELECT pg_logical_emit_message(true, 'ficus-test', 'in a transaction'); \
+         INSERT INTO multi VALUES (3, 'c', 'z')"
+            .to_owned(),
         "UPDATE idfull SET v = 'uno', n = NULL WHERE id = 1".to_owned(),
         "UPDATE idfull SET id = 5 WHERE id = 1".to_owned(),
         "DELETE FROM idfull WHERE id = 5".to_owned(),
@@ -317,19 +323,117 @@ fn dbz_shape(r: &DbzRecord) -> Value {
     )
 }
 
+/// The payload of a record's key or value: itself when schemaless.
+fn payload(value: &Value) -> &Value {
+    value.get("payload").unwrap_or(value)
+}
+
+/// Legitimate: Debezium counts each logical decoding message under a data collection of its
+/// own named by a Java object (`io.debezium.connector.postgresql.LogicalDecodingMessageMonitor
+/// $LogicalDecodingMessageId@<identity hash>`, a new one per message, placed in
+/// `data_collections` by that random hash); ficus counts them all under
+/// `LOGICAL_DECODING_MESSAGE` (the id's own `identifier()`), the table entries first. An END
+/// record of Debezium's is rewritten so: its message entries merged into one, placed last.
+fn message_collections_as_ficus(mut record: Value) -> Value {
+    const JAVA_NAME: &str =
+        "io.debezium.connector.postgresql.LogicalDecodingMessageMonitor$LogicalDecodingMessageId@";
+    let value = &mut record["value"];
+    let value = if value.get("payload").is_some() {
+        &mut value["payload"]
+    } else {
+        value
+    };
+    let Some(Value::Array(collections)) = value.get_mut("data_collections") else {
+        return record;
+    };
+    let (messages, mut tables): (Vec<Value>, Vec<Value>) = collections.drain(..).partition(|c| {
+        c["data_collection"]
+            .as_str()
+            .is_some_and(|name| name.starts_with(JAVA_NAME))
+    });
+    if !messages.is_empty() {
+        let count: i64 = messages
+            .iter()
+            .filter_map(|c| c["event_count"].as_i64())
+            .sum();
+        tables.push(serde_json::json!({
+            "data_collection": "LOGICAL_DECODING_MESSAGE",
+            "event_count": count,
+        }));
+    }
+    *collections = tables;
+    record
+}
+
+fn ficus_shape(m: &crate::support::Msg) -> Value {
+    let headers: Vec<(String, Option<Vec<u8>>)> = m
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    shape(m.key.as_deref(), m.value.as_deref(), &headers)
+}
+
+/// Compares the records of one topic in order, field by field, adding each difference as
+/// `(name, path, detail)`.
+fn compare(
+    name: &str,
+    dbz: &[Value],
+    ficus: &[Value],
+    differences: &mut Vec<(String, String, String)>,
+) {
+    let ops = |records: &[Value]| {
+        records
+            .iter()
+            .map(|r| format!("{}{}", op_of(r), r["key"]))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if dbz.len() != ficus.len() {
+        differences.push((
+            name.to_owned(),
+            "records".to_owned(),
+            format!(
+                "debezium {} [{}], ficus {} [{}]",
+                dbz.len(),
+                ops(dbz),
+                ficus.len(),
+                ops(ficus)
+            ),
+        ));
+        return;
+    }
+    for (i, (d, f)) in dbz.iter().zip(ficus).enumerate() {
+        let f = &first_sequence_as_debezium(d, f);
+        let mut found = Vec::new();
+        diff("", d, f, &op_of(d), &mut found);
+        for (path, detail) in found {
+            differences.push((
+                name.to_owned(),
+                path,
+                format!("record {i} ({}): {detail}", op_of(d)),
+            ));
+        }
+    }
+}
+
 /// One comparison: a schema, rows the snapshot reads, transactions streamed, the tables
-/// compared, Debezium's properties (ficus gets the same through `FICUS_CDC__DEBEZIUM__*`) and
-/// the differences known.
+/// compared, how many logical decoding messages the stream carries, Debezium's properties
+/// (ficus gets the same through `FICUS_CDC__DEBEZIUM__*`; with
+/// `provide.transaction.metadata=true` the transaction topic is compared too) and the
+/// differences known.
 struct Case {
     schema: &'static str,
     before_snapshot: Vec<String>,
     streamed: Vec<String>,
     tables: &'static [&'static str],
+    messages: usize,
     properties: &'static [(&'static str, &'static str)],
     gaps: &'static [Gap],
 }
 
-/// Everything with Debezium's defaults, schema-wrapped (JsonConverter's default) on both sides.
+/// Everything with Debezium's defaults, schema-wrapped (JsonConverter's default) on both sides,
+/// plus transaction metadata (the `transaction` blocks and the transaction topic).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ficus_emits_what_debezium_emits() {
     conform(Case {
@@ -337,7 +441,8 @@ async fn ficus_emits_what_debezium_emits() {
         before_snapshot: before_snapshot(),
         streamed: streamed(),
         tables: TABLES,
-        properties: &[],
+        messages: 2,
+        properties: &[("provide.transaction.metadata", "true")],
         gaps: KNOWN_GAPS,
     })
     .await;
@@ -371,8 +476,11 @@ fn modes_case(properties: &'static [(&'static str, &'static str)]) -> Case {
                 .to_owned(),
             "INSERT INTO modes (id, iv, d, ts3) VALUES (4, '-00:00:01.5', '-infinity', 'infinity')"
                 .to_owned(),
+            // A message's content is bytes: written in binary.handling.mode.
+            "SELECT pg_logical_emit_message(true, 'modes', '\\xfbff00'::bytea)".to_owned(),
         ],
         tables: &["modes"],
+        messages: 1,
         properties,
         gaps: &[],
     }
@@ -412,17 +520,87 @@ async fn ficus_emits_what_debezium_emits_schemaless_with_base64_strings() {
     .await;
 }
 
+/// Adds a difference when the BEGIN and END records of the transactions `xids` differ.
+async fn compare_transactions(
+    test: &CdcTest,
+    dbz_records: &[DbzRecord],
+    xids: &[String],
+    differences: &mut Vec<(String, String, String)>,
+) {
+    let transaction_topic = format!("{}.transaction", test.prefix);
+    let of_streamed = |record: &Value| {
+        let id = payload(&record["key"])["id"].as_str().unwrap_or_default();
+        xids.iter()
+            .any(|xid| id.split(':').next() == Some(xid.as_str()))
+    };
+    let dbz: Vec<Value> = dbz_records
+        .iter()
+        .filter(|r| r.topic == transaction_topic)
+        .map(dbz_shape)
+        .filter(of_streamed)
+        .map(message_collections_as_ficus)
+        .collect();
+    let ficus: Vec<Value> = test
+        .messages(&transaction_topic)
+        .await
+        .iter()
+        .map(ficus_shape)
+        .filter(of_streamed)
+        .collect();
+    assert_eq!(
+        dbz.len(),
+        2 * xids.len(),
+        "Debezium: a BEGIN and an END per streamed transaction"
+    );
+    if dbz != ficus {
+        let statuses = |records: &[Value]| {
+            records
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}{}",
+                        payload(&r["value"])["status"],
+                        payload(&r["key"])["id"]
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let first = dbz
+            .iter()
+            .zip(&ficus)
+            .find(|(d, f)| d != f)
+            .map(|(d, f)| format!("debezium {d}\nficus    {f}"))
+            .unwrap_or_default();
+        differences.push((
+            "transaction".to_owned(),
+            "records".to_owned(),
+            format!(
+                "debezium {} [{}]\nficus {} [{}]\nfirst difference:\n{first}",
+                dbz.len(),
+                statuses(&dbz),
+                ficus.len(),
+                statuses(&ficus)
+            ),
+        ));
+    }
+}
+
 async fn conform(case: Case) {
     let Case {
         schema,
         before_snapshot,
         streamed,
         tables: compared,
+        messages,
         properties,
         gaps,
     } = case;
+    let transactions = properties.contains(&("provide.transaction.metadata", "true"));
     let mut test = CdcTest::new(schema).await;
     test.set("HEARTBEAT__INTERVAL_MS", 0);
+    // Debezium's default, off in the other tests (see support.rs).
+    test.set("DEBEZIUM__EXTENDED_HEADERS_ENABLED", true);
     // One row per chunk: the snapshot's look-ahead for the last row of a table is exercised.
     test.set("SNAPSHOT__CHUNK_ROWS", 1);
     let mut schemas = true;
@@ -470,16 +648,28 @@ async fn conform(case: Case) {
         })
         .await;
 
-    for transaction in streamed {
+    // The transaction id of each streamed transaction, to pick their records out of the
+    // transaction topic.
+    let mut xids = Vec::new();
+    for transaction in streamed
+        .into_iter()
+        .chain(["INSERT INTO zz_end VALUES (1)".to_owned()])
+    {
         let mut conn = test.connect().await;
-        conn.execute(format!("BEGIN; {transaction}; COMMIT").as_str())
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+        sqlx::raw_sql(&transaction)
+            .execute(&mut *tx)
             .await
             .unwrap_or_else(|e| panic!("{transaction}: {e}"));
+        // None for a transaction that wrote nothing (only a non-transactional message).
+        let (xid,): (Option<String>,) =
+            sqlx::query_as("SELECT pg_current_xact_id_if_assigned()::text")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        tx.commit().await.unwrap();
+        xids.extend(xid);
     }
-    test.pool
-        .execute("INSERT INTO zz_end VALUES (1)")
-        .await
-        .unwrap();
     let end_topic = test.topic("zz_end");
     test.wait_messages(&end_topic, WAIT, |m| !m.is_empty())
         .await;
@@ -504,49 +694,38 @@ async fn conform(case: Case) {
             .messages(&topic)
             .await
             .iter()
-            .map(|m| {
-                let headers: Vec<(String, Option<Vec<u8>>)> = m
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Some(v.clone())))
-                    .collect();
-                shape(m.key.as_deref(), m.value.as_deref(), &headers)
-            })
+            .map(ficus_shape)
             .collect();
         assert!(!dbz.is_empty(), "Debezium emitted nothing for {table}");
-        let ops = |records: &[Value]| {
-            records
-                .iter()
-                .map(|r| format!("{}{}", op_of(r), r["key"]))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        if dbz.len() != ficus.len() {
-            differences.push((
-                (*table).to_owned(),
-                "records".to_owned(),
-                format!(
-                    "debezium {} [{}], ficus {} [{}]",
-                    dbz.len(),
-                    ops(&dbz),
-                    ficus.len(),
-                    ops(&ficus)
-                ),
-            ));
-            continue;
-        }
-        for (i, (d, f)) in dbz.iter().zip(&ficus).enumerate() {
-            let f = &first_sequence_as_debezium(d, f);
-            let mut found = Vec::new();
-            diff("", d, f, &op_of(d), &mut found);
-            for (path, detail) in found {
-                differences.push((
-                    (*table).to_owned(),
-                    path,
-                    format!("record {i} ({}): {detail}", op_of(d)),
-                ));
-            }
-        }
+        compare(table, &dbz, &ficus, &mut differences);
+    }
+
+    // Logical decoding messages (`<prefix>.message`), compared as the change events are.
+    let message_topic = format!("{}.message", test.prefix);
+    let dbz: Vec<Value> = dbz_records
+        .iter()
+        .filter(|r| r.topic == message_topic)
+        .map(dbz_shape)
+        .collect();
+    assert_eq!(dbz.len(), messages, "Debezium's messages: {dbz:?}");
+    let ficus: Vec<Value> = if messages == 0 {
+        Vec::new()
+    } else {
+        test.messages(&message_topic)
+            .await
+            .iter()
+            .map(ficus_shape)
+            .collect()
+    };
+    compare("message", &dbz, &ficus, &mut differences);
+
+    // The transaction topic: BEGIN and END of each streamed transaction, compared whole, the
+    // schemas included (its `ts_ms` is the commit time, not a processing time). Debezium also
+    // writes BEGIN and END for the transactions that changed only tables it filters out
+    // (ficus's bookkeeping in schema _ficus, which its all-tables publication sends): those
+    // are left out.
+    if transactions {
+        compare_transactions(&test, &dbz_records, &xids, &mut differences).await;
     }
 
     let mut unexplained = Vec::new();

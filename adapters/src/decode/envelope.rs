@@ -22,7 +22,7 @@ use pg_walstream::TupleData;
 
 use super::json;
 use super::relation::Relation;
-use super::types::{write_placeholder, write_value};
+use super::types::{BinaryMode, write_placeholder, write_value};
 
 /// One column's value in a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,10 +125,15 @@ pub struct Source {
 /// Writes `{"col": value, ...}`.
 pub fn write_row(buf: &mut Vec<u8>, relation: &Relation, row: RowRef<'_>, placeholder: &str) {
     buf.push(b'{');
+    let mut first = true;
     for (i, column) in relation.columns.iter().enumerate() {
-        if i > 0 {
+        if column.excluded {
+            continue;
+        }
+        if !first {
             buf.push(b',');
         }
+        first = false;
         buf.extend_from_slice(&column.member);
         match row.cell(i) {
             Cell::Null => buf.extend_from_slice(b"null"),
@@ -238,7 +243,7 @@ pub fn envelope(
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"source\":");
-    write_source(&mut buf, relation, static_source, source);
+    write_source(&mut buf, &relation.source_names, static_source, source);
     buf.extend_from_slice(b",\"transaction\":null,\"op\":");
     json::push_str(&mut buf, op);
     write_times(&mut buf, now_ns);
@@ -259,9 +264,41 @@ fn write_times(buf: &mut Vec<u8>, ns: i64) {
     json::push_i64(buf, ns);
 }
 
+/// A logical decoding message (`pg_logical_emit_message`) as Debezium writes it to
+/// `<prefix>.message`: `{"op":"m","ts_ms":<processing time>,"source":{..,"schema":"","table":"",..},
+/// "transaction":null,"message":{"prefix":..,"content":..}}`, the content as
+/// `binary.handling.mode` writes bytes (as Debezium does: base64 for `bytes` and `base64`,
+/// `base64-url-safe`, `hex`).
+pub fn message(
+    static_source: &StaticSource,
+    source: &Source,
+    prefix: &str,
+    content: &[u8],
+    binary: BinaryMode,
+    now_ms: i64,
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(400 + prefix.len() + content.len() * 4 / 3);
+    buf.extend_from_slice(b"{\"op\":\"m\",\"ts_ms\":");
+    json::push_i64(&mut buf, now_ms);
+    buf.extend_from_slice(b",\"source\":");
+    write_source(
+        &mut buf,
+        b"\"schema\":\"\",\"table\":\"\"",
+        static_source,
+        source,
+    );
+    buf.extend_from_slice(b",\"transaction\":null,\"message\":{\"prefix\":");
+    json::push_str(&mut buf, prefix);
+    buf.extend_from_slice(b",\"content\":");
+    super::types::write_binary(&mut buf, binary, content);
+    buf.extend_from_slice(b"}}");
+    buf
+}
+
+/// `source_names`: `"schema":..,"table":..` (a relation's, or empty for a message).
 fn write_source(
     buf: &mut Vec<u8>,
-    relation: &Relation,
+    source_names: &[u8],
     static_source: &StaticSource,
     source: &Source,
 ) {
@@ -283,7 +320,7 @@ fn write_source(
     buf.extend_from_slice(b",\"ts_ns\":");
     json::push_i64(buf, source.ts_us.saturating_mul(1000));
     buf.push(b',');
-    buf.extend_from_slice(&relation.source_names);
+    buf.extend_from_slice(source_names);
     buf.extend_from_slice(b",\"txId\":");
     match source.tx_id {
         Some(tx) => json::push_i64(buf, tx as i64),

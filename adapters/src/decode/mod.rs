@@ -5,6 +5,7 @@ pub mod envelope;
 pub mod json;
 pub mod relation;
 pub mod schema;
+pub mod transaction;
 pub mod types;
 
 use std::collections::HashMap;
@@ -27,6 +28,10 @@ pub enum Op {
     Read,
     Outbox,
     Heartbeat,
+    /// A BEGIN or END record of the transaction topic.
+    Transaction,
+    /// A logical decoding message (`pg_logical_emit_message`).
+    Message,
 }
 
 impl Op {
@@ -40,6 +45,8 @@ impl Op {
             Op::Read => "r",
             Op::Outbox => "outbox",
             Op::Heartbeat => "heartbeat",
+            Op::Transaction => "transaction",
+            Op::Message => "m",
         }
     }
 }
@@ -401,6 +408,57 @@ impl Decoder {
             op: Op::Truncate,
             key_text: None,
         });
+    }
+
+    /// A logical decoding message at `lsn`: an `m` event on `<prefix>.message`, keyed
+    /// `{"prefix": ..}`. `tx` is the transaction of a transactional message; a
+    /// non-transactional one has no `txId` and the last commit's time, as Debezium's.
+    #[allow(clippy::too_many_arguments)] // The message, its position and its context.
+    pub fn message(
+        &self,
+        topic: &Arc<str>,
+        prefix: &str,
+        content: &[u8],
+        lsn: u64,
+        tx: Option<&TxContext>,
+        ts_us: i64,
+        last_commit_lsn: Option<u64>,
+    ) -> Record {
+        let source = Source {
+            ts_us,
+            snapshot: SnapshotMarker::False,
+            tx_id: tx.map(|tx| u64::from(tx.xid)),
+            lsn,
+            last_commit_lsn,
+        };
+        let mut key = b"{\"prefix\":".to_vec();
+        json::push_str(&mut key, prefix);
+        key.push(b'}');
+        let binary = self.config.debezium.binary_handling_mode;
+        let mut value = envelope::message(
+            &self.static_source,
+            &source,
+            prefix,
+            content,
+            binary,
+            now_ms(),
+        );
+        let connect = &self.config.connect;
+        if connect.key_converter_schemas_enable {
+            key = schema::wrap(schema::MESSAGE_KEY_SCHEMA.as_bytes(), &key);
+        }
+        if connect.value_converter_schemas_enable {
+            value = schema::wrap(&schema::message_value_schema(binary), &value);
+        }
+        Record {
+            topic: topic.clone(),
+            key: Some(key),
+            value: Some(value),
+            headers: Vec::new(),
+            table: Arc::from("message"),
+            op: Op::Message,
+            key_text: None,
+        }
     }
 
     /// A snapshot row: an `r` event.

@@ -19,6 +19,9 @@ pub struct Column {
     pub kind: Kind,
     pub type_oid: u32,
     pub type_modifier: i32,
+    /// Left out of `before`/`after` (`column.include.list`/`column.exclude.list`); a key
+    /// column stays in the key.
+    pub excluded: bool,
 }
 
 /// What the adapter does with a table's changes.
@@ -118,6 +121,8 @@ impl Relation {
             interval: config.debezium.interval_handling_mode,
             hstore: config.debezium.hstore_handling_mode,
         };
+        // Validated with the configuration.
+        let column_filter = config.column_filter().unwrap_or_default();
         let columns: Vec<Column> = spec
             .columns
             .iter()
@@ -132,6 +137,7 @@ impl Relation {
                     kind,
                     type_oid: spec.type_oid,
                     type_modifier: spec.type_modifier,
+                    excluded: !column_filter.includes(&format!("{schema}.{table}.{}", spec.name)),
                 }
             })
             .collect();
@@ -227,7 +233,19 @@ fn role_of(schema: &str, table: &str, config: &CdcConfig, columns: &[Column]) ->
         }
         return Role::Ignored;
     }
+    if !is_captured(config, schema, table) {
+        return Role::Ignored;
+    }
     Role::Table
+}
+
+/// Whether `table.include.list`/`table.exclude.list` capture `schema.table`.
+pub fn is_captured(config: &CdcConfig, schema: &str, table: &str) -> bool {
+    // Validated with the configuration.
+    config
+        .table_filter()
+        .unwrap_or_default()
+        .includes(&format!("{schema}.{table}"))
 }
 
 /// `<prefix>.<schema>.<table>`, with characters Kafka does not allow replaced by `_`.

@@ -48,6 +48,53 @@ pub const TRANSACTION_SCHEMA: &str = concat!(
     r#"],"optional":true,"name":"event.block","version":1,"field":"transaction"}"#,
 );
 
+/// The key schema of a `<prefix>.transaction` record (`provide.transaction.metadata`).
+pub const TRANSACTION_KEY_SCHEMA: &str = concat!(
+    r#"{"type":"struct","fields":[{"type":"string","optional":false,"field":"id"}],"#,
+    r#""optional":false,"name":"io.debezium.connector.common.TransactionMetadataKey","version":1}"#,
+);
+
+/// The value schema of a `<prefix>.transaction` record (BEGIN and END alike).
+pub const TRANSACTION_VALUE_SCHEMA: &str = concat!(
+    r#"{"type":"struct","fields":["#,
+    r#"{"type":"string","optional":false,"field":"status"},"#,
+    r#"{"type":"string","optional":false,"field":"id"},"#,
+    r#"{"type":"int64","optional":true,"field":"event_count"},"#,
+    r#"{"type":"array","items":{"type":"struct","fields":["#,
+    r#"{"type":"string","optional":false,"field":"data_collection"},"#,
+    r#"{"type":"int64","optional":false,"field":"event_count"}"#,
+    r#"],"optional":true,"name":"event.collection","version":1},"optional":true,"field":"data_collections"},"#,
+    r#"{"type":"int64","optional":false,"field":"ts_ms"}"#,
+    r#"],"optional":false,"name":"io.debezium.connector.common.TransactionMetadataValue","version":1}"#,
+);
+
+/// The key schema of a `<prefix>.message` record (a logical decoding message).
+pub const MESSAGE_KEY_SCHEMA: &str = concat!(
+    r#"{"type":"struct","fields":[{"type":"string","optional":true,"field":"prefix"}],"#,
+    r#""optional":false,"name":"io.debezium.connector.postgresql.MessageKey","version":1}"#,
+);
+
+/// The value schema of a `<prefix>.message` record: `op`, `ts_ms`, `source`, `transaction`
+/// and `message` (`prefix`, and `content` as `binary.handling.mode` writes bytes).
+pub fn message_value_schema(binary: BinaryMode) -> Vec<u8> {
+    let content = match binary {
+        BinaryMode::Bytes => "bytes",
+        BinaryMode::Base64 | BinaryMode::Base64UrlSafe | BinaryMode::Hex => "string",
+    };
+    let mut buf = Vec::with_capacity(2048);
+    buf.extend_from_slice(br#"{"type":"struct","fields":["#);
+    buf.extend_from_slice(br#"{"type":"string","optional":false,"field":"op"},"#);
+    buf.extend_from_slice(br#"{"type":"int64","optional":true,"field":"ts_ms"},"#);
+    buf.extend_from_slice(SOURCE_SCHEMA.as_bytes());
+    buf.push(b',');
+    buf.extend_from_slice(TRANSACTION_SCHEMA.as_bytes());
+    buf.extend_from_slice(br#",{"type":"struct","fields":[{"type":"string","optional":true,"field":"prefix"},{"type":""#);
+    buf.extend_from_slice(content.as_bytes());
+    buf.extend_from_slice(br#"","optional":true,"field":"content"}],"optional":false,"name":"io.debezium.connector.postgresql.Message","version":1,"field":"message"}"#);
+    buf.extend_from_slice(br#"],"optional":false,"name":"io.debezium.connector.postgresql.MessageValue","version":1}"#);
+    buf
+}
+
 /// The envelope's members after `transaction`.
 const ENVELOPE_TAIL: &str = concat!(
     r#"{"type":"string","optional":false,"field":"op"},"#,

@@ -388,7 +388,7 @@ pub const DATE_INFINITY: [(i64, i64); 2] = [
 pub const TIMESTAMP_INFINITY: [i64; 2] = [9_223_372_036_825_200_000, -9_223_372_036_832_400_000];
 
 /// Bytes in `binary.handling.mode`.
-fn write_binary(buf: &mut Vec<u8>, mode: BinaryMode, bytes: &[u8]) {
+pub fn write_binary(buf: &mut Vec<u8>, mode: BinaryMode, bytes: &[u8]) {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
     match mode {
         BinaryMode::Bytes | BinaryMode::Base64 => json::push_str(buf, &STANDARD.encode(bytes)),

@@ -145,6 +145,7 @@ pub async fn run(
         .filter(|(schema, table)| {
             schema != crate::migrations::SCHEMA
                 && !outboxes.contains(&(schema.as_str(), table.as_str()))
+                && crate::decode::relation::is_captured(config, schema, table)
         })
         .collect();
 

@@ -290,7 +290,7 @@ fn unwrap_payload_object(mut map: Map<String, Value>) -> Result<Map<String, Valu
     Ok(map)
 }
 
-/// A heartbeat record (topic `__ficus-heartbeat.<prefix>`).
+/// A heartbeat record (topic `__debezium-heartbeat.<prefix>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
     pub server_name: String,

@@ -54,7 +54,7 @@ impl Adapter {
     }
 
     pub fn heartbeat_topic(&self) -> String {
-        format!("__ficus-heartbeat.{}", self.prefix)
+        format!("__debezium-heartbeat.{}", self.prefix)
     }
 
     /// Starts `ficus cdc` (snapshot `initial`, heartbeats every second) in this process.
