@@ -40,9 +40,15 @@ pub mod store;
 pub mod telemetry;
 pub mod view;
 
-pub use consumer::{ConsumerConfig, Partitions, ViewHandle, rebuild, start};
+pub use consumer::{
+    ConsumerConfig, Partitions, TransactionalViews, ViewHandle, ViewsHandle, rebuild, start,
+    start_transactional,
+};
 pub use error::{EventError, ViewError};
-pub use event::{Envelope, Event, Heartbeat, Key, Op, Position, Source};
+pub use event::{
+    Envelope, Event, Heartbeat, Key, Op, Position, Source, TransactionBlock, TransactionMarker,
+    TransactionStatus,
+};
 pub use join::{Join, Taken};
 pub use ready::{StatusReport, ViewStatus};
 pub use store::Store;
