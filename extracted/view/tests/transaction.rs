@@ -67,7 +67,7 @@ fn event(
     let (key, value) = row_change(table, op, key, row, Some(tx.commit), tx.lsn + total_order);
     let mut value: Value = serde_json::from_str(&value.unwrap()).unwrap();
     value["transaction"] = json!({
-        "id": tx.id(),
+        "id": tx.id(tx.lsn + total_order),
         "total_order": total_order,
         "data_collection_order": collection_order,
     });
@@ -90,16 +90,17 @@ impl Tx {
         }
     }
 
-    /// Debezium's PostgreSQL transaction id: `<txId>:<lsn>`.
-    fn id(&self) -> String {
-        format!("{}:{}", self.txid, self.lsn)
+    /// Debezium's PostgreSQL transaction id: `<txId>:<lsn>`, the position of the record at
+    /// hand (the BEGIN's, each event's own, the COMMIT's for the END).
+    fn id(&self, lsn: u64) -> String {
+        format!("{}:{lsn}", self.txid)
     }
 
     fn begin(&self) -> (Option<String>, Option<String>) {
         (
-            Some(json!({"id": self.id()}).to_string()),
+            Some(json!({"id": self.id(self.lsn)}).to_string()),
             Some(
-                json!({"status": "BEGIN", "id": self.id(), "event_count": null,
+                json!({"status": "BEGIN", "id": self.id(self.lsn), "event_count": null,
                        "data_collections": null, "ts_ms": 1_700_000_000_000i64})
                 .to_string(),
             ),
@@ -113,9 +114,9 @@ impl Tx {
             .collect();
         let total: u64 = counts.iter().map(|(_, n)| n).sum();
         (
-            Some(json!({"id": self.id()}).to_string()),
+            Some(json!({"id": self.id(self.lsn + 100)}).to_string()),
             Some(
-                json!({"status": "END", "id": self.id(), "event_count": total,
+                json!({"status": "END", "id": self.id(self.lsn + 100), "event_count": total,
                        "data_collections": collections, "ts_ms": 1_700_000_000_000i64})
                 .to_string(),
             ),

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! How a transaction becomes a unit: its END record names how many events it wrote per table
-//! (`data_collections`); once the heads of the partition queues hold that many events carrying
-//! its id (`transaction.id`) for the views' tables, they are taken together (with the tombstones
+//! (`data_collections`); once the heads of the partition queues hold that many events of it
+//! (`transaction.id`, `<txId>:<lsn>`: the same `txId`) for the views' tables, they are taken
+//! together (with the tombstones
 //! right behind its deletes). Transactions are taken in the order of their END records (commit
 //! order), and a partition's events are taken in offset order, so the offsets stored are always
 //! a transaction boundary: a crash anywhere leaves each transaction in the store whole or not at
@@ -389,7 +390,16 @@ struct Pending {
     raw: Raw,
     change: Change,
     source: Option<(Position, i64)>,
+    /// [`transaction_key`] of its `transaction.id`.
     transaction: Option<String>,
+}
+
+/// What the records of one transaction share in their ids. Debezium's PostgreSQL ids are
+/// `<txId>:<lsn>` with the position of the record at hand (the BEGIN's, each event's own, the
+/// COMMIT's for the END), so the transaction is the part before the colon; an id without one is
+/// taken whole.
+fn transaction_key(id: &str) -> &str {
+    id.split_once(':').map_or(id, |(tx, _)| tx)
 }
 
 /// Events taken together: one transaction, or one event.
@@ -466,6 +476,7 @@ impl Applier {
                 let columns: Vec<&Column> = self.columns[v].iter().collect();
                 let key_columns: Vec<&Column> = columns.iter().copied().filter(|c| c.key).collect();
                 let (change, source, transaction) = to_change(spec, &columns, &key_columns, &raw)?;
+                let transaction = transaction.map(|id| transaction_key(&id).to_owned());
                 self.queues
                     .entry((v, raw.partition))
                     .or_default()
@@ -531,7 +542,7 @@ impl Applier {
                 self.marker_taken(offset);
                 continue;
             }
-            let id = marker.id.clone();
+            let id = transaction_key(&marker.id).to_owned();
             let mut found = 0u64;
             let mut oldest: Option<Position> = None;
             for queue in self.queues.values() {
@@ -744,5 +755,12 @@ mod tests {
         assert!(same_collection("app.public.people", "public.people"));
         assert!(!same_collection("xpublic.people", "public.people"));
         assert!(!same_collection("public.people_old", "public.people"));
+    }
+
+    #[test]
+    fn the_records_of_a_transaction_share_its_txid() {
+        assert_eq!(transaction_key("571:53195832"), "571");
+        assert_eq!(transaction_key("571:53196000"), "571");
+        assert_eq!(transaction_key("571"), "571");
     }
 }
