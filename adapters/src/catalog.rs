@@ -43,9 +43,9 @@ impl Catalog {
             if let Some(kind) = self.kinds.get(&(oid, typmod)) {
                 return Ok(kind.clone());
             }
-            let row: Option<(String, String, i64, i64, String, i32)> = sqlx::query_as(
+            let row: Option<(String, String, i64, i64, String, i32, String)> = sqlx::query_as(
                 "SELECT typtype::text, typcategory::text, typelem::int8, typbasetype::int8, \
-                        typdelim::text, typtypmod \
+                        typdelim::text, typtypmod, typname::text \
                  FROM pg_type WHERE oid = $1::int8::oid",
             )
             .bind(i64::from(oid))
@@ -54,9 +54,11 @@ impl Catalog {
             .map_err(CdcError::pg("looking up a type"))?;
             let kind = match row {
                 None => Kind::Text,
-                Some((typtype, category, elem, base, delim, domain_typmod)) => {
+                Some((typtype, category, elem, base, delim, domain_typmod, name)) => {
                     if typtype == "e" {
                         Kind::Enum
+                    } else if typtype == "b" && name == "hstore" {
+                        Kind::Hstore
                     } else if typtype == "d" && base != 0 {
                         let typmod = if domain_typmod >= 0 {
                             domain_typmod
@@ -85,14 +87,17 @@ impl Catalog {
         Ok(kinds)
     }
 
-    /// The primary key's column names of a relation, in key order (empty: none).
+    /// The key's column names of a relation, in key order (empty: none): the primary key, or,
+    /// without one, the unique index of `REPLICA IDENTITY USING INDEX` (as Debezium keys it).
     pub async fn primary_key(&self, relid: u32) -> Result<Vec<String>, CdcError> {
         let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT a.attname::text \
-             FROM pg_index i \
+            "WITH i AS (SELECT indrelid, indkey FROM pg_index \
+                        WHERE indrelid = $1::int8::oid AND (indisprimary OR indisreplident) \
+                        ORDER BY indisprimary DESC LIMIT 1) \
+             SELECT a.attname::text \
+             FROM i \
              CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1::int8::oid AND i.indisprimary \
              ORDER BY k.ord",
         )
         .bind(i64::from(relid))

@@ -4,6 +4,7 @@
 pub mod envelope;
 pub mod json;
 pub mod relation;
+pub mod transaction;
 pub mod types;
 
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use pg_walstream::TupleData;
 
-use self::envelope::{Cell, Row, RowRef, Source};
+use self::envelope::{Cell, Row, RowRef, SnapshotMarker, Source, StaticSource};
 use self::relation::{OutboxRoute, Relation, Role, sanitize_topic};
 use crate::config::CdcConfig;
 
@@ -26,6 +27,10 @@ pub enum Op {
     Read,
     Outbox,
     Heartbeat,
+    /// A BEGIN or END record of the transaction topic.
+    Transaction,
+    /// A logical decoding message (`pg_logical_emit_message`).
+    Message,
 }
 
 impl Op {
@@ -39,6 +44,8 @@ impl Op {
             Op::Read => "r",
             Op::Outbox => "outbox",
             Op::Heartbeat => "heartbeat",
+            Op::Transaction => "transaction",
+            Op::Message => "m",
         }
     }
 }
@@ -61,7 +68,8 @@ pub struct Record {
 #[derive(Debug, Clone, Copy)]
 pub struct TxContext {
     pub xid: u32,
-    pub commit_ts_ms: i64,
+    /// Commit time, microseconds since the epoch.
+    pub commit_ts_us: i64,
     /// The LSN of the commit record (pgoutput Begin's `final_lsn`).
     pub commit_lsn: u64,
     /// The previous transaction's commit LSN (Debezium's `sequence`).
@@ -72,7 +80,38 @@ pub struct TxContext {
 pub struct Decoder {
     relations: HashMap<u32, Arc<Relation>>,
     config: Arc<CdcConfig>,
-    static_source: Vec<u8>,
+    static_source: StaticSource,
+    /// Debezium's context headers on every change record (`extended.headers.enabled`).
+    context_headers: Vec<(Arc<str>, Vec<u8>)>,
+}
+
+/// Debezium's header on the delete (and tombstone) of a primary-key change: the new key.
+pub const NEW_KEY_HEADER: &str = "__debezium.newkey";
+/// Debezium's header on the create of a primary-key change: the old key.
+pub const OLD_KEY_HEADER: &str = "__debezium.oldkey";
+
+/// `__debezium.context.*` headers, values as JSON strings (Kafka Connect's JsonConverter's).
+fn context_headers(config: &CdcConfig) -> Vec<(Arc<str>, Vec<u8>)> {
+    if !config.debezium.extended_headers_enabled {
+        return Vec::new();
+    }
+    let run_id = uuid::Uuid::new_v4().to_string();
+    [
+        ("connectorLogicalName", config.topic_prefix.as_str()),
+        ("taskId", "0"),
+        ("connectorName", "postgresql"),
+        ("runId", run_id.as_str()),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        let mut bytes = Vec::new();
+        json::push_str(&mut bytes, value);
+        (
+            Arc::from(format!("__debezium.context.{name}").as_str()),
+            bytes,
+        )
+    })
+    .collect()
 }
 
 impl Decoder {
@@ -84,6 +123,7 @@ impl Decoder {
         );
         Self {
             relations: HashMap::new(),
+            context_headers: context_headers(&config),
             config,
             static_source,
         }
@@ -110,8 +150,8 @@ impl Decoder {
 
     fn source(&self, lsn: u64, tx: &TxContext) -> Source {
         Source {
-            ts_ms: tx.commit_ts_ms,
-            snapshot: false,
+            ts_us: tx.commit_ts_us,
+            snapshot: SnapshotMarker::False,
             tx_id: Some(u64::from(tx.xid)),
             lsn,
             last_commit_lsn: tx.last_commit_lsn,
@@ -127,6 +167,7 @@ impl Decoder {
         op: Op,
         source: &Source,
         with_key_text: bool,
+        key_header: Option<(&'static str, Option<&[u8]>)>,
         out: &mut Vec<Record>,
     ) {
         let key_row = after.or(before).expect("a change has a row");
@@ -138,7 +179,7 @@ impl Decoder {
             after,
             op.as_str(),
             source,
-            now_ms(),
+            now_ns(),
             self.placeholder(),
         );
         let key_text = if with_key_text {
@@ -146,25 +187,40 @@ impl Decoder {
         } else {
             None
         };
-        let tombstone = (op == Op::Delete).then(|| Record {
-            topic: relation.topic.clone(),
-            key: key.clone(),
-            value: None,
-            headers: Vec::new(),
-            table: relation.full_name.clone(),
-            op: Op::Tombstone,
-            key_text: key_text.clone(),
-        });
+        let headers = self.headers(key_header);
+        let tombstone =
+            (op == Op::Delete && self.config.debezium.tombstones_on_delete).then(|| Record {
+                topic: relation.topic.clone(),
+                key: key.clone(),
+                value: None,
+                headers: headers.clone(),
+                table: relation.full_name.clone(),
+                op: Op::Tombstone,
+                key_text: key_text.clone(),
+            });
         out.push(Record {
             topic: relation.topic.clone(),
             key,
             value: Some(value),
-            headers: Vec::new(),
+            headers,
             table: relation.full_name.clone(),
             op,
             key_text,
         });
         out.extend(tombstone);
+    }
+
+    /// A key-change header (when any) followed by the context headers.
+    fn headers(
+        &self,
+        key_header: Option<(&'static str, Option<&[u8]>)>,
+    ) -> Vec<(Arc<str>, Vec<u8>)> {
+        let mut headers = Vec::with_capacity(self.context_headers.len() + 1);
+        if let Some((name, key)) = key_header {
+            headers.push((Arc::from(name), key.unwrap_or(b"null").to_vec()));
+        }
+        headers.extend(self.context_headers.iter().cloned());
+        headers
     }
 
     /// An insert: a `c` event, or an outbox message.
@@ -189,6 +245,9 @@ impl Decoder {
             }
             Role::Heartbeat | Role::Ignored => return,
         }
+        if self.config.debezium.skipped_operations.create {
+            return;
+        }
         let after = RowRef::new(tuple);
         let source = self.source(lsn, tx);
         self.change(
@@ -198,6 +257,7 @@ impl Decoder {
             Op::Create,
             &source,
             with_key_text,
+            None,
             out,
         );
     }
@@ -232,6 +292,9 @@ impl Decoder {
             && relation.has_primary_key()
             && envelope::key_changed(relation, old_ref, new_ref)
         {
+            // Debezium's headers link the two: the delete names the new key, the create the old.
+            let old_key = envelope::key(relation, old_ref, self.placeholder());
+            let new_key = envelope::key(relation, new_ref, self.placeholder());
             self.change(
                 relation,
                 Some(old_ref),
@@ -239,6 +302,7 @@ impl Decoder {
                 Op::Delete,
                 &source,
                 with_key_text,
+                Some((NEW_KEY_HEADER, new_key.as_deref())),
                 out,
             );
             self.change(
@@ -248,8 +312,12 @@ impl Decoder {
                 Op::Create,
                 &source,
                 with_key_text,
+                Some((OLD_KEY_HEADER, old_key.as_deref())),
                 out,
             );
+            return;
+        }
+        if self.config.debezium.skipped_operations.update {
             return;
         }
         // The old row is "before" only when it is complete (REPLICA IDENTITY FULL).
@@ -265,6 +333,7 @@ impl Decoder {
             Op::Update,
             &source,
             with_key_text,
+            None,
             out,
         );
     }
@@ -280,7 +349,7 @@ impl Decoder {
         with_key_text: bool,
         out: &mut Vec<Record>,
     ) {
-        if !matches!(relation.role, Role::Table) {
+        if !matches!(relation.role, Role::Table) || self.config.debezium.skipped_operations.delete {
             return;
         }
         let source = self.source(lsn, tx);
@@ -291,13 +360,15 @@ impl Decoder {
             Op::Delete,
             &source,
             with_key_text,
+            None,
             out,
         );
     }
 
     /// A truncate: a `t` event with a null key (Debezium's shape).
     pub fn truncate(&self, relation: &Relation, lsn: u64, tx: &TxContext, out: &mut Vec<Record>) {
-        if !matches!(relation.role, Role::Table) {
+        if !matches!(relation.role, Role::Table) || self.config.debezium.skipped_operations.truncate
+        {
             return;
         }
         let source = self.source(lsn, tx);
@@ -308,18 +379,59 @@ impl Decoder {
             None,
             Op::Truncate.as_str(),
             &source,
-            now_ms(),
+            now_ns(),
             self.placeholder(),
         );
         out.push(Record {
             topic: relation.topic.clone(),
             key: None,
             value: Some(value),
-            headers: Vec::new(),
+            headers: self.headers(None),
             table: relation.full_name.clone(),
             op: Op::Truncate,
             key_text: None,
         });
+    }
+
+    /// A logical decoding message at `lsn`: an `m` event on `<prefix>.message`, keyed
+    /// `{"prefix": ..}`. `tx` is the transaction of a transactional message; a
+    /// non-transactional one has no `txId` and the last commit's time, as Debezium's.
+    #[allow(clippy::too_many_arguments)] // The message, its position and its context.
+    pub fn message(
+        &self,
+        topic: &Arc<str>,
+        prefix: &str,
+        content: &[u8],
+        lsn: u64,
+        tx: Option<&TxContext>,
+        ts_us: i64,
+        last_commit_lsn: Option<u64>,
+    ) -> Record {
+        let source = Source {
+            ts_us,
+            snapshot: SnapshotMarker::False,
+            tx_id: tx.map(|tx| u64::from(tx.xid)),
+            lsn,
+            last_commit_lsn,
+        };
+        let mut key = b"{\"prefix\":".to_vec();
+        json::push_str(&mut key, prefix);
+        key.push(b'}');
+        Record {
+            topic: topic.clone(),
+            key: Some(key),
+            value: Some(envelope::message(
+                &self.static_source,
+                &source,
+                prefix,
+                content,
+                now_ms(),
+            )),
+            headers: Vec::new(),
+            table: Arc::from("message"),
+            op: Op::Message,
+            key_text: None,
+        }
     }
 
     /// A snapshot row: an `r` event.
@@ -328,12 +440,13 @@ impl Decoder {
         relation: &Relation,
         row: &Vec<Option<String>>,
         snapshot_lsn: u64,
-        snapshot_ts_ms: i64,
+        snapshot_ts_us: i64,
         tx_id: Option<u64>,
+        marker: SnapshotMarker,
     ) -> Record {
         let source = Source {
-            ts_ms: snapshot_ts_ms,
-            snapshot: true,
+            ts_us: snapshot_ts_us,
+            snapshot: marker,
             tx_id,
             lsn: snapshot_lsn,
             last_commit_lsn: None,
@@ -347,14 +460,14 @@ impl Decoder {
             Some(after),
             Op::Read.as_str(),
             &source,
-            now_ms(),
+            now_ns(),
             self.placeholder(),
         );
         Record {
             topic: relation.topic.clone(),
             key,
             value: Some(value),
-            headers: Vec::new(),
+            headers: self.headers(None),
             table: relation.full_name.clone(),
             op: Op::Read,
             key_text: None,
@@ -433,9 +546,14 @@ fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
+    now_ns().div_euclid(1_000_000)
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
 
@@ -498,7 +616,7 @@ mod tests {
 
     const TX: TxContext = TxContext {
         xid: 77,
-        commit_ts_ms: 1_700_000_000_000,
+        commit_ts_us: 1_700_000_000_000_000,
         commit_lsn: 500,
         last_commit_lsn: Some(400),
     };

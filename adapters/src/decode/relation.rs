@@ -18,6 +18,9 @@ pub struct Column {
     pub kind: Kind,
     pub type_oid: u32,
     pub type_modifier: i32,
+    /// Left out of `before`/`after` (`column.include.list`/`column.exclude.list`); a key
+    /// column stays in the key.
+    pub excluded: bool,
 }
 
 /// What the adapter does with a table's changes.
@@ -89,11 +92,14 @@ impl Relation {
     pub fn build(spec: &TableSpec, kinds: Vec<Kind>, config: &CdcConfig) -> Self {
         let (schema, table) = (spec.schema.as_str(), spec.table.as_str());
         let primary_key = &spec.primary_key;
+        // Validated with the configuration.
+        let column_filter = config.column_filter().unwrap_or_default();
         let columns: Vec<Column> = spec
             .columns
             .iter()
             .zip(kinds)
             .map(|(spec, kind)| {
+                let kind = kind.with_decimal_mode(config.debezium.decimal_handling_mode);
                 let mut member = Vec::with_capacity(spec.name.len() + 3);
                 json::push_key(&mut member, &spec.name);
                 Column {
@@ -102,6 +108,7 @@ impl Relation {
                     kind,
                     type_oid: spec.type_oid,
                     type_modifier: spec.type_modifier,
+                    excluded: !column_filter.includes(&format!("{schema}.{table}.{}", spec.name)),
                 }
             })
             .collect();
@@ -166,7 +173,19 @@ fn role_of(schema: &str, table: &str, config: &CdcConfig, columns: &[Column]) ->
         }
         return Role::Ignored;
     }
+    if !is_captured(config, schema, table) {
+        return Role::Ignored;
+    }
     Role::Table
+}
+
+/// Whether `table.include.list`/`table.exclude.list` capture `schema.table`.
+pub fn is_captured(config: &CdcConfig, schema: &str, table: &str) -> bool {
+    // Validated with the configuration.
+    config
+        .table_filter()
+        .unwrap_or_default()
+        .includes(&format!("{schema}.{table}"))
 }
 
 /// `<prefix>.<schema>.<table>`, with characters Kafka does not allow replaced by `_`.

@@ -1,15 +1,17 @@
 //! PostgreSQL values (their text output, as pgoutput and `::text` give them) mapped to JSON the
 //! way Debezium's PostgreSQL connector does with its defaults (`time.precision.mode=adaptive`,
 //! `binary.handling.mode=bytes`, `interval.handling.mode=numeric`), except numeric, which is
-//! mapped as with `decimal.handling.mode=string` (exact, and readable without a schema).
+//! mapped by `decimal.handling.mode` (Debezium's default `precise`; `string`, `double`).
 //!
 //! | PostgreSQL | JSON | Debezium logical type |
 //! |---|---|---|
 //! | `boolean` | `true` / `false` | |
 //! | `smallint`, `integer`, `bigint`, `oid` | number | |
 //! | `real`, `double precision` | number; `"NaN"`, `"Infinity"`, `"-Infinity"` as strings | |
-//! | `numeric`, `decimal` | string with every digit (`"12.3400"`, `"NaN"`) | decimal.handling.mode=string |
-//! | `money` | string as PostgreSQL prints it | |
+//! | `numeric(p, s)` | precise: base64 of the unscaled value's two's-complement bytes (`"ALxhTg=="`); NaN null | org.apache.kafka.connect.data.Decimal |
+//! | `numeric` (no scale) | precise: `{"scale": s, "value": base64}`, trailing zeros dropped | io.debezium.data.VariableScaleDecimal |
+//! | `numeric` with `decimal.handling.mode=string` / `double` | string with every digit (`"12.3400"`, `"NaN"`) / number | |
+//! | `money` | precise: base64 bytes of scale 2; `string`/`double` modes: as PostgreSQL prints it / number | org.apache.kafka.connect.data.Decimal |
 //! | `text`, `varchar`, `char`, `name`, `citext`, ... | string | |
 //! | `uuid` | string | io.debezium.data.Uuid |
 //! | enum types | string (the label) | io.debezium.data.Enum |
@@ -23,6 +25,8 @@
 //! | `interval` | microseconds, a month counted as 30.4375 days | io.debezium.time.MicroDuration |
 //! | arrays of any of these | JSON arrays (nested for several dimensions), `null` elements kept | |
 //! | domains | as their base type | |
+//! | `point` | `{"x", "y", "wkb", "srid": null}` | io.debezium.data.geometry.Point |
+//! | `hstore` | string holding a JSON object | io.debezium.data.Json (hstore.handling.mode=json) |
 //! | anything else (`inet`, geometric, ranges, `xml`, composite, ...) | string, PostgreSQL's text | |
 //!
 //! Infinite dates and timestamps: `date`/`timestamp` give `i64::MAX`/`i64::MIN` (Debezium
@@ -40,7 +44,15 @@ pub enum Kind {
     Bool,
     Int,
     Float,
-    Numeric,
+    /// `scale`: the declared scale (`numeric(p, s)`), `None` without one.
+    Numeric {
+        scale: Option<u16>,
+        mode: DecimalMode,
+    },
+    /// Two fraction digits (Debezium's `money.fraction.digits` default).
+    Money {
+        mode: DecimalMode,
+    },
     Text,
     Uuid,
     Enum,
@@ -56,9 +68,39 @@ pub enum Kind {
     Timestamp {
         millis: bool,
     },
-    TimestampTz,
+    /// `precision`: the fraction's digits (the column's precision, 6 by default), as
+    /// Debezium's `ZonedTimestamp` pads it.
+    TimestampTz {
+        precision: u8,
+    },
     Interval,
+    /// `point`: Debezium's `io.debezium.data.geometry.Point`.
+    Point,
+    /// The `hstore` extension's type: a JSON object as a string (`hstore.handling.mode=json`).
+    Hstore,
     Array(Box<Kind>),
+}
+
+/// `decimal.handling.mode`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecimalMode {
+    #[default]
+    Precise,
+    String,
+    Double,
+}
+
+impl Kind {
+    /// The kind with numeric and money mapped in `mode` (arrays included).
+    pub fn with_decimal_mode(self, mode: DecimalMode) -> Kind {
+        match self {
+            Kind::Numeric { scale, .. } => Kind::Numeric { scale, mode },
+            Kind::Money { .. } => Kind::Money { mode },
+            Kind::Array(elem) => Kind::Array(Box::new(elem.with_decimal_mode(mode))),
+            other => other,
+        }
+    }
 }
 
 /// Built-in scalar types by OID; `typmod` is the column's type modifier (precision of time
@@ -70,7 +112,14 @@ pub fn builtin_kind(oid: u32, typmod: i32) -> Option<Kind> {
         16 => Kind::Bool,
         20 | 21 | 23 | 26 | 28 => Kind::Int,
         700 | 701 => Kind::Float,
-        1700 => Kind::Numeric,
+        1700 => Kind::Numeric {
+            // typmod = ((precision << 16) | scale) + 4; -1 without a declared scale.
+            scale: (typmod >= 4).then(|| ((typmod - 4) & 0xffff) as u16),
+            mode: DecimalMode::Precise,
+        },
+        790 => Kind::Money {
+            mode: DecimalMode::Precise,
+        },
         17 => Kind::Bytea,
         114 | 3802 => Kind::Json,
         2950 => Kind::Uuid,
@@ -78,10 +127,17 @@ pub fn builtin_kind(oid: u32, typmod: i32) -> Option<Kind> {
         1083 => Kind::Time { millis },
         1266 => Kind::TimeTz,
         1114 => Kind::Timestamp { millis },
-        1184 => Kind::TimestampTz,
+        1184 => Kind::TimestampTz {
+            precision: if (0..=6).contains(&typmod) {
+                typmod as u8
+            } else {
+                6
+            },
+        },
         1186 => Kind::Interval,
+        600 => Kind::Point,
         // text, varchar, bpchar, name, "char", money, xml, inet, cidr, macaddr, bit, varbit
-        25 | 1043 | 1042 | 19 | 18 | 790 | 142 | 869 | 650 | 829 | 774 | 1560 | 1562 => Kind::Text,
+        25 | 1043 | 1042 | 19 | 18 | 142 | 869 | 650 | 829 | 774 | 1560 | 1562 => Kind::Text,
         _ => return None,
     })
 }
@@ -107,6 +163,17 @@ pub fn write_placeholder(buf: &mut Vec<u8>, kind: &Kind, placeholder: &str) {
             buf,
             &base64::engine::general_purpose::STANDARD.encode(placeholder.as_bytes()),
         ),
+        // Debezium writes the placeholder's bytes as the numbers of an integer array.
+        Kind::Array(elem) if **elem == Kind::Int => {
+            buf.push(b'[');
+            for (i, byte) in placeholder.bytes().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                json::push_i64(buf, i64::from(byte));
+            }
+            buf.push(b']');
+        }
         Kind::Array(_) => {
             buf.push(b'[');
             json::push_str(buf, placeholder);
@@ -139,7 +206,9 @@ fn try_write_value(buf: &mut Vec<u8>, kind: &Kind, s: &str) -> bool {
                 buf.extend_from_slice(s.as_bytes());
             }
         },
-        Kind::Numeric | Kind::Text | Kind::Uuid | Kind::Enum | Kind::Json => json::push_str(buf, s),
+        Kind::Numeric { scale, mode } => return write_numeric(buf, *scale, *mode, s),
+        Kind::Money { mode } => return write_money(buf, *mode, s),
+        Kind::Text | Kind::Uuid | Kind::Enum | Kind::Json => json::push_str(buf, s),
         Kind::Bytea => {
             let Some(hex) = s.strip_prefix("\\x") else {
                 return false;
@@ -183,9 +252,9 @@ fn try_write_value(buf: &mut Vec<u8>, kind: &Kind, s: &str) -> bool {
                 None => return false,
             },
         },
-        Kind::TimestampTz => match s {
+        Kind::TimestampTz { precision } => match s {
             "infinity" | "-infinity" => json::push_str(buf, s),
-            _ => match parse_timestamptz_utc(s) {
+            _ => match parse_timestamptz_utc(s, *precision) {
                 Some(text) => json::push_str(buf, &text),
                 None => return false,
             },
@@ -194,9 +263,248 @@ fn try_write_value(buf: &mut Vec<u8>, kind: &Kind, s: &str) -> bool {
             Some(micros) => json::push_i64(buf, micros),
             None => return false,
         },
+        Kind::Point => return write_point(buf, s),
+        Kind::Hstore => return write_hstore(buf, s),
         Kind::Array(elem) => return write_array(buf, elem, s),
     }
     true
+}
+
+/// `(x,y)` as `{"x":..,"y":..,"wkb":<base64 little-endian WKB point>,"srid":null}`.
+fn write_point(buf: &mut Vec<u8>, s: &str) -> bool {
+    let Some((x, y)) = s
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| r.split_once(','))
+    else {
+        return false;
+    };
+    let (Ok(x), Ok(y)) = (x.trim().parse::<f64>(), y.trim().parse::<f64>()) else {
+        return false;
+    };
+    if !x.is_finite() || !y.is_finite() {
+        return false;
+    }
+    let mut wkb = Vec::with_capacity(21);
+    wkb.push(1); // little-endian
+    wkb.extend_from_slice(&1u32.to_le_bytes()); // a point
+    wkb.extend_from_slice(&x.to_le_bytes());
+    wkb.extend_from_slice(&y.to_le_bytes());
+    // Doubles as Java writes them: `-2.0`, not `-2`.
+    buf.extend_from_slice(format!("{{\"x\":{x:?},\"y\":{y:?},\"wkb\":").as_bytes());
+    push_base64(buf, &wkb);
+    buf.extend_from_slice(b",\"srid\":null}");
+    true
+}
+
+/// hstore's text (`"a"=>"1", "b"=>NULL`) as a string holding the JSON object, in hstore's order.
+fn write_hstore(buf: &mut Vec<u8>, s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let mut pos = 0;
+    let mut object = Vec::with_capacity(s.len() + 2);
+    object.push(b'{');
+    let quoted = |pos: &mut usize| -> Option<String> {
+        if bytes.get(*pos) != Some(&b'"') {
+            return None;
+        }
+        *pos += 1;
+        let mut out = Vec::new();
+        loop {
+            match bytes.get(*pos)? {
+                b'\\' => {
+                    out.push(*bytes.get(*pos + 1)?);
+                    *pos += 2;
+                }
+                b'"' => {
+                    *pos += 1;
+                    return String::from_utf8(out).ok();
+                }
+                &c => {
+                    out.push(c);
+                    *pos += 1;
+                }
+            }
+        }
+    };
+    let mut first = true;
+    while pos < bytes.len() {
+        while bytes.get(pos) == Some(&b' ') {
+            pos += 1;
+        }
+        let Some(key) = quoted(&mut pos) else {
+            return false;
+        };
+        if bytes.get(pos..pos + 2) != Some(b"=>") {
+            return false;
+        }
+        pos += 2;
+        if !first {
+            object.push(b',');
+        }
+        first = false;
+        json::push_str(&mut object, &key);
+        object.push(b':');
+        if bytes.get(pos..pos + 4) == Some(b"NULL") {
+            pos += 4;
+            object.extend_from_slice(b"null");
+        } else {
+            let Some(value) = quoted(&mut pos) else {
+                return false;
+            };
+            json::push_str(&mut object, &value);
+        }
+        match bytes.get(pos) {
+            Some(b',') => pos += 1,
+            None => {}
+            _ => return false,
+        }
+    }
+    object.push(b'}');
+    json::push_bytes_as_str(buf, &object);
+    true
+}
+
+/// A numeric's text (`-12.340`, `NaN`) in `mode`.
+fn write_numeric(buf: &mut Vec<u8>, scale: Option<u16>, mode: DecimalMode, s: &str) -> bool {
+    match mode {
+        DecimalMode::String => json::push_str(buf, s),
+        DecimalMode::Double => match s {
+            "NaN" | "Infinity" | "-Infinity" => json::push_str(buf, s),
+            _ if is_json_number(s) => buf.extend_from_slice(s.as_bytes()),
+            _ => return false,
+        },
+        DecimalMode::Precise => {
+            // Debezium has no precise form for NaN and the infinities: null.
+            if matches!(s, "NaN" | "Infinity" | "-Infinity") {
+                buf.extend_from_slice(b"null");
+                return true;
+            }
+            let Some((negative, int, frac)) = split_decimal(s) else {
+                return false;
+            };
+            match scale {
+                Some(scale) => {
+                    let scale = usize::from(scale);
+                    let mut digits = String::with_capacity(int.len() + scale);
+                    digits.push_str(int);
+                    digits.push_str(&frac[..frac.len().min(scale)]);
+                    digits.extend(std::iter::repeat_n('0', scale.saturating_sub(frac.len())));
+                    push_base64(buf, &twos_complement(&digits, negative));
+                }
+                None => {
+                    let frac = frac.trim_end_matches('0');
+                    let digits = format!("{int}{frac}");
+                    buf.extend_from_slice(b"{\"scale\":");
+                    json::push_i64(buf, frac.len() as i64);
+                    buf.extend_from_slice(b",\"value\":");
+                    push_base64(buf, &twos_complement(&digits, negative));
+                    buf.push(b'}');
+                }
+            }
+        }
+    }
+    true
+}
+
+/// A money value as PostgreSQL prints it (`$1,234.56`, `-$1.50`) in `mode`, scale 2.
+fn write_money(buf: &mut Vec<u8>, mode: DecimalMode, s: &str) -> bool {
+    let negative = s.contains('-') || s.contains('(');
+    let plain: String = s
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let Some((int, frac)) = plain.split_once('.').or(Some((plain.as_str(), ""))) else {
+        return false;
+    };
+    if int.is_empty() && frac.is_empty() {
+        return false;
+    }
+    match mode {
+        DecimalMode::String => json::push_str(buf, s),
+        DecimalMode::Double => {
+            let sign = if negative { "-" } else { "" };
+            let int = if int.is_empty() { "0" } else { int };
+            let text = if frac.is_empty() {
+                format!("{sign}{int}")
+            } else {
+                format!("{sign}{int}.{frac}")
+            };
+            buf.extend_from_slice(text.as_bytes());
+        }
+        DecimalMode::Precise => {
+            let mut digits = int.to_owned();
+            digits.push_str(&frac[..frac.len().min(2)]);
+            digits.extend(std::iter::repeat_n('0', 2usize.saturating_sub(frac.len())));
+            push_base64(buf, &twos_complement(&digits, negative));
+        }
+    }
+    true
+}
+
+/// `-12.340` into (negative, "12", "340"); digits only.
+fn split_decimal(s: &str) -> Option<(bool, &str, &str)> {
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    (!(int.is_empty() && frac.is_empty()) && digits(int) && digits(frac))
+        .then_some((negative, int, frac))
+}
+
+/// The decimal digits' value, negated when `negative`, as Java's `BigInteger.toByteArray()`:
+/// big-endian two's complement in the fewest bytes that keep the sign.
+fn twos_complement(digits: &str, negative: bool) -> Vec<u8> {
+    // Magnitude, little-endian base 256.
+    let mut magnitude: Vec<u8> = Vec::new();
+    for d in digits.bytes() {
+        let mut carry = u32::from(d - b'0');
+        for byte in magnitude.iter_mut() {
+            let v = u32::from(*byte) * 10 + carry;
+            *byte = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        while carry > 0 {
+            magnitude.push((carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    while magnitude.last() == Some(&0) {
+        magnitude.pop();
+    }
+    if magnitude.is_empty() {
+        return vec![0];
+    }
+    let mut bytes: Vec<u8> = magnitude.iter().rev().copied().collect();
+    if !negative {
+        if bytes[0] & 0x80 != 0 {
+            bytes.insert(0, 0);
+        }
+        return bytes;
+    }
+    // Negate: invert and add one.
+    for byte in bytes.iter_mut() {
+        *byte = !*byte;
+    }
+    for byte in bytes.iter_mut().rev() {
+        let (v, overflow) = byte.overflowing_add(1);
+        *byte = v;
+        if !overflow {
+            break;
+        }
+    }
+    if bytes[0] & 0x80 == 0 {
+        bytes.insert(0, 0xff);
+    }
+    bytes
+}
+
+fn push_base64(buf: &mut Vec<u8>, bytes: &[u8]) {
+    json::push_str(
+        buf,
+        &base64::engine::general_purpose::STANDARD.encode(bytes),
+    );
 }
 
 /// JSON numbers: no leading '+', no leading '.', no "inf".
@@ -305,8 +613,8 @@ fn parse_timestamp_micros(s: &str) -> Option<i64> {
         .checked_add(time)
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.f]+OFFSET[ BC]` to ISO-8601 in UTC.
-fn parse_timestamptz_utc(s: &str) -> Option<String> {
+/// `YYYY-MM-DD HH:MM:SS[.f]+OFFSET[ BC]` to ISO-8601 in UTC, the fraction `precision` digits.
+fn parse_timestamptz_utc(s: &str, precision: u8) -> Option<String> {
     let (s, bc) = match s.strip_suffix(" BC") {
         Some(rest) => (rest, true),
         None => (s, false),
@@ -319,7 +627,14 @@ fn parse_timestamptz_utc(s: &str) -> Option<String> {
         .checked_add(parse_time(time)?)?
         .checked_sub(offset_secs * 1_000_000)?;
     let utc = chrono::DateTime::from_timestamp_micros(micros)?;
-    Some(utc.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
+    let mut text = utc.format("%Y-%m-%dT%H:%M:%S").to_string();
+    if precision > 0 {
+        let fraction = format!("{:06}", micros.rem_euclid(1_000_000));
+        text.push('.');
+        text.push_str(&fraction[..usize::from(precision)]);
+    }
+    text.push('Z');
+    Some(text)
 }
 
 /// `HH:MM:SS[.f]+OFFSET` to `HH:MM:SS[.f]Z` in UTC.
@@ -497,8 +812,12 @@ mod tests {
         assert_eq!(out(&Kind::Float, "1e+100"), json!(1e100));
         assert_eq!(out(&Kind::Float, "NaN"), json!("NaN"));
         assert_eq!(out(&Kind::Float, "-Infinity"), json!("-Infinity"));
+        let string = Kind::Numeric {
+            scale: Some(6),
+            mode: DecimalMode::String,
+        };
         assert_eq!(
-            out(&Kind::Numeric, "123456789012345678901234567890.123400"),
+            out(&string, "123456789012345678901234567890.123400"),
             json!("123456789012345678901234567890.123400")
         );
         assert_eq!(
@@ -510,6 +829,52 @@ mod tests {
             out(&Kind::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
             json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
         );
+    }
+
+    #[test]
+    fn numeric_precise_is_debeziums_unscaled_twos_complement() {
+        let scaled = |scale| Kind::Numeric {
+            scale: Some(scale),
+            mode: DecimalMode::Precise,
+        };
+        // Values Debezium 3.6.3 wrote for the same input (tests/cdc/conformance.rs).
+        assert_eq!(out(&scaled(3), "12345.678"), json!("ALxhTg=="));
+        assert_eq!(out(&scaled(3), "-0.500"), json!("/gw="));
+        assert_eq!(out(&scaled(3), "0.000"), json!("AA=="));
+        assert_eq!(out(&scaled(0), "NaN"), json!(null));
+        let variable = Kind::Numeric {
+            scale: None,
+            mode: DecimalMode::Precise,
+        };
+        assert_eq!(
+            out(&variable, "123.4500"),
+            json!({"scale": 2, "value": "MDk="})
+        );
+        assert_eq!(out(&variable, "1.5"), json!({"scale": 1, "value": "Dw=="}));
+        let money = Kind::Money {
+            mode: DecimalMode::Precise,
+        };
+        assert_eq!(out(&money, "$12.34"), json!("BNI="));
+        assert_eq!(out(&money, "-$1.50"), json!("/2o="));
+        // Java's BigInteger.toByteArray() edges.
+        assert_eq!(twos_complement("128", false), vec![0x00, 0x80]);
+        assert_eq!(twos_complement("128", true), vec![0x80]);
+        assert_eq!(twos_complement("129", true), vec![0xff, 0x7f]);
+        assert_eq!(twos_complement("256", true), vec![0xff, 0x00]);
+        assert_eq!(twos_complement("1", true), vec![0xff]);
+    }
+
+    #[test]
+    fn point_and_hstore_as_debezium_writes_them() {
+        assert_eq!(
+            out(&Kind::Point, "(1.5,-2)"),
+            json!({"x": 1.5, "y": -2.0, "wkb": "AQEAAAAAAAAAAAD4PwAAAAAAAADA", "srid": null})
+        );
+        assert_eq!(
+            out(&Kind::Hstore, r#""a"=>"1", "b"=>NULL, "q\"k"=>"v""#),
+            json!(r#"{"a":"1","b":null,"q\"k":"v"}"#)
+        );
+        assert_eq!(out(&Kind::Hstore, ""), json!("{}"));
     }
 
     #[test]
@@ -546,14 +911,37 @@ mod tests {
             json!(-1)
         );
         assert_eq!(
-            out(&Kind::TimestampTz, "2024-05-01 12:30:00.123456+02"),
+            out(
+                &Kind::TimestampTz { precision: 6 },
+                "2024-05-01 12:30:00.123456+02"
+            ),
             json!("2024-05-01T10:30:00.123456Z")
         );
         assert_eq!(
-            out(&Kind::TimestampTz, "2024-05-01 00:10:00-05:30"),
-            json!("2024-05-01T05:40:00Z")
+            out(
+                &Kind::TimestampTz { precision: 6 },
+                "2024-05-01 00:10:00-05:30"
+            ),
+            json!("2024-05-01T05:40:00.000000Z")
         );
-        assert_eq!(out(&Kind::TimestampTz, "infinity"), json!("infinity"));
+        assert_eq!(
+            out(
+                &Kind::TimestampTz { precision: 3 },
+                "2024-05-01 00:10:00.12+00"
+            ),
+            json!("2024-05-01T00:10:00.120Z")
+        );
+        assert_eq!(
+            out(
+                &Kind::TimestampTz { precision: 0 },
+                "2024-05-01 00:10:00+00"
+            ),
+            json!("2024-05-01T00:10:00Z")
+        );
+        assert_eq!(
+            out(&Kind::TimestampTz { precision: 6 }, "infinity"),
+            json!("infinity")
+        );
         assert_eq!(out(&Kind::TimeTz, "01:00:00.5+02"), json!("23:00:00.5Z"));
         assert_eq!(out(&Kind::TimeTz, "10:00:00-01:30"), json!("11:30:00Z"));
     }
@@ -606,8 +994,12 @@ mod tests {
     #[test]
     fn placeholders_keep_the_shape() {
         let mut buf = Vec::new();
-        write_placeholder(&mut buf, &Kind::Array(Box::new(Kind::Int)), "__x");
+        write_placeholder(&mut buf, &Kind::Array(Box::new(Kind::Text)), "__x");
         assert_eq!(buf, br#"["__x"]"#);
+        // Debezium's: the placeholder's bytes as the numbers of an integer array.
+        buf.clear();
+        write_placeholder(&mut buf, &Kind::Array(Box::new(Kind::Int)), "__x");
+        assert_eq!(buf, b"[95,95,120]");
         buf.clear();
         write_placeholder(&mut buf, &Kind::Bytea, "__debezium_unavailable_value");
         assert_eq!(buf, br#""X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==""#);

@@ -44,7 +44,8 @@ impl Op {
     }
 }
 
-/// `source.snapshot`: Debezium's values (ficus writes `"true"` and `"false"`).
+/// `source.snapshot`: Debezium's values (ficus writes them too: `first`, `first_in_data_collection`,
+/// `last_in_data_collection`, `last`, `true` between, `false` in the stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotMarker {
@@ -89,6 +90,11 @@ pub struct Source {
     pub db: String,
     #[serde(default, deserialize_with = "sequence")]
     pub sequence: Option<Sequence>,
+    /// `ts_ms` in microseconds and nanoseconds (Debezium 2.6 and later).
+    #[serde(default)]
+    pub ts_us: Option<i64>,
+    #[serde(default)]
+    pub ts_ns: Option<i64>,
     pub schema: String,
     pub table: String,
     #[serde(rename = "txId")]
@@ -96,6 +102,11 @@ pub struct Source {
     /// The change's WAL position (snapshot: the snapshot's consistent point).
     pub lsn: Option<u64>,
     pub xmin: Option<u64>,
+    /// The replication origin (always null from ficus).
+    #[serde(default)]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub origin_lsn: Option<u64>,
 }
 
 /// The member names of `source`, as the adapter writes them.
@@ -107,15 +118,28 @@ pub const SOURCE_FIELDS: &[&str] = &[
     "snapshot",
     "db",
     "sequence",
+    "ts_us",
+    "ts_ns",
     "schema",
     "table",
     "txId",
     "lsn",
     "xmin",
+    "origin",
+    "origin_lsn",
 ];
 
 /// The member names of the envelope.
-pub const ENVELOPE_FIELDS: &[&str] = &["before", "after", "source", "op", "ts_ms", "transaction"];
+pub const ENVELOPE_FIELDS: &[&str] = &[
+    "before",
+    "after",
+    "source",
+    "transaction",
+    "op",
+    "ts_ms",
+    "ts_us",
+    "ts_ns",
+];
 
 /// Debezium's `transaction` block (`provide.transaction.metadata`): the event's transaction
 /// (`"<txId>:<lsn>"` for PostgreSQL) and its place in it, over all tables and in its own.
@@ -219,6 +243,11 @@ pub struct Envelope {
     pub op: Op,
     /// When the adapter processed the change, ms since the epoch.
     pub ts_ms: i64,
+    /// The same in microseconds and nanoseconds (Debezium 2.6 and later).
+    #[serde(default)]
+    pub ts_us: Option<i64>,
+    #[serde(default)]
+    pub ts_ns: Option<i64>,
     pub transaction: Option<TransactionBlock>,
 }
 
@@ -344,7 +373,7 @@ fn unwrap_payload_object(mut map: Map<String, Value>) -> Result<Map<String, Valu
     Ok(map)
 }
 
-/// A heartbeat record (topic `__ficus-heartbeat.<prefix>`).
+/// A heartbeat record (topic `__debezium-heartbeat.<prefix>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
     pub server_name: String,

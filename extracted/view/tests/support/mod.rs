@@ -54,7 +54,7 @@ impl Adapter {
     }
 
     pub fn heartbeat_topic(&self) -> String {
-        format!("__ficus-heartbeat.{}", self.prefix)
+        format!("__debezium-heartbeat.{}", self.prefix)
     }
 
     /// Starts `ficus cdc` (snapshot `initial`, heartbeats every second) in this process.
@@ -66,6 +66,16 @@ impl Adapter {
             ("FICUS_CDC__SLOT".to_owned(), self.slot.clone()),
             ("FICUS_CDC__PUBLICATION".to_owned(), self.slot.clone()),
             ("FICUS_CDC__TOPIC_PREFIX".to_owned(), self.prefix.clone()),
+            // The kit applies truncates; Debezium's default skips them.
+            (
+                "FICUS_CDC__DEBEZIUM__SKIPPED_OPERATIONS".to_owned(),
+                "none".to_owned(),
+            ),
+            // The kit reads numeric as exact strings (schemaless JSON carries no scale).
+            (
+                "FICUS_CDC__DEBEZIUM__DECIMAL_HANDLING_MODE".to_owned(),
+                "string".to_owned(),
+            ),
             (
                 "FICUS_CDC__METRICS_LISTEN".to_owned(),
                 listener.local_addr().unwrap().to_string(),
