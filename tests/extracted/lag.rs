@@ -1,5 +1,5 @@
 //! The convergence lag under sustained load (a benchmark, run by `scripts/bench-lag`; ignored in
-//! ordinary test runs): RATE writes/s (1000) for SECONDS (30) committed into the monolith's
+//! ordinary test runs): RATE writes/s (1000) for DURATION_S (30) committed into the monolith's
 //! PostgreSQL (`INSERT INTO people`, the monolith's schema, each write its own transaction, from
 //! WRITERS connections on a fixed schedule), streamed by the real adapter (`ficus cdc`,
 //! in-process) through the broker into the real `ficus-people` process's view (its SQLite
@@ -27,7 +27,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 #[ignore = "a benchmark: scripts/bench-lag"]
 async fn convergence_lag_under_sustained_writes() {
     let rate = env_num("RATE", 1000).max(1);
-    let seconds = env_num("SECONDS", 30).max(1);
+    let seconds = env_num("DURATION_S", 30).max(1);
     let writers = env_num("WRITERS", 8).max(1);
     let total = rate * seconds;
 

@@ -5,7 +5,9 @@
 //! half (a reader polling both tables in one query during the apply; a transaction whose second
 //! table's event has not arrived stays invisible); a crash between the two tables' events leaves
 //! neither, and after the restart both; a re-delivered event whose END was taken before does
-//! not stall the views.
+//! not stall the views. Then the same through the real adapter (`ficus cdc` with
+//! `provide.transaction.metadata`): monolith transactions touching people and tasks, a reader
+//! polling both views never sees one without the other.
 
 mod support;
 
@@ -18,7 +20,7 @@ use ficus_view::{
 };
 use serde_json::{Value, json};
 
-use support::{Kind, TestStore, produce, producer, row_change};
+use support::{Adapter, Kind, TestStore, produce, producer, row_change};
 
 struct Topics {
     people: String,
@@ -326,4 +328,68 @@ async fn a_transaction_is_visible_whole_or_not_at_all_in_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_visible_whole_or_not_at_all_in_postgres() {
     a_transaction_is_visible_whole_or_not_at_all(Kind::Postgres).await;
+}
+
+/// The real adapter with transaction metadata: transactions of the source database that update
+/// a person and a task together are never seen half by a reader of the views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_adapters_transactions_are_visible_whole() {
+    let mut adapter = Adapter::new(
+        "CREATE TABLE people (id bigint PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE tasks (id bigint PRIMARY KEY, title text NOT NULL, assignee_id bigint);
+         INSERT INTO people VALUES (1, 'v0');
+         INSERT INTO tasks VALUES (10, 'v0', 1);",
+    )
+    .await;
+    adapter.transaction_metadata = true;
+    // The transaction topic in one partition (commit order), the tables' topics in three.
+    let topics = Topics {
+        people: adapter.topic("people"),
+        tasks: adapter.topic("tasks"),
+        transactions: format!("{}.transaction", adapter.prefix),
+    };
+    kafka::create_topic(&topics.transactions, 1).await.unwrap();
+    adapter.start().await;
+    adapter.wait_snapshot_complete().await;
+    adapter.wait_caught_up().await;
+
+    let store = TestStore::new(Kind::Sqlite).await;
+    let handle = start(store.store.clone(), &topics).await;
+    for status in &handle.statuses {
+        assert!(status.wait_ready(Duration::from_secs(60)).await);
+    }
+    wait_for(&store.store, ("v0", "v0")).await;
+    let reader_store = store.store.clone();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        loop {
+            let (name, title) = both(&reader_store).await;
+            assert_eq!(
+                name, title,
+                "a reader saw one table's change without the other's"
+            );
+            seen.extend(name);
+            if done_rx.try_recv().is_ok() {
+                return seen.len();
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    for n in 1..=40 {
+        adapter
+            .execute(&format!(
+                "BEGIN; UPDATE people SET name = 'v{n}' WHERE id = 1; \
+                 UPDATE tasks SET title = 'v{n}' WHERE id = 10; COMMIT;"
+            ))
+            .await;
+    }
+    wait_for(&store.store, ("v40", "v40")).await;
+    let _ = done_tx.send(());
+    let distinct = reader
+        .await
+        .expect("the reader never saw half a transaction");
+    assert!(distinct > 1, "the reader saw the views move");
+    handle.stop().await.unwrap();
+    adapter.stop().await;
 }
