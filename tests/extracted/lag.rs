@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ficus_testkit::{TestAdapter, TestDatabase, unique_suffix};
-use sqlx::SqlitePool;
 use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, PgConnection, SqlitePool};
 
 use crate::support::{ServiceConfig, ServiceProcess, percentile};
 
@@ -67,10 +67,11 @@ async fn convergence_lag_under_sustained_writes() {
     let (committed_tx, mut committed_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let pool = db.pool.clone();
+        // A connection of each writer's own (the test database's pool is small).
+        let url = db.url.clone();
         let committed = committed_tx.clone();
         tasks.push(tokio::spawn(async move {
-            let mut conn = pool.acquire().await.unwrap();
+            let mut conn = PgConnection::connect(&url).await.unwrap();
             for k in (w..total).step_by(writers as usize) {
                 tokio::time::sleep_until(start + period * k as u32).await;
                 let (id,): (i64,) = sqlx::query_as(
@@ -78,7 +79,7 @@ async fn convergence_lag_under_sustained_writes() {
                 )
                 .bind(format!("lag{k}@example.test"))
                 .bind(format!("Lag {k}"))
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut conn)
                 .await
                 .unwrap();
                 let _ = committed.send((id, Instant::now()));
