@@ -141,12 +141,95 @@ pub const ENVELOPE_FIELDS: &[&str] = &[
     "ts_ns",
 ];
 
-/// Debezium's `transaction` block (`provide.transaction.metadata`); ficus writes `null` today.
+/// Debezium's `transaction` block (`provide.transaction.metadata`): the event's transaction
+/// (`"<txId>:<lsn>"` for PostgreSQL) and its place in it, over all tables and in its own.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TransactionBlock {
     pub id: String,
+    #[serde(deserialize_with = "count")]
     pub total_order: u64,
+    #[serde(deserialize_with = "count")]
     pub data_collection_order: u64,
+}
+
+/// A record of the transaction topic (`<prefix>.transaction`, Debezium's
+/// `provide.transaction.metadata`): a transaction's BEGIN, and its END with how many events it
+/// wrote, in all and per table (`data_collection`: `<schema>.<table>`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TransactionMarker {
+    pub status: TransactionStatus,
+    pub id: String,
+    #[serde(default, deserialize_with = "optional_count")]
+    pub event_count: Option<u64>,
+    #[serde(default)]
+    pub data_collections: Option<Vec<DataCollectionCount>>,
+    #[serde(default)]
+    pub ts_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TransactionStatus {
+    #[serde(rename = "BEGIN")]
+    Begin,
+    #[serde(rename = "END")]
+    End,
+}
+
+/// One table's share of a transaction's events.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DataCollectionCount {
+    pub data_collection: String,
+    #[serde(deserialize_with = "count")]
+    pub event_count: u64,
+}
+
+impl TransactionMarker {
+    /// Decodes a transaction topic record's value (with or without the `{"schema","payload"}`
+    /// wrapper).
+    pub fn decode(value: Option<&[u8]>) -> Result<TransactionMarker, EventError> {
+        let value = value.ok_or(EventError::Shape("a transaction record without a value"))?;
+        let value: Value = serde_json::from_slice(value)?;
+        let value = match value {
+            Value::Object(mut map) if map.contains_key("schema") && map.contains_key("payload") => {
+                map.remove("payload").unwrap_or(Value::Null)
+            }
+            other => other,
+        };
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// The events of this transaction in the tables `collection` accepts (END only).
+    pub fn events_in(&self, collection: impl Fn(&str) -> bool) -> u64 {
+        self.data_collections
+            .iter()
+            .flatten()
+            .filter(|c| collection(&c.data_collection))
+            .map(|c| c.event_count)
+            .sum()
+    }
+}
+
+/// A count Debezium writes as a JSON number (its documentation shows strings; both are taken).
+fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    use serde::de::Error as _;
+    match Value::deserialize(deserializer)? {
+        Value::Number(n) => n.as_u64().ok_or_else(|| D::Error::custom("not a count")),
+        Value::String(s) => s.parse().map_err(D::Error::custom),
+        _ => Err(D::Error::custom("not a count")),
+    }
+}
+
+fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    match Value::deserialize(deserializer)? {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| D::Error::custom("not a count")),
+        Value::String(s) => s.parse().map(Some).map_err(D::Error::custom),
+        _ => Err(D::Error::custom("not a count")),
+    }
 }
 
 /// A change event's value.
