@@ -560,6 +560,37 @@ mod tests {
     }
 
     #[test]
+    fn transaction_markers_in_both_forms() {
+        // Debezium 3.6.3's END record as JsonConverter writes it (schemas.enable=true).
+        let wrapped = concat!(
+            r#"{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"field":"status"},"#,
+            r#"{"type":"string","optional":false,"field":"id"},{"type":"int64","optional":true,"field":"event_count"},"#,
+            r#"{"type":"array","items":{"type":"struct","fields":[{"type":"string","optional":false,"field":"data_collection"},"#,
+            r#"{"type":"int64","optional":false,"field":"event_count"}],"optional":true,"name":"event.collection","version":1},"#,
+            r#""optional":true,"field":"data_collections"},{"type":"int64","optional":false,"field":"ts_ms"}],"optional":false,"#,
+            r#""name":"io.debezium.connector.common.TransactionMetadataValue","version":1},"#,
+            r#""payload":{"status":"END","id":"282820:3219117112","event_count":3,"#,
+            r#""data_collections":[{"data_collection":"public.t","event_count":2},{"data_collection":"public.u","event_count":1}],"ts_ms":1795830126629}}"#,
+        );
+        let end = TransactionMarker::decode(Some(wrapped.as_bytes())).unwrap();
+        assert_eq!(end.status, TransactionStatus::End);
+        assert_eq!(end.id, "282820:3219117112");
+        assert_eq!(end.event_count, Some(3));
+        assert_eq!(end.events_in(|c| c == "public.t"), 2);
+        assert_eq!(end.ts_ms, Some(1_795_830_126_629));
+        let schemaless =
+            serde_json::to_vec(&serde_json::from_str::<Value>(wrapped).unwrap()["payload"])
+                .unwrap();
+        assert_eq!(TransactionMarker::decode(Some(&schemaless)).unwrap(), end);
+        let begin = TransactionMarker::decode(Some(
+            br#"{"status":"BEGIN","id":"282820:3219116936","event_count":null,"data_collections":null,"ts_ms":1}"#,
+        ))
+        .unwrap();
+        assert_eq!(begin.status, TransactionStatus::Begin);
+        assert_eq!(begin.event_count, None);
+    }
+
+    #[test]
     fn heartbeats() {
         let beat = Heartbeat::decode(Some(br#"{"serverName":"ficus"}"#), Some(br#"{"ts_ms":17}"#))
             .unwrap();
