@@ -619,6 +619,107 @@ pub struct RouteConfig {
     /// the wire: allow it only when that policy also fits every method an override can name.
     #[serde(default)]
     pub allow_method_override: bool,
+
+    // Parity: shadow comparison and recording (crate::shadow).
+    /// `shadow = { ... }`: how mode `shadow` copies requests to the extracted side (read in
+    /// that mode only, so the settings stay when the route is flipped and back).
+    #[serde(default)]
+    pub shadow: ShadowConfig,
+
+    /// `record = { file = "..." }`: a sample of the route's requests written to a corpus file
+    /// (in any mode), replayed by `ficus parity`.
+    #[serde(default)]
+    pub record: Option<RecordConfig>,
+}
+
+/// A route's `shadow = { ... }`: what is copied to the extracted side, how much, and how the
+/// answers are kept. The comparison's rules and the calibration's share are the route's
+/// `[route.parity]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    /// Share of users (0..=100) whose requests are copied, chosen by the route's `sticky` key
+    /// with the canary's hash: the users compared are those a canary moves first. Default 100.
+    pub sample: Percent,
+    /// Methods copied. Default the safe ones, GET, HEAD and OPTIONS: a copied write would be
+    /// applied twice. Name others only for a candidate that does not write.
+    pub methods: Vec<MethodName>,
+    /// Largest request body and largest response body (each side) kept for the comparison;
+    /// past it the request is not compared and counted as skipped. Default 1 MiB.
+    pub max_body_bytes: u64,
+    /// Copies in flight at once; past it a copy is skipped and counted. Default 64.
+    #[serde(deserialize_with = "positive")]
+    pub max_concurrent: u64,
+    /// Time for the extracted side's whole answer (head and body); the route's `timeout_ms`
+    /// when absent. Past it the copy is counted as skipped (`candidate_timeout`).
+    #[serde(deserialize_with = "some_positive")]
+    pub timeout_ms: Option<u64>,
+    /// Mismatches kept in memory for the admin API (`/shadow`). Default 50.
+    pub mismatches_kept: usize,
+    /// A JSON-lines log of every mismatch (relative to the routes file's directory).
+    pub log_file: Option<PathBuf>,
+    /// Largest size of `log_file`; past it mismatches are no longer written (still counted and
+    /// kept in memory). Default 64 MiB.
+    pub log_max_bytes: u64,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self {
+            sample: Percent {
+                basis_points: 10_000,
+            },
+            methods: safe_methods(),
+            max_body_bytes: 1024 * 1024,
+            max_concurrent: 64,
+            timeout_ms: None,
+            mismatches_kept: 50,
+            log_file: None,
+            log_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A route's `record = { ... }`: requests sampled into a corpus file (JSON lines, secrets
+/// redacted), bounded in size.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// The corpus file, appended to (relative to the routes file's directory).
+    pub file: PathBuf,
+    /// Share of users (0..=100) recorded, by the route's sticky key. Default 100.
+    #[serde(default = "all_users")]
+    pub sample: Percent,
+    /// Methods recorded. Default GET, HEAD and OPTIONS.
+    #[serde(default = "safe_methods")]
+    pub methods: Vec<MethodName>,
+    /// Largest request body recorded; a larger request is skipped. Default 64 KiB.
+    #[serde(default = "default_record_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Largest size of the file; once reached, recording stops (counted). Default 64 MiB.
+    #[serde(default = "default_record_max_bytes", deserialize_with = "positive")]
+    pub max_bytes: u64,
+}
+
+fn all_users() -> Percent {
+    Percent {
+        basis_points: 10_000,
+    }
+}
+
+fn safe_methods() -> Vec<MethodName> {
+    [Method::GET, Method::HEAD, Method::OPTIONS]
+        .into_iter()
+        .map(MethodName)
+        .collect()
+}
+
+fn default_record_body_bytes() -> u64 {
+    64 * 1024
+}
+
+fn default_record_max_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 fn default_mode() -> Mode {
@@ -1339,13 +1440,7 @@ fn check_route(
         .or(sections.proxy.as_ref().map(|p| p.default.as_str()));
     match route.mode {
         Mode::Monolith => {}
-        Mode::Shadow => problem(
-            "mode",
-            "\"shadow\" is not available in this version (it comes with parity comparison); \
-             use monolith, canary or extracted"
-                .to_owned(),
-        ),
-        Mode::Canary | Mode::Extracted => {
+        Mode::Shadow | Mode::Canary | Mode::Extracted => {
             match &route.serve {
                 None => problem(
                     "serve",
@@ -1588,11 +1683,56 @@ mod tests {
         );
         let found = shown(&GOOD.replace("serve = \"people\"", "serve = \"monolith\""));
         assert!(found[0].contains("is also the monolith side"), "{found:?}");
-        let found = shown(&GOOD.replace("mode = \"canary\"", "mode = \"shadow\""));
+        let shadow = GOOD
+            .replace("mode = \"canary\"", "mode = \"shadow\"")
+            .replace("percent = 10\n", "");
+        let found = shown(&shadow.replace("serve = \"people\"\n", ""));
         assert!(
-            found[0].contains("mode: \"shadow\" is not available"),
+            found[0].contains("serve: mode \"shadow\" needs `serve`"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn shadow_and_record_settings_default_safe_and_name_their_problems() {
+        let shadow = GOOD
+            .replace("mode = \"canary\"", "mode = \"shadow\"")
+            .replace("percent = 10\n", "");
+        let file = parse(&shadow).unwrap();
+        let route = &file.routes[0];
+        assert_eq!(route.mode, Mode::Shadow);
+        let methods: Vec<&str> = route.shadow.methods.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(methods, ["GET", "HEAD", "OPTIONS"]);
+        assert_eq!(route.shadow.sample.basis_points, 10_000);
+        assert_eq!(route.parity.calibrate_percent, 10.0);
+        assert_eq!(route.shadow.max_concurrent, 64);
+        assert!(route.record.is_none());
+        let text = shadow.replace(
+            "fallback = true",
+            "fallback = true\nshadow = { sample = 120, methods = [\"GET\", \"post\"], \
+             max_concurrent = 0, colour = 1 }\nrecord = { file = \"c.jsonl\", sample = 101 }",
+        );
+        let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "route.\"people-read\".record.sample",
+                "route.\"people-read\".shadow.colour",
+                "route.\"people-read\".shadow.max_concurrent",
+                "route.\"people-read\".shadow.methods[1]",
+                "route.\"people-read\".shadow.sample",
+            ]
+        );
+        let found = problems(&shadow.replace(
+            "fallback = true",
+            "fallback = true\nrecord = { sample = 5 }",
+        ));
+        assert_eq!(found[0].key, "route.\"people-read\".record.file", "{found:?}");
+        let found = problems(&shadow.replace(
+            "fallback = true",
+            "fallback = true\n[route.parity]\nignore = [\"fetched_at\"]",
+        ));
+        assert_eq!(found[0].key, "route.\"people-read\".parity.ignore[0]", "{found:?}");
     }
 
     #[test]

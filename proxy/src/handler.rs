@@ -11,7 +11,8 @@
 //! 2. **choose the side**: [`Route::side`], monolith or extracted;
 //! 3. **plan the body**: the head prepared for upstream (an upgrade only to a protocol the
 //!    route tunnels), the body streamed, or kept whole (bounded) when a fallback may replay it;
-//! 4. **forward**: to the chosen side within the route's timeout (shadowing will sit beside it);
+//! 4. **forward**: to the chosen side within the route's timeout; on a shadow (or recording)
+//!    route a copy goes beside it ([`crate::shadow`]), never waited for;
 //! 5. **fall back**: the extracted side failed in a way the monolith can answer: replay there;
 //! 6. **respond and record**: the upstream's answer passed on (or a tunnel opened, when it
 //!    switched to an offered protocol), or the [`ProxyError`] of any phase turned into
@@ -85,6 +86,8 @@ struct Ctx<'t> {
     client_upgrade: Option<OnUpgrade>,
     /// Why the request was replayed on the monolith (fall back).
     fell_back: Option<Failure>,
+    /// The shadow job waiting for the monolith's answer (forward, beside; respond).
+    shadow: Option<crate::shadow::Watch>,
 }
 
 impl<'t> Ctx<'t> {
@@ -110,6 +113,7 @@ impl<'t> Ctx<'t> {
             upgrade_offer: None,
             client_upgrade: None,
             fell_back: None,
+            shadow: None,
         }
     }
 
@@ -213,8 +217,7 @@ impl Proxy {
             self.admit(ctx, target?, &mut request).await?;
             self.choose_side(ctx, &request);
             let planned = self.plan_body(ctx, request).await?;
-            // Shadow (not yet): in shadow mode a copy of the planned request goes to the
-            // extracted side here, beside `forward`; its answer is compared, never returned.
+            let planned = self.shadow(ctx, planned);
             let (outcome, replay) = self.forward(ctx, planned).await;
             self.fall_back(ctx, outcome, replay).await
         }
@@ -349,6 +352,42 @@ impl Proxy {
             PlannedBody::Streamed(Body::limited(body, limit))
         };
         Ok(Planned { head, body })
+    }
+
+    /// Phase 4, beside the forward: on a shadow or recording route, the request's copy and
+    /// record start here as a job of their own ([`crate::shadow`]); a streamed body gets a
+    /// bounded tee. Nothing here waits.
+    fn shadow(&self, ctx: &mut Ctx<'_>, mut planned: Planned) -> Planned {
+        let Some(parity) = &ctx.route.parity else {
+            return planned;
+        };
+        let head = crate::shadow::Head {
+            method: planned.head.method.clone(),
+            path_and_query: planned.head.path_and_query.clone(),
+            headers: planned.head.headers.clone(),
+        };
+        let bucket = ctx
+            .route
+            .sticky_bucket(&planned.head.headers, ctx.client.ip());
+        let kept = match &planned.body {
+            PlannedBody::Kept(bytes) => Some(bytes),
+            PlannedBody::Streamed(_) => None,
+        };
+        let begun = parity.begin(
+            head,
+            bucket,
+            ctx.upgrade_offer.is_some(),
+            kept,
+            ctx.route.extracted.as_ref(),
+            &ctx.route.monolith,
+        );
+        if let Some((tee, watch)) = begun {
+            if let (Some(tee), PlannedBody::Streamed(body)) = (tee, &mut planned.body) {
+                *body = std::mem::replace(body, Body::empty()).with_tee(tee);
+            }
+            ctx.shadow = Some(watch);
+        }
+        planned
     }
 
     /// Phase 4, forward: to the chosen side. A kept body stays in hand for a replay.
@@ -528,7 +567,12 @@ impl Proxy {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, None);
-        Response::from_parts(parts, Body::stream(body))
+        let mut body = Body::stream(body);
+        // The shadow job compares this answer: its body is teed as it streams to the client.
+        if let Some(watch) = ctx.shadow.take() {
+            body = watch.response(parts.status, &parts.headers, body);
+        }
+        Response::from_parts(parts, body)
     }
 }
 

@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod path;
 pub mod reload;
 pub mod server;
+pub mod shadow;
 pub mod start;
 pub mod table;
 pub mod target;

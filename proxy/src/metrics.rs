@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 
 use crate::authz::Reason;
 use crate::error::Failure;
+use crate::shadow::{RecordSkip, SkipReason};
 use crate::table::Side;
 
 pub const REQUESTS: &str = "ficus_proxy_requests";
@@ -41,6 +42,16 @@ pub const CONNECTIONS_REFUSED: &str = "ficus_proxy_connections_refused";
 pub const CONNECTION_DEADLINES: &str = "ficus_proxy_connection_deadlines";
 pub const TLS_HANDSHAKE_FAILURES: &str = "ficus_proxy_tls_handshake_failures";
 pub const ACCEPT_ERRORS: &str = "ficus_proxy_accept_errors";
+// Shadow comparison and recording (`shadow`), per route.
+pub const SHADOW_COMPARED: &str = "ficus_shadow_compared";
+pub const SHADOW_MATCHED: &str = "ficus_shadow_matched";
+pub const SHADOW_MISMATCHED: &str = "ficus_shadow_mismatched";
+pub const SHADOW_SKIPPED: &str = "ficus_shadow_skipped";
+pub const SHADOW_NOISE_SUPPRESSED: &str = "ficus_shadow_noise_suppressed";
+pub const SHADOW_CALIBRATIONS: &str = "ficus_shadow_calibrations";
+pub const SHADOW_IN_FLIGHT: &str = "ficus_shadow_in_flight";
+pub const SHADOW_RECORDED: &str = "ficus_shadow_recorded";
+pub const SHADOW_RECORD_SKIPPED: &str = "ficus_shadow_record_skipped";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -95,6 +106,17 @@ impl Deadline {
             Deadline::Idle => "idle",
         }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    route: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -162,6 +184,114 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     /// Failed `accept` calls (out of descriptors and the like).
     pub accept_errors: Counter,
+    shadow: ShadowFamilies,
+}
+
+/// The families of shadow comparison and recording.
+struct ShadowFamilies {
+    compared: Family<RouteLabels, Counter>,
+    matched: Family<RouteLabels, Counter>,
+    mismatched: Family<RouteLabels, Counter>,
+    skipped: Family<ReasonLabels, Counter>,
+    suppressed: Family<RouteLabels, Counter>,
+    calibrations: Family<RouteLabels, Counter>,
+    in_flight: Family<RouteLabels, Gauge>,
+    recorded: Family<RouteLabels, Counter>,
+    record_skipped: Family<ReasonLabels, Counter>,
+}
+
+impl ShadowFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let families = Self {
+            compared: Family::default(),
+            matched: Family::default(),
+            mismatched: Family::default(),
+            skipped: Family::default(),
+            suppressed: Family::default(),
+            calibrations: Family::default(),
+            in_flight: Family::default(),
+            recorded: Family::default(),
+            record_skipped: Family::default(),
+        };
+        registry.register(
+            SHADOW_COMPARED,
+            "Shadowed requests whose two answers were compared, by route",
+            families.compared.clone(),
+        );
+        registry.register(
+            SHADOW_MATCHED,
+            "Compared answers the extracted side gave alike (within the monolith's noise), by route",
+            families.matched.clone(),
+        );
+        registry.register(
+            SHADOW_MISMATCHED,
+            "Compared answers that differed beyond the monolith's noise, by route",
+            families.mismatched.clone(),
+        );
+        registry.register(
+            SHADOW_SKIPPED,
+            "Requests of shadow routes not compared, by route and reason",
+            families.skipped.clone(),
+        );
+        registry.register(
+            SHADOW_NOISE_SUPPRESSED,
+            "Differences not counted because the monolith differs from itself there, by route",
+            families.suppressed.clone(),
+        );
+        registry.register(
+            SHADOW_CALIBRATIONS,
+            "Requests sent twice to the monolith to learn its noise, by route",
+            families.calibrations.clone(),
+        );
+        registry.register(
+            SHADOW_IN_FLIGHT,
+            "Shadow copies in flight, by route",
+            families.in_flight.clone(),
+        );
+        registry.register(
+            SHADOW_RECORDED,
+            "Requests written to a route's corpus file, by route",
+            families.recorded.clone(),
+        );
+        registry.register(
+            SHADOW_RECORD_SKIPPED,
+            "Sampled requests not recorded, by route and reason",
+            families.record_skipped.clone(),
+        );
+        families
+    }
+}
+
+/// A route's shadow and recording handles, every label set made when the table is compiled.
+#[derive(Clone)]
+pub struct ShadowMetrics {
+    pub compared: Counter,
+    pub matched: Counter,
+    pub mismatched: Counter,
+    skipped: [Counter; SkipReason::ALL.len()],
+    pub suppressed: Counter,
+    pub calibrations: Counter,
+    pub in_flight: Gauge,
+    pub recorded: Counter,
+    record_skipped: [Counter; RecordSkip::ALL.len()],
+}
+
+impl ShadowMetrics {
+    pub fn skipped(&self, reason: SkipReason) {
+        self.skipped[reason as usize].inc();
+    }
+
+    pub fn skipped_count(&self, reason: SkipReason) -> u64 {
+        self.skipped[reason as usize].get()
+    }
+
+    pub fn record_skipped(&self, reason: RecordSkip) {
+        self.record_skipped[reason as usize].inc();
+    }
+
+    pub fn record_skipped_count(&self, reason: RecordSkip) -> u64 {
+        self.record_skipped[reason as usize].get()
+    }
 }
 
 impl Default for Metrics {
@@ -262,7 +392,9 @@ impl Default for Metrics {
             "Failed accepts on the client listener (out of descriptors and the like); accepting backs off",
             accept_errors.clone(),
         );
+        let shadow = ShadowFamilies::register(&mut registry);
         Self {
+            shadow,
             registry: Mutex::new(registry),
             requests,
             duration,
@@ -356,6 +488,35 @@ impl Metrics {
             upstream_errors,
             fallbacks,
             decisions,
+        }
+    }
+
+    /// The shadow and recording handles of one route.
+    pub fn shadow(&self, route: &str) -> ShadowMetrics {
+        let families = &self.shadow;
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        let reason = |reason: &'static str| ReasonLabels {
+            route: route.to_owned(),
+            reason,
+        };
+        ShadowMetrics {
+            compared: families.compared.get_or_create(&labels).clone(),
+            matched: families.matched.get_or_create(&labels).clone(),
+            mismatched: families.mismatched.get_or_create(&labels).clone(),
+            skipped: SkipReason::ALL
+                .map(|r| families.skipped.get_or_create(&reason(r.as_str())).clone()),
+            suppressed: families.suppressed.get_or_create(&labels).clone(),
+            calibrations: families.calibrations.get_or_create(&labels).clone(),
+            in_flight: families.in_flight.get_or_create(&labels).clone(),
+            recorded: families.recorded.get_or_create(&labels).clone(),
+            record_skipped: RecordSkip::ALL.map(|r| {
+                families
+                    .record_skipped
+                    .get_or_create(&reason(r.as_str()))
+                    .clone()
+            }),
         }
     }
 

@@ -46,6 +46,8 @@ type JwksKey = (String, u64, u64, [u8; 32]);
 pub struct Loader {
     path: PathBuf,
     pool: UpstreamPool,
+    /// Shadow and recording state kept across reloads (counters, noise, files).
+    parity: crate::shadow::Hub,
     metrics: Arc<Metrics>,
     state: Mutex<LoaderState>,
     /// JWKS caches by (url, refresh, min refetch, CA digest), kept across reloads.
@@ -68,6 +70,7 @@ impl Loader {
         Self {
             path: path.into(),
             pool: UpstreamPool::default(),
+            parity: crate::shadow::Hub::default(),
             metrics,
             state: Mutex::new(LoaderState {
                 version: 0,
@@ -106,6 +109,7 @@ impl Loader {
             &self.pool,
             &self.metrics,
             authz,
+            &self.parity,
         ))
     }
 
@@ -193,7 +197,14 @@ impl Loader {
         state.version += 1;
         state.text = Some(text);
         state.tls = tls;
-        let table = Table::compile(file, state.version, &self.pool, &self.metrics, authz);
+        let table = Table::compile(
+            file,
+            state.version,
+            &self.pool,
+            &self.metrics,
+            authz,
+            &self.parity,
+        );
         let routes = table.routes.len();
         proxy.swap(table);
         self.metrics.reloads.inc();

@@ -11,6 +11,7 @@ mod limits;
 mod metrics;
 mod reload;
 mod routing;
+mod shadow;
 mod streaming;
 mod tls;
 mod websocket;
