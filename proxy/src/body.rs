@@ -87,7 +87,9 @@ impl Body {
     /// pass is reported whole at once.
     pub fn with_tee(mut self, mut tee: Tee) -> Self {
         match &mut self.inner {
-            Inner::Stream { tee: slot, body, .. } => {
+            Inner::Stream {
+                tee: slot, body, ..
+            } => {
                 if http_body::Body::is_end_stream(body) {
                     tee.finish();
                 } else {

@@ -625,6 +625,12 @@ pub struct RouteConfig {
     /// that mode only, so the settings stay when the route is flipped and back).
     #[serde(default)]
     pub shadow: ShadowConfig,
+    /// `[route.parity]` (or `parity = { ... }`): how the extracted side's answers are compared
+    /// with the monolith's, by the live shadow and by `ficus parity` alike: headers compared,
+    /// ignored JSON paths and headers, redactions, calibration share, thresholds
+    /// ([`ficus_parity::Rules`]; the defaults when absent).
+    #[serde(default)]
+    pub parity: ficus_parity::Rules,
 
     /// `record = { file = "..." }`: a sample of the route's requests written to a corpus file
     /// (in any mode), replayed by `ficus parity`.
@@ -1530,6 +1536,39 @@ mod tests {
         assert_eq!(half.routes[0].percent, Some(Percent { basis_points: 1235 }));
     }
 
+    #[test]
+    fn parity_rules_are_read_and_checked_at_their_keys() {
+        let file = parse(&format!(
+            "{GOOD}\n[route.parity]\nignore = [\"$.items[*].updated_at\", \"header:date\"]\n\
+             redact = [\"$.email\"]\nmax_mismatch_percent = 1.5\n"
+        ))
+        .unwrap();
+        let rules = &file.routes[0].parity;
+        assert_eq!(rules.max_mismatch_percent, 1.5);
+        assert_eq!(rules.ignore.len(), 2);
+        assert_eq!(rules.headers, ficus_parity::Rules::default().headers);
+        // Absent: the defaults.
+        assert_eq!(
+            parse(GOOD).unwrap().routes[0].parity,
+            ficus_parity::Rules::default()
+        );
+
+        let found = shown(&format!(
+            "{GOOD}\nparity = {{ ignore = [\"updated_at\"], max_mismatch_percent = 140, compare = [] }}\n"
+        ));
+        let expect = [
+            "route \"people-read\": parity.ignore[0]: `updated_at` is not a JSON path",
+            "route \"people-read\": parity.max_mismatch_percent: 140 is not in 0..=100",
+            "route \"people-read\": parity.compare: unknown key",
+        ];
+        for expected in expect {
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{expected}\nnot in {found:#?}"
+            );
+        }
+    }
+
     fn problems(text: &str) -> Vec<Problem> {
         parse(text).unwrap_err().0
     }
@@ -1727,12 +1766,18 @@ mod tests {
             "fallback = true",
             "fallback = true\nrecord = { sample = 5 }",
         ));
-        assert_eq!(found[0].key, "route.\"people-read\".record.file", "{found:?}");
+        assert_eq!(
+            found[0].key, "route.\"people-read\".record.file",
+            "{found:?}"
+        );
         let found = problems(&shadow.replace(
             "fallback = true",
             "fallback = true\n[route.parity]\nignore = [\"fetched_at\"]",
         ));
-        assert_eq!(found[0].key, "route.\"people-read\".parity.ignore[0]", "{found:?}");
+        assert_eq!(
+            found[0].key, "route.\"people-read\".parity.ignore[0]",
+            "{found:?}"
+        );
     }
 
     #[test]

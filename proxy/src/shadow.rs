@@ -346,7 +346,10 @@ impl RouteParity {
             return None;
         }
         let max = [
-            shadow.as_ref().and(self.shadow.as_ref()).map(|s| s.max_body_bytes),
+            shadow
+                .as_ref()
+                .and(self.shadow.as_ref())
+                .map(|s| s.max_body_bytes),
             record
                 .then_some(self.record.as_ref())
                 .flatten()
@@ -620,10 +623,10 @@ impl Job {
             Some(now_ms()),
         )
         .redacted(&route.redaction);
-        if let Some(log) = &settings.log {
-            if log.append(line(&record)).is_err() {
-                tracing::debug!(route = %route.name, "mismatch log full or behind");
-            }
+        if let Some(log) = &settings.log
+            && log.append(line(&record)).is_err()
+        {
+            tracing::debug!(route = %route.name, "mismatch log full or behind");
         }
         let mut kept = route
             .state
@@ -713,14 +716,10 @@ async fn exchange(
         .headers_mut()
         .insert(X_FICUS_SHADOW.clone(), HeaderValue::from_static("1"));
     let whole = async {
-        let response = upstream
-            .client
-            .request(request)
-            .await
-            .map_err(|error| {
-                tracing::debug!(error = %error, upstream = %upstream.name, "shadow copy failed");
-                SkipReason::CandidateError
-            })?;
+        let response = upstream.client.request(request).await.map_err(|error| {
+            tracing::debug!(error = %error, upstream = %upstream.name, "shadow copy failed");
+            SkipReason::CandidateError
+        })?;
         let (parts, mut incoming) = response.into_parts();
         let mut kept = Vec::new();
         while let Some(frame) = incoming.frame().await {

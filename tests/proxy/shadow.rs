@@ -97,7 +97,9 @@ async fn broken_server(how: Broken) -> (SocketAddr, tokio::task::JoinHandle<()>)
                         drop(socket);
                     }
                     Broken::Garbage => {
-                        let _ = socket.write_all(b"\x00\x13garbage \xff\xfe not http\r\n\r\n").await;
+                        let _ = socket
+                            .write_all(b"\x00\x13garbage \xff\xfe not http\r\n\r\n")
+                            .await;
                         let _ = socket.shutdown().await;
                     }
                 }
@@ -193,7 +195,11 @@ async fn a_matching_candidate_is_compared_and_matches_and_the_copy_is_marked() {
     assert_eq!(now["matched"], 20, "{now:#}");
     assert_eq!(now["mismatched"], 0, "{now:#}");
     assert_eq!(people.hits(), 20);
-    assert_eq!(people.marked.load(Ordering::SeqCst), 20, "every copy is marked");
+    assert_eq!(
+        people.marked.load(Ordering::SeqCst),
+        20,
+        "every copy is marked"
+    );
     // The monolith's own answers are not copies; its calibration copies (10 % by default) are.
     assert_eq!(
         monolith.hits() - monolith.marked.load(Ordering::SeqCst),
@@ -335,7 +341,11 @@ async fn writes_are_not_copied_unless_the_route_says_so_and_the_sample_is_the_ca
     );
     let proxy = TestProxy::start(&routes(&monolith.url(), &people.url(), "shadow", "")).await;
     let http = reqwest::Client::new();
-    for method in [reqwest::Method::POST, reqwest::Method::PATCH, reqwest::Method::DELETE] {
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::PATCH,
+        reqwest::Method::DELETE,
+    ] {
         let response = http
             .request(method, proxy.url("/api/people/1"))
             .body("{}")
@@ -472,8 +482,13 @@ async fn a_slow_refusing_resetting_or_garbage_candidate_changes_nothing_for_the_
     let monolith = JsonServer::start(|_| person("Ada")).await;
     let expected = person("Ada");
     // The baseline: the same route without a shadow, measured in turns with each case.
-    let plain =
-        TestProxy::start(&routes(&monolith.url(), "http://127.0.0.1:9", "monolith", "")).await;
+    let plain = TestProxy::start(&routes(
+        &monolith.url(),
+        "http://127.0.0.1:9",
+        "monolith",
+        "",
+    ))
+    .await;
 
     // A candidate that takes 3 s (past the shadow timeout of 300 ms), at most 4 copies at once.
     let slow_app = Router::new().fallback(any(|| async {
@@ -489,7 +504,11 @@ async fn a_slow_refusing_resetting_or_garbage_candidate_changes_nothing_for_the_
     let (garbage, garbage_task) = broken_server(Broken::Garbage).await;
     let cases = [
         ("slow", format!("http://{slow_addr}"), "candidate_timeout"),
-        ("refused", format!("http://{}", refused_addr()), "candidate_error"),
+        (
+            "refused",
+            format!("http://{}", refused_addr()),
+            "candidate_error",
+        ),
         ("reset", format!("http://{reset}"), "candidate_error"),
         ("garbage", format!("http://{garbage}"), "candidate_error"),
     ];
@@ -568,7 +587,10 @@ async fn recording_writes_a_redacted_bounded_corpus() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(recorded + full, 40);
-    assert!(full > 0 && recorded > 0, "{recorded} recorded, {full} past the bound");
+    assert!(
+        full > 0 && recorded > 0,
+        "{recorded} recorded, {full} past the bound"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let text = std::fs::read_to_string(&corpus).unwrap();
     assert!(text.len() <= 4000, "{} bytes", text.len());
@@ -579,7 +601,11 @@ async fn recording_writes_a_redacted_bounded_corpus() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(records.len() as u64, recorded);
-    assert!(records.iter().all(|r| r.route.as_deref() == Some("people-read")));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.route.as_deref() == Some("people-read"))
+    );
     assert_eq!(records[0].request.method, "GET");
     assert!(records[0].request.path.starts_with("/api/people/"));
     let _ = std::fs::remove_dir_all(dir);
