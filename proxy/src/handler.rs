@@ -366,20 +366,17 @@ impl Proxy {
             path_and_query: planned.head.path_and_query.clone(),
             headers: planned.head.headers.clone(),
         };
-        let bucket = ctx
-            .route
-            .sticky_bucket(&planned.head.headers, ctx.client.ip());
         let kept = match &planned.body {
             PlannedBody::Kept(bytes) => Some(bytes),
             PlannedBody::Streamed(_) => None,
         };
         let begun = parity.begin(
+            ctx.route,
             head,
-            bucket,
+            ctx.client.ip(),
             ctx.upgrade_offer.is_some(),
             kept,
-            ctx.route.extracted.as_ref(),
-            &ctx.route.monolith,
+            ctx.table.authz.as_ref(),
         );
         if let Some((tee, watch)) = begun {
             if let (Some(tee), PlannedBody::Streamed(body)) = (tee, &mut planned.body) {

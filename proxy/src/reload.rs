@@ -103,7 +103,7 @@ impl Loader {
         state.version += 1;
         state.text = Some(text);
         state.tls = tls_digests(&file);
-        Ok(Table::compile(
+        Ok(Table::compile_with(
             file,
             state.version,
             &self.pool,
@@ -197,7 +197,7 @@ impl Loader {
         state.version += 1;
         state.text = Some(text);
         state.tls = tls;
-        let table = Table::compile(
+        let table = Table::compile_with(
             file,
             state.version,
             &self.pool,

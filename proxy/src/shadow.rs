@@ -311,13 +311,15 @@ impl RouteParity {
     /// in hand, `kept`) and the [`Watch`] for the answer. Skips are counted here.
     pub fn begin(
         self: &Arc<Self>,
+        route: &crate::table::Route,
         head: Head,
-        bucket: Option<u32>,
+        client: std::net::IpAddr,
         upgrade: bool,
         kept: Option<&Bytes>,
-        extracted: Option<&Arc<Upstream>>,
-        monolith: &Arc<Upstream>,
+        authz: Option<&Arc<crate::authz::Authz>>,
     ) -> Option<(Option<Tee>, Watch)> {
+        let bucket = route.sticky_bucket(&head.headers, client);
+        let (extracted, monolith) = (route.extracted.as_ref(), &route.monolith);
         let metrics = &self.state.metrics;
         let shadow = self.shadow.as_ref().and_then(|shadow| {
             let skip = if upgrade {
@@ -393,7 +395,7 @@ impl RouteParity {
                 extracted: extracted.cloned(),
                 monolith: monolith.clone(),
             }),
-            record,
+            record: record.then(|| authz.cloned()),
         };
         let span = tracing::debug_span!("shadow", route = %self.name);
         tokio::spawn(tracing::Instrument::instrument(job.run(), span));
@@ -483,7 +485,8 @@ struct Job {
     request_body: oneshot::Receiver<Teed>,
     answer: Option<oneshot::Receiver<Seen>>,
     shadow: Option<ShadowJob>,
-    record: bool,
+    /// Recorded, with the edge authorization whose headers come out of the record.
+    record: Option<Option<Arc<crate::authz::Authz>>>,
 }
 
 /// How one side's copy ended.
@@ -509,17 +512,16 @@ impl Job {
             Ok(Teed::TooLarge) => Err((SkipReason::RequestTooLarge, RecordSkip::TooLarge)),
             Ok(Teed::Broken) | Err(_) => Err((SkipReason::Incomplete, RecordSkip::Incomplete)),
         };
-        if record && let Some(recording) = &route.record {
+        if let (Some(authz), Some(recording)) = (&record, &route.record) {
             match &body {
                 Ok(body) if body.len() as u64 > recording.max_body_bytes => {
                     metrics.record_skipped(RecordSkip::TooLarge)
                 }
                 Ok(body) => {
-                    let record = ficus_parity::Record::request(
-                        Some(&route.name),
-                        recorded_request(&head, body),
-                        Some(now_ms()),
-                    );
+                    let mut request = recorded_request(&head, body);
+                    request.headers = header_list(&as_sent(&head.headers, authz.as_deref()));
+                    let record =
+                        ficus_parity::Record::request(Some(&route.name), request, Some(now_ms()));
                     match recording.file.append(route.line(&record)) {
                         Ok(()) => {
                             metrics.recorded.inc();
@@ -771,6 +773,22 @@ fn recorded_request(head: &Head, body: &Bytes) -> ficus_parity::Request {
         body: body.clone(),
         body_truncated: false,
     }
+}
+
+/// The headers as the client could have sent them: what the edge adds (the verified identity,
+/// the internal token, `X-Forwarded-*`) is not part of the request a corpus replays (and the
+/// identity headers carry personal fields).
+fn as_sent(headers: &HeaderMap, authz: Option<&crate::authz::Authz>) -> HeaderMap {
+    let mut headers = headers.clone();
+    match authz {
+        Some(authz) => {
+            authz.strip_spoofable(&mut headers, false);
+        }
+        None => {
+            crate::authz::headers::strip(&mut headers, &[], false);
+        }
+    }
+    headers
 }
 
 fn base_url(upstream: &Upstream) -> String {

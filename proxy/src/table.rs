@@ -316,6 +316,25 @@ impl Table {
         pool: &UpstreamPool,
         metrics: &crate::metrics::Metrics,
         authz: Option<Arc<Authz>>,
+    ) -> Self {
+        Self::compile_with(
+            file,
+            version,
+            pool,
+            metrics,
+            authz,
+            &crate::shadow::Hub::default(),
+        )
+    }
+
+    /// [`Table::compile`], taking the shadow and recording state (counters, learned noise,
+    /// open files) from `parity`, which the loader keeps across reloads.
+    pub fn compile_with(
+        file: RoutesFile,
+        version: u64,
+        pool: &UpstreamPool,
+        metrics: &crate::metrics::Metrics,
+        authz: Option<Arc<Authz>>,
         parity: &crate::shadow::Hub,
     ) -> Self {
         // The check made sure every upstream a route names exists.

@@ -6,8 +6,11 @@
 //!   headers that matter, JSON bytes), with the convergence lag measured and printed;
 //! - [`restore`]: kill -9 of a service restoring a topic of many thousands of events; after the
 //!   restart the view equals the table, no event was applied twice, nothing restarted from zero;
-//!   readiness false until caught up, then true.
+//!   readiness false until caught up, then true;
+//! - [`shadow`]: the service shadowed behind the monolith (all compared, none mismatched), its
+//!   reads recorded into a corpus that `ficus parity` replays green.
 
 mod parity;
 mod restore;
+mod shadow;
 mod support;

@@ -618,5 +618,11 @@ async fn recording_writes_a_redacted_bounded_corpus() {
     );
     assert_eq!(records[0].request.method, "GET");
     assert!(records[0].request.path.starts_with("/api/people/"));
+    // As the client sent it: what the edge adds is not recorded.
+    assert_eq!(records[0].request.header("x-forwarded-for"), None);
+    assert_eq!(
+        records[0].request.header("authorization").as_deref(),
+        Some("[redacted]")
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
