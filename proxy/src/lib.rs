@@ -16,7 +16,8 @@
 //!   ├─ 3 plan the body: hop-by-hop out, X-Forwarded-*, identity in; body streamed, or kept
 //!   │    whole (bounded) when a fallback may replay it
 //!   ├─ 4 forward: pooled keep-alive client, route's timeout (504) / connect (502)
-//!   │    (shadow will hook in here: a copy to the extracted side, compared, never returned)
+//!   │    beside it on shadow/recording routes (shadow): a job copies the request to the
+//!   │    extracted side, compares (ficus-parity), records; never awaited, never returned
 //!   ├─ 5 fall back: idempotent, extracted side failed (connect, timeout, 5xx) → monolith
 //!   └─ 6 respond and record: response streamed back (a 101 opens a tunnel), or ficus's own
 //!        answer from the error; metrics by who answered (monolith | extracted | proxy)
@@ -27,7 +28,7 @@
 //! stickiness; [`handler`] the request path; [`body`] the body type; [`upstream`] connection
 //! pools; [`error`] the error type; [`tunnel`] upgrades; [`server`] the listener and graceful
 //! shutdown; [`connection`] one client connection and its deadlines; [`tls`] rustls
-//! configurations; [`reload`] loading and live reload; [`admin`] the admin API; [`metrics`] Prometheus;
+//! configurations; [`reload`] loading and live reload; [`shadow`] shadow mode and recording; [`admin`] the admin API; [`metrics`] Prometheus;
 //! [`edit`] in-place edits for `ficus routes flip`; [`path`] the canonical path; [`target`] the
 //! target read before routing (methods, Host, overrides, upgrade offers); [`start`] the one way to start it all (the
 //! CLI and the test harness both call [`start()`]).
