@@ -347,20 +347,16 @@ impl RouteParity {
         if shadow.is_none() && !record {
             return None;
         }
-        let max = [
-            shadow
-                .as_ref()
-                .and(self.shadow.as_ref())
-                .map(|s| s.max_body_bytes),
-            record
-                .then_some(self.record.as_ref())
-                .flatten()
-                .map(|r| r.max_body_bytes),
-        ]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(0);
+        // One tee for both: it keeps what the larger of the two limits allows.
+        let shadow_max = match (&shadow, &self.shadow) {
+            (Some(_), Some(settings)) => settings.max_body_bytes,
+            _ => 0,
+        };
+        let record_max = match (record, &self.record) {
+            (true, Some(recording)) => recording.max_body_bytes,
+            _ => 0,
+        };
+        let max = shadow_max.max(record_max);
         let (tee, request_body) = match kept {
             Some(bytes) => {
                 let (sender, receiver) = oneshot::channel();

@@ -148,8 +148,11 @@ async fn every_kind_of_bad_file_keeps_the_old_table_and_names_the_key() {
             "upstream: unknown section",
         ),
         (
-            good.replace("mode = \"extracted\"", "mode = \"shadow\""),
-            "route \"people\": mode: \"shadow\" is not available",
+            good.replace(
+                "mode = \"extracted\"",
+                "mode = \"shadow\"\nshadow = { max_concurrent = 0 }",
+            ),
+            "route \"people\": shadow.max_concurrent: must be more than 0",
         ),
         (
             good.replace("connect_timeout_ms = 500", "connect_timeout_ms = \"fast\""),
