@@ -95,7 +95,7 @@ auth = {{}}
 
 async fn setup(behavior: Behavior) -> (RawUpstream, TestProxy) {
     let upstream = RawUpstream::start(behavior).await;
-    let proxy = TestProxy::start(&routes(&upstream.url())).await;
+    let proxy = crate::start_proxy(&routes(&upstream.url())).await;
     (upstream, proxy)
 }
 

@@ -56,13 +56,24 @@ use crate::upstream::Upstream;
 use codec::Framing;
 
 /// Which code serves HTTP/1.1 clients (`ServerSettings::http1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Http1Path {
     /// The lean path, handing to hyper what it does not serve.
     #[default]
     Lean,
     /// hyper for every HTTP/1 connection.
     Hyper,
+}
+
+impl Http1Path {
+    /// The setting's value: `lean` or `hyper`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lean => "lean",
+            Self::Hyper => "hyper",
+        }
+    }
 }
 
 impl std::str::FromStr for Http1Path {
@@ -89,8 +100,8 @@ pub struct Settings {
 const MAX_HEADERS: usize = 100;
 /// A response head larger than this is the upstream's fault.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
-/// Read size on the client side.
-const READ_BYTES: usize = 16 * 1024;
+/// Read size on the client side (the buffer a connection keeps while idle).
+const READ_BYTES: usize = 8 * 1024;
 
 static X_FICUS_ROUTE: &[u8] = b"x-ficus-route";
 static X_FICUS_SIDE: &[u8] = b"x-ficus-side";
@@ -119,9 +130,9 @@ pub(crate) async fn serve(
     let mut conn = Conn {
         io,
         buf,
-        head: Vec::with_capacity(1024),
-        upstream_head: Vec::with_capacity(1024),
-        out: Vec::with_capacity(READ_BYTES),
+        head: Vec::new(),
+        upstream_head: Vec::new(),
+        out: Vec::new(),
         client,
         proxy,
         settings,
@@ -165,7 +176,7 @@ enum Next {
 /// How the request body travels upstream.
 #[derive(Clone, Copy)]
 enum Send {
-    /// Read whole before the first attempt (in `Conn::upstream_head`'s tail... no: in `kept`).
+    /// Read whole before the first attempt (into `Conn::out`, where every attempt finds it).
     Kept,
     /// Read from the client as it is written upstream.
     Streamed(Framing),
@@ -225,18 +236,16 @@ impl Conn {
         }
     }
 
-    /// Reads until `buf` holds a whole head: `Some(Ok(len))`; `Some(Err(()))` for a head
-    /// hyper must answer (malformed, too large); `None` when the client closed or took longer
-    /// than the header read timeout.
+    /// Reads until `buf` holds a whole head (up to its empty line; httparse reads it after):
+    /// `Some(Ok(len))`; `Some(Err(()))` for a head hyper must answer (larger than the hard
+    /// limit); `None` when the client closed or took longer than the header read timeout.
     async fn read_head(&mut self) -> Option<Result<usize, ()>> {
         let deadline = tokio::time::Instant::now() + self.settings.header_read_timeout;
+        let mut scanned = 0;
         loop {
-            let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-            let mut request = httparse::Request::new(&mut []);
-            match request.parse_with_uninit_headers(&self.buf, &mut slots) {
-                Ok(httparse::Status::Complete(len)) => return Some(Ok(len)),
-                Ok(httparse::Status::Partial) => {}
-                Err(_) => return Some(Err(())),
+            match head_end(&self.buf, scanned) {
+                Ok(len) => return Some(Ok(len)),
+                Err(next) => scanned = next,
             }
             if self.buf.len() >= self.settings.max_head_bytes {
                 return Some(Err(()));
@@ -280,9 +289,10 @@ impl Conn {
     ) -> Next {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
+        // Partial too: the head ends at an empty line httparse does not read as one.
         if !matches!(
             request.parse_with_uninit_headers(head, &mut slots),
-            Ok(httparse::Status::Complete(_))
+            Ok(httparse::Status::Complete(len)) if len == head.len()
         ) {
             return Next::Hyper;
         }
@@ -318,8 +328,7 @@ impl Conn {
         let target = crate::target::check_method(&method, table.is_misspelled(&method))
             .and_then(|()| crate::target::read(&uri))
             .and_then(|target| {
-                crate::target::reconcile_host(&uri, Version::HTTP_11, &mut headers)
-                    .map(|_| target)
+                crate::target::reconcile_host(&uri, Version::HTTP_11, &mut headers).map(|_| target)
             });
         let Ok(target) = target else {
             // Refused before routing: hyper answers it under the default route.
@@ -355,17 +364,9 @@ impl Conn {
         };
         let raw = request.headers;
         let pq_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
-        self.exchange(
-            exchange,
-            method_text,
-            &target,
-            raw,
-            headers,
-            pq_len,
-            stop,
-        )
-        .instrument(span)
-        .await
+        self.exchange(exchange, method_text, &target, raw, headers, pq_len, stop)
+            .instrument(span)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -380,23 +381,25 @@ impl Conn {
         stop: &watch::Receiver<bool>,
     ) -> Next {
         let outcome = async {
-            admit(&ex, target, &mut headers, pq_len).await.map(|identity| {
-                // Phase 2, choose the side.
-                ex.side = ex.route.side(&headers, self.client.ip());
-                // Phase 3, the head upstream: as the hyper path's plan_body.
-                crate::handler::prepare_headers(&mut headers, self.client, None, ex.trusted);
-                if let (Some(authz), Some(identity)) = (&ex.table.authz, &identity) {
-                    authz.forward(&mut headers, identity, &ex.route.name);
-                }
-                write_request_head(
-                    &mut self.upstream_head,
-                    method_text,
-                    target.path_and_query.as_str(),
-                    raw,
-                    &headers,
-                    ex.framing == Framing::Chunked,
-                );
-            })?;
+            admit(&ex, target, &mut headers, pq_len)
+                .await
+                .map(|identity| {
+                    // Phase 2, choose the side.
+                    ex.side = ex.route.side(&headers, self.client.ip());
+                    // Phase 3, the head upstream: as the hyper path's plan_body.
+                    crate::handler::prepare_headers(&mut headers, self.client, None, ex.trusted);
+                    if let (Some(authz), Some(identity)) = (&ex.table.authz, &identity) {
+                        authz.forward(&mut headers, identity, &ex.route.name);
+                    }
+                    write_request_head(
+                        &mut self.upstream_head,
+                        method_text,
+                        target.path_and_query.as_str(),
+                        raw,
+                        &headers,
+                        ex.framing == Framing::Chunked,
+                    );
+                })?;
             let may_fall_back = ex.side == Side::Extracted && ex.route.fallback && ex.idempotent;
             let keep = may_fall_back
                 && (ex.framing == Framing::Empty
@@ -508,8 +511,8 @@ impl Conn {
     ) -> Result<Answer, ProxyError> {
         let route = ex.route;
         let upstream = route.upstream(side);
-        let result = tokio::time::timeout(route.timeout, self.attempt(ex, upstream, side, send))
-            .await;
+        let result =
+            tokio::time::timeout(route.timeout, self.attempt(ex, upstream, side, send)).await;
         let outcome = match result {
             Err(elapsed) => {
                 Err(ProxyError::timeout(side, route.timeout, ex.idempotent).with_source(elapsed))
@@ -553,17 +556,16 @@ impl Conn {
                 .with_source(error)
             };
             let mut conn = conn;
-            let written = self.write_request(ex, &mut conn, side, send).await;
-            let written = match written {
+            let written = self.write_request(ex, &mut conn, send).await;
+            match written {
                 Err(Failed::Upstream(error)) if reused && replayable && tries == 1 => {
                     tracing::debug!(%error, "a pooled connection was closed; another one");
                     continue;
                 }
                 Err(Failed::Upstream(error)) => return Err(broke(error)),
                 Err(Failed::Proxy(error)) => return Err(error),
-                Ok(()) => (),
-            };
-            let () = written;
+                Ok(()) => {}
+            }
             match read_response_head(conn, ex.head_request).await {
                 Ok(answer) => return Ok(answer),
                 Err(HeadError::Closed(error)) if reused && replayable && tries == 1 => {
@@ -589,10 +591,8 @@ impl Conn {
         &mut self,
         ex: &mut Exchange<'_>,
         conn: &mut pool::Conn,
-        side: Side,
         send: Send,
     ) -> Result<(), Failed> {
-        let _ = side;
         let mut out = std::mem::take(&mut self.out);
         let result = async {
             match send {
@@ -616,13 +616,14 @@ impl Conn {
                 Send::Streamed(Framing::Length(n)) => {
                     out.clear();
                     out.extend_from_slice(&self.upstream_head);
-                    let first = usize::try_from(n)
-                        .unwrap_or(usize::MAX)
-                        .min(self.buf.len());
+                    let first = usize::try_from(n).unwrap_or(usize::MAX).min(self.buf.len());
                     out.extend_from_slice(&self.buf[..first]);
                     self.buf.advance(first);
                     let mut remaining = n - first as u64;
-                    conn.stream.write_all(&out).await.map_err(Failed::Upstream)?;
+                    conn.stream
+                        .write_all(&out)
+                        .await
+                        .map_err(Failed::Upstream)?;
                     while remaining > 0 {
                         if self.buf.is_empty() {
                             self.buf.clear();
@@ -661,7 +662,10 @@ impl Conn {
                             )));
                         }
                         if !out.is_empty() {
-                            conn.stream.write_all(&out).await.map_err(Failed::Upstream)?;
+                            conn.stream
+                                .write_all(&out)
+                                .await
+                                .map_err(Failed::Upstream)?;
                             out.clear();
                         }
                         if decoder.is_done() {
@@ -775,7 +779,10 @@ impl Conn {
         };
         self.out.clear();
         if complete && answer.keep_alive {
-            ex.route.upstream(ex.responding_side()).lean.put(answer.conn);
+            ex.route
+                .upstream(ex.responding_side())
+                .lean
+                .put(answer.conn);
         }
         match (complete, close) {
             (true, false) => Next::KeepAlive,
@@ -784,7 +791,12 @@ impl Conn {
     }
 
     /// An answer the proxy makes itself, counted as the proxy's.
-    async fn answer_own(&mut self, ex: &Exchange<'_>, response: Response<Body>, close: bool) -> Next {
+    async fn answer_own(
+        &mut self,
+        ex: &Exchange<'_>,
+        response: Response<Body>,
+        close: bool,
+    ) -> Next {
         let status = response.status();
         let span = tracing::Span::current();
         span.record("side", Answerer::Proxy.as_str());
@@ -801,7 +813,11 @@ impl Conn {
         };
         let out = &mut self.out;
         out.clear();
-        status_line(out, status.as_u16(), status.canonical_reason().unwrap_or(""));
+        status_line(
+            out,
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+        );
         for (name, value) in &parts.headers {
             header_line(out, name.as_str().as_bytes(), value.as_bytes());
         }
@@ -822,6 +838,24 @@ impl Conn {
             _ => Next::Close,
         }
     }
+}
+
+/// The length of the head at the front of `buf` (through the empty line that ends it: `\n\n`
+/// or `\n\r\n`, the line endings httparse accepts), or where to resume looking once more bytes
+/// came. What the head holds is httparse's to judge, after.
+fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
+    let mut at = from;
+    while let Some(offset) = buf[at..].iter().position(|b| *b == b'\n') {
+        let newline = at + offset;
+        match &buf[newline + 1..] {
+            [b'\n', ..] => return Ok(newline + 2),
+            [b'\r', b'\n', ..] => return Ok(newline + 3),
+            // Not known yet: look here again with more bytes.
+            [] | [b'\r'] => return Err(newline),
+            _ => at = newline + 1,
+        }
+    }
+    Err(buf.len())
 }
 
 /// `HTTP/1.1 <status> <reason>\r\n`.
@@ -973,8 +1007,7 @@ enum HeadError {
 async fn read_response_head(mut conn: pool::Conn, head_request: bool) -> Result<Answer, HeadError> {
     loop {
         let parsed = {
-            let mut slots =
-                [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut []);
             match httparse::ParserConfig::default().parse_response_with_uninit_headers(
                 &mut response,
@@ -1156,7 +1189,10 @@ fn write_request_head(
         }
     }
     for (name, value) in map {
-        if !raw.iter().any(|h| h.name.eq_ignore_ascii_case(name.as_str())) {
+        if !raw
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name.as_str()))
+        {
             header_line(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
@@ -1164,4 +1200,26 @@ fn write_request_head(
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_ends_at_its_first_empty_line() {
+        let head = b"GET / HTTP/1.1\r\nhost: a\r\n\r\nBODY";
+        assert_eq!(head_end(head, 0), Ok(head.len() - 4));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nhost: a\n\n", 0), Ok(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nhost: a\n\r\n", 0), Ok(26));
+        // Split anywhere, resumed where it stopped, it finds the same end.
+        for split in 0..head.len() - 4 {
+            let resume = match head_end(&head[..split], 0) {
+                Ok(len) => panic!("{split}: ended early at {len}"),
+                Err(resume) => resume,
+            };
+            assert!(resume <= split);
+            assert_eq!(head_end(head, resume), Ok(head.len() - 4), "{split}");
+        }
+    }
 }

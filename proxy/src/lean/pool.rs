@@ -18,7 +18,7 @@ const IDLE: Duration = Duration::from_secs(90);
 /// Idle connections kept per upstream (as the hyper client's pool).
 const MAX_IDLE: usize = 256;
 /// A connection's read buffer, allocated once with it.
-pub const BUFFER_BYTES: usize = 16 * 1024;
+pub const BUFFER_BYTES: usize = 8 * 1024;
 
 /// One connection to the upstream and what was read from it.
 pub struct Conn {
@@ -64,29 +64,28 @@ impl Pool {
             .unwrap_or(host);
         let port = authority.port_u16().unwrap_or(80);
         let origin = Origin::Upstream(side);
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
-            .await
-        {
-            Err(elapsed) => {
-                return Err(ProxyError::new(
-                    Kind::ConnectTimeout,
-                    origin,
-                    true,
-                    format!("connecting to the {} timed out", side.noun()),
-                )
-                .with_source(elapsed));
-            }
-            Ok(Err(error)) => {
-                return Err(ProxyError::new(
-                    Kind::Connect,
-                    origin,
-                    true,
-                    format!("the {} refused the connection", side.noun()),
-                )
-                .with_source(error));
-            }
-            Ok(Ok(stream)) => stream,
-        };
+        let stream =
+            match tokio::time::timeout(connect_timeout, TcpStream::connect((host, port))).await {
+                Err(elapsed) => {
+                    return Err(ProxyError::new(
+                        Kind::ConnectTimeout,
+                        origin,
+                        true,
+                        format!("connecting to the {} timed out", side.noun()),
+                    )
+                    .with_source(elapsed));
+                }
+                Ok(Err(error)) => {
+                    return Err(ProxyError::new(
+                        Kind::Connect,
+                        origin,
+                        true,
+                        format!("the {} refused the connection", side.noun()),
+                    )
+                    .with_source(error));
+                }
+                Ok(Ok(stream)) => stream,
+            };
         let _ = stream.set_nodelay(true);
         Ok(Conn {
             stream,
