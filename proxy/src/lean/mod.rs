@@ -351,7 +351,7 @@ impl Conn {
             table,
             route,
             start: Instant::now(),
-            request_id: crate::handler::ensure_request_id(&mut headers),
+            request_id: request_id(&mut headers),
             trusted: table.is_trusted(self.client.ip()),
             idempotent: crate::handler::is_idempotent(&method),
             declared_length: crate::handler::content_length(&headers),
@@ -1150,6 +1150,27 @@ async fn admit(
     }
 }
 
+/// The request's `x-request-id`, made (random, 128 bits, 32 hex digits) when the client sent
+/// none: the hyper path's rule (`handler::ensure_request_id`), without formatting machinery.
+fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    static NAME: HeaderName = HeaderName::from_static("x-request-id");
+    if let Some(id) = headers
+        .get(&NAME)
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+    {
+        return id.clone();
+    }
+    let random = rand::random::<u128>();
+    let mut hex = [0u8; 32];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        let nibble = (random >> (124 - 4 * i)) & 0xf;
+        *digit = b"0123456789abcdef"[nibble as usize];
+    }
+    let id = HeaderValue::from_bytes(&hex).expect("hex is a valid header value");
+    headers.insert(NAME.clone(), id.clone());
+    id
+}
+
 /// Whether the lean path serves a route: monolith, canary and extracted modes over `http://`
 /// upstreams.
 fn serves(route: &Route) -> bool {
@@ -1205,6 +1226,21 @@ fn write_request_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_id_is_kept_or_made() {
+        let mut headers = HeaderMap::new();
+        let made = request_id(&mut headers);
+        assert_eq!(made.len(), 32);
+        assert!(made.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_eq!(headers.get("x-request-id"), Some(&made));
+        assert_ne!(request_id(&mut HeaderMap::new()), made);
+        let mut sent = HeaderMap::new();
+        sent.insert("x-request-id", HeaderValue::from_static("abc"));
+        assert_eq!(request_id(&mut sent), "abc");
+        sent.insert("x-request-id", HeaderValue::from_static(""));
+        assert_eq!(request_id(&mut sent).len(), 32);
+    }
 
     #[test]
     fn a_head_ends_at_its_first_empty_line() {
