@@ -207,6 +207,34 @@ async fn an_idle_http1_keep_alive_is_closed_and_a_slow_request_is_not() {
     assert!(after < Duration::from_secs(3), "closed after {after:?}");
 }
 
+/// Between HTTP/1 keep-alive requests the header read timeout runs too: with it shorter than the
+/// idle deadline, an idle connection goes at the header read timeout.
+#[tokio::test]
+async fn between_http1_requests_the_header_read_timeout_runs() {
+    let (monolith, people) = upstreams().await;
+    let proxy = crate::start_proxy_with(
+        &with_connections(&monolith, &people, "idle_timeout_ms = 60000"),
+        ficus_proxy::ServerSettings {
+            header_read_timeout: Duration::from_millis(400),
+            ..ficus_proxy::ServerSettings::default()
+        },
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let answered = Instant::now();
+    let (read, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(read.is_empty(), "{read:?}");
+    let after = closed - answered;
+    assert!(after >= Duration::from_millis(300), "closed after {after:?}");
+    assert!(after < Duration::from_secs(3), "closed after {after:?}");
+}
+
 #[tokio::test]
 async fn past_the_cap_new_connections_are_refused_and_counted() {
     let (monolith, people) = upstreams().await;

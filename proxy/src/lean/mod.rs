@@ -199,12 +199,17 @@ impl Conn {
             if self.buf.is_empty() {
                 self.buf.clear();
                 self.buf.reserve(READ_BYTES);
+                // Between requests the header read timeout runs too (as hyper's header timer):
+                // the shorter one closes the connection; only the idle deadline is counted.
+                let wait = idle.min(self.settings.header_read_timeout);
                 tokio::select! {
                     biased;
                     _ = stop.changed() => return Ended::Closed,
-                    read = tokio::time::timeout(idle, self.io.read_buf(&mut self.buf)) => match read {
+                    read = tokio::time::timeout(wait, self.io.read_buf(&mut self.buf)) => match read {
                         Err(_) => {
-                            self.proxy.metrics.deadline(Deadline::Idle);
+                            if idle <= self.settings.header_read_timeout {
+                                self.proxy.metrics.deadline(Deadline::Idle);
+                            }
                             tracing::debug!(client = %self.client, "idle past the deadline; closing");
                             return Ended::Closed;
                         }
