@@ -586,7 +586,7 @@ fn read_target(table: &Table, request: &mut Request<Incoming>) -> Result<Target,
 }
 
 /// The request's `x-request-id`, made (random, 128 bits) when the client sent none.
-fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers
         .get(&X_REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= 200)
@@ -599,14 +599,14 @@ fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }
 
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -649,7 +649,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
 
 /// Hop-by-hop headers out, `X-Forwarded-*` in. Forwarding headers a client sent are kept only
 /// from trusted proxies; from anyone else they are replaced.
-fn prepare_headers(
+pub(crate) fn prepare_headers(
     headers: &mut HeaderMap,
     client: SocketAddr,
     upgrade: Option<&HeaderValue>,

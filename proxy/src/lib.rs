@@ -23,6 +23,10 @@
 //!        answer from the error; metrics by who answered (monolith | extracted | proxy)
 //! ```
 //!
+//! HTTP/1.1 clients take the lean path of [`lean`] by default (`ServerSettings::http1`): the
+//! same phases from the client's task, without hyper, for monolith, canary and extracted routes
+//! over `http://` upstreams; what it does not serve goes to hyper with the connection.
+//!
 //! Files: [`config`] the routes file as typed values; [`check`] the one check of a routes file
 //! (loader, `ficus routes check|flip`); [`authz`] authorization at the edge; [`table`] compiled routes, matching and
 //! stickiness; [`handler`] the request path; [`body`] the body type; [`upstream`] connection
@@ -42,6 +46,7 @@ pub mod connection;
 pub mod edit;
 pub mod error;
 pub mod handler;
+pub mod lean;
 pub mod metrics;
 pub mod path;
 pub mod reload;
@@ -57,6 +62,7 @@ pub mod upstream;
 pub use check::{CheckedFile, check};
 pub use config::{Problem, Problems, RoutesFile};
 pub use handler::Proxy;
+pub use lean::Http1Path;
 pub use reload::Loader;
 pub use server::{ServerSettings, serve};
 pub use start::{Listeners, Running, StartError, start};

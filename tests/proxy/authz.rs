@@ -238,7 +238,7 @@ async fn setup(auth_extra: &str) -> (TestUpstream, TestUpstream, TestIdp, TestKe
     let key = TestKey::rsa();
     let idp = TestIdp::start(&[&key]).await;
     let extra = format!("jwks_url = \"{}\"\n{auth_extra}", idp.url);
-    let proxy = TestProxy::start(&file(&monolith, &people, &extra, "")).await;
+    let proxy = crate::start_proxy(&file(&monolith, &people, &extra, "")).await;
     (monolith, people, idp, key, proxy)
 }
 
@@ -817,7 +817,7 @@ async fn without_any_key_the_edge_fails_closed() {
     let idp = TestIdp::start(&[&key]).await;
     idp.set_up(false);
     let extra = format!("jwks_url = \"{}\"", idp.url);
-    let proxy = TestProxy::start(&file(&monolith, &people, &extra, "")).await;
+    let proxy = crate::start_proxy(&file(&monolith, &people, &extra, "")).await;
     let token = key.sign(&claims("u", "people:read"));
     tokio::time::sleep(Duration::from_millis(250)).await;
     let response = call(&proxy, reqwest::Method::GET, "/api/people/1", Some(&token)).await;
@@ -905,7 +905,7 @@ auth = {{ require = ["people:write"] }}
 "#,
         addr = monolith.addr
     );
-    let proxy = TestProxy::start(&routes).await;
+    let proxy = crate::start_proxy(&routes).await;
     let http = reqwest::Client::new();
     // Log in through the proxy (a public route), then use the monolith's token at the edge.
     let login: Value = http
@@ -966,7 +966,7 @@ async fn static_keys_and_custom_forward_names() {
         "keys_file = \"{}\"\n[auth.forward]\nsubject = \"x-remote-user\"\nemail = \"x-remote-email\"\nname = \"x-remote-name\"\nscopes = \"x-remote-scopes\"\nroles = \"x-remote-roles\"\n",
         keys_file.display()
     );
-    let proxy = TestProxy::start(&file(&monolith, &people, &extra, "")).await;
+    let proxy = crate::start_proxy(&file(&monolith, &people, &extra, "")).await;
     let token = key.sign(&claims("static-user", "people:read"));
     let response = reqwest::Client::new()
         .get(proxy.url("/api/people/1"))

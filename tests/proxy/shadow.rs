@@ -183,7 +183,7 @@ fn person(name: &str) -> Value {
 async fn a_matching_candidate_is_compared_and_matches_and_the_copy_is_marked() {
     let monolith = JsonServer::start(|_| person("Ada")).await;
     let people = JsonServer::start(|_| person("Ada")).await;
-    let proxy = TestProxy::start(&routes(&monolith.url(), &people.url(), "shadow", "")).await;
+    let proxy = crate::start_proxy(&routes(&monolith.url(), &people.url(), "shadow", "")).await;
     let http = reqwest::Client::new();
     for _ in 0..20 {
         let response = http.get(proxy.url("/api/people/7")).send().await.unwrap();
@@ -231,7 +231,7 @@ async fn a_field_that_differs_is_a_mismatch_at_its_path_with_a_redacted_curl_in_
         "shadow = {{ log_file = \"{}\", mismatches_kept = 3 }}\n[route.parity]\ncalibrate_percent = 0\n",
         log.display()
     );
-    let proxy = TestProxy::start(&routes(&monolith.url(), &people.url(), "shadow", &extra)).await;
+    let proxy = crate::start_proxy(&routes(&monolith.url(), &people.url(), "shadow", &extra)).await;
     let http = reqwest::Client::new();
     for i in 0..5 {
         let response = http
@@ -291,7 +291,7 @@ async fn noise_the_monolith_makes_itself_is_learned_and_not_counted() {
     let monolith = JsonServer::start(noisy).await;
     let people = JsonServer::start(move |n| noisy(n + 1000)).await;
     let extra = "[route.parity]\ncalibrate_percent = 100\n";
-    let proxy = TestProxy::start(&routes(&monolith.url(), &people.url(), "shadow", extra)).await;
+    let proxy = crate::start_proxy(&routes(&monolith.url(), &people.url(), "shadow", extra)).await;
     let http = reqwest::Client::new();
     for i in 0..10 {
         http.get(proxy.url(&format!("/api/people/{i}")))
@@ -313,7 +313,7 @@ async fn noise_the_monolith_makes_itself_is_learned_and_not_counted() {
     assert!(!learned.contains_key("$.display_name"), "{now:#}");
 
     // Without calibration the same differences count.
-    let proxy = TestProxy::start(&routes(
+    let proxy = crate::start_proxy(&routes(
         &monolith.url(),
         &people.url(),
         "shadow",
@@ -339,7 +339,7 @@ async fn writes_are_not_copied_unless_the_route_says_so_and_the_sample_is_the_ca
         TestUpstream::start("monolith").await,
         TestUpstream::start("people").await,
     );
-    let proxy = TestProxy::start(&routes(&monolith.url(), &people.url(), "shadow", "")).await;
+    let proxy = crate::start_proxy(&routes(&monolith.url(), &people.url(), "shadow", "")).await;
     let http = reqwest::Client::new();
     for method in [
         reqwest::Method::POST,
@@ -415,7 +415,7 @@ async fn bodies_over_the_limit_are_counted_as_skipped_and_still_reach_the_client
         TestUpstream::start("people").await,
     );
     let extra = "shadow = { max_body_bytes = 1000, methods = [\"GET\", \"PUT\"] }";
-    let proxy = TestProxy::start(&routes(&monolith.url(), &people.url(), "shadow", extra)).await;
+    let proxy = crate::start_proxy(&routes(&monolith.url(), &people.url(), "shadow", extra)).await;
     let http = reqwest::Client::new();
     // The monolith's answer is 300 kB: the client gets every byte; the copy is not compared.
     let body = http
@@ -492,7 +492,7 @@ async fn a_slow_refusing_resetting_or_garbage_candidate_changes_nothing_for_the_
     let monolith = JsonServer::start(|_| person("Ada")).await;
     let expected = person("Ada");
     // The baseline: the same route without a shadow, measured in turns with each case.
-    let plain = TestProxy::start(&routes(
+    let plain = crate::start_proxy(&routes(
         &monolith.url(),
         "http://127.0.0.1:9",
         "monolith",
@@ -524,7 +524,7 @@ async fn a_slow_refusing_resetting_or_garbage_candidate_changes_nothing_for_the_
     ];
     let extra = "shadow = { timeout_ms = 300, max_concurrent = 4 }\n[route.parity]\ncalibrate_percent = 0\n";
     for (name, candidate, reason) in cases {
-        let proxy = TestProxy::start(&routes(&monolith.url(), &candidate, "shadow", extra)).await;
+        let proxy = crate::start_proxy(&routes(&monolith.url(), &candidate, "shadow", extra)).await;
         timed_in_turns(&plain, &proxy, 10, &expected).await;
         let (baseline, shadowed) = timed_in_turns(&plain, &proxy, 150, &expected).await;
         let (base50, base99) = (pct(&baseline, 50), pct(&baseline, 99));
@@ -568,7 +568,7 @@ async fn recording_writes_a_redacted_bounded_corpus() {
         "record = {{ file = \"{}\", max_bytes = 4000 }}",
         corpus.display()
     );
-    let proxy = TestProxy::start(&routes(&monolith.url(), &people.url(), "monolith", &extra)).await;
+    let proxy = crate::start_proxy(&routes(&monolith.url(), &people.url(), "monolith", &extra)).await;
     let http = reqwest::Client::new();
     futures_util::stream::iter(0..40)
         .for_each_concurrent(8, |i| {
