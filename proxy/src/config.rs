@@ -306,6 +306,13 @@ pub struct AuthSection {
     /// Also forward the identity as a short-lived token signed by ficus.
     #[serde(default)]
     pub internal_token: Option<InternalTokenConfig>,
+    /// Verified tokens kept so a client's repeated requests verify once (each until its `exp`
+    /// or the next change of the JWKS; at most 4 KiB per token). 0 verifies every request.
+    #[serde(
+        default = "default_token_cache_entries",
+        deserialize_with = "token_cache_entries"
+    )]
+    pub token_cache_entries: usize,
 }
 
 /// What a route without its own `auth` gets.
@@ -450,6 +457,9 @@ fn default_jwks_refresh_ms() -> u64 {
     300_000
 }
 fn default_jwks_min_refetch_ms() -> u64 {
+    10_000
+}
+fn default_token_cache_entries() -> usize {
     10_000
 }
 fn default_internal_header() -> HeaderName {
@@ -972,6 +982,15 @@ fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
 fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match u64::deserialize(d)? {
         0 => Err(D::Error::custom("must be more than 0")),
+        n => Ok(n),
+    }
+}
+
+fn token_cache_entries<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        n if n > 1_000_000 => Err(D::Error::custom(format!(
+            "must be at most 1000000 (entries of up to 4 KiB each), got {n}"
+        ))),
         n => Ok(n),
     }
 }

@@ -73,7 +73,7 @@ struct Ctx<'t> {
     /// The request's `Content-Length`, when it declares one.
     declared_length: Option<u64>,
     /// The caller edge authorization verified (admit).
-    identity: Option<Identity>,
+    identity: Option<Arc<Identity>>,
     /// The side the request is sent to (choose the side).
     side: Side,
     /// What is forwarded as the path and query: the canonical path the route was chosen on

@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::authz::Reason;
+use crate::authz::cache::CacheMetrics;
 use crate::error::Failure;
 use crate::shadow::{RecordSkip, SkipReason};
 use crate::table::Side;
@@ -34,6 +35,8 @@ pub const RELOAD_FAILURES: &str = "ficus_proxy_reload_failures";
 pub const TABLE_VERSION: &str = "ficus_proxy_table_version";
 pub const WEBSOCKETS: &str = "ficus_proxy_websockets_open";
 pub const AUTHZ_DECISIONS: &str = "ficus_proxy_authz_decisions";
+pub const AUTHZ_TOKEN_CACHE: &str = "ficus_proxy_authz_token_cache_lookups";
+pub const AUTHZ_TOKEN_CACHE_EVICTIONS: &str = "ficus_proxy_authz_token_cache_evictions";
 pub const JWKS_FETCHES: &str = "ficus_proxy_jwks_fetches";
 pub const JWKS_KEYS: &str = "ficus_proxy_jwks_keys";
 // Client connections (`server`).
@@ -170,6 +173,7 @@ pub struct Metrics {
     upstream_errors: Family<ErrorLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    token_cache: CacheMetrics,
     jwks_fetches: Family<ResultLabels, Counter>,
     pub jwks_keys: Gauge,
     pub reloads: Counter,
@@ -329,6 +333,30 @@ impl Default for Metrics {
             "Edge authorization decisions, by route, decision and reason",
             decisions.clone(),
         );
+        let lookups = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            AUTHZ_TOKEN_CACHE,
+            "Verified-token cache lookups of edge authorization, by result (hit: verified before and still valid; miss: verified now)",
+            lookups.clone(),
+        );
+        let evictions = Counter::default();
+        registry.register(
+            AUTHZ_TOKEN_CACHE_EVICTIONS,
+            "Verified tokens dropped from a full cache to keep a newer one",
+            evictions.clone(),
+        );
+        // One statement each: `get_or_create` returns a read guard, alive to the statement's end.
+        let hits = lookups
+            .get_or_create(&ResultLabels { result: "hit" })
+            .clone();
+        let misses = lookups
+            .get_or_create(&ResultLabels { result: "miss" })
+            .clone();
+        let token_cache = CacheMetrics {
+            hits,
+            misses,
+            evictions,
+        };
         let jwks_fetches = Family::default();
         registry.register(
             JWKS_FETCHES,
@@ -401,6 +429,7 @@ impl Default for Metrics {
             upstream_errors,
             fallbacks,
             decisions,
+            token_cache,
             jwks_fetches,
             jwks_keys,
             reloads,
@@ -424,6 +453,11 @@ impl Metrics {
                 deadline: deadline.as_str(),
             })
             .inc();
+    }
+
+    /// The verified-token cache's counters (shared by the caches of every table).
+    pub fn token_cache(&self) -> CacheMetrics {
+        self.token_cache.clone()
     }
 
     /// Counts a JWKS fetch.

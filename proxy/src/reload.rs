@@ -171,7 +171,12 @@ impl Loader {
             static_keys: keys.static_keys,
             hs256: keys.hs256,
         };
-        Some(Arc::new(Authz::new(auth, keys, signer)))
+        Some(Arc::new(Authz::new(
+            auth,
+            keys,
+            signer,
+            self.metrics.token_cache(),
+        )))
     }
 
     /// Reloads into `proxy` if the file changed, or always when `force` (SIGHUP: key files may
