@@ -1106,7 +1106,7 @@ async fn admit(
     target: &crate::target::Target,
     headers: &mut HeaderMap,
     pq_len: usize,
-) -> Result<Option<crate::authz::Identity>, ProxyError> {
+) -> Result<Option<std::sync::Arc<crate::authz::Identity>>, ProxyError> {
     crate::target::check_separators(&target.path, ex.route.allow_encoded_slashes)?;
     crate::target::check_method_override(headers, ex.route.allow_method_override)?;
     let header_bytes = pq_len
