@@ -118,19 +118,7 @@ async fn the_people_service_shadowed_matches_and_its_recorded_corpus_replays_gre
             &corpus.display().to_string(),
         ))
         .await;
-    let mut targets: Vec<String> = ids.iter().map(|id| format!("/api/people/{id}")).collect();
-    targets.extend(
-        [
-            "/api/people",
-            "/api/people?per_page=2",
-            "/api/people?page=2&per_page=2",
-            "/api/people?email=bob@example.test",
-            "/api/people?page=0",
-            "/api/people/999999",
-            "/api/people/abc",
-        ]
-        .map(str::to_owned),
-    );
+    let targets = crate::support::people_reads(&ids);
     for target in &targets {
         let response = http
             .get(proxy.url(target))

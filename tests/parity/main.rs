@@ -264,19 +264,7 @@ async fn ficus_parity_replays_a_corpus_against_the_real_service_and_names_what_d
     // The corpus: real requests to the monolith, recorded with the engine's writer.
     let corpus = dir.join("corpus.jsonl");
     let mut writer = CorpusWriter::append(&corpus, 1 << 20).unwrap();
-    let mut targets: Vec<String> = ids.iter().map(|id| format!("/api/people/{id}")).collect();
-    targets.extend(
-        [
-            "/api/people",
-            "/api/people?per_page=2",
-            "/api/people?page=2&per_page=2",
-            "/api/people?email=bob@example.test",
-            "/api/people?page=0",
-            "/api/people/999999",
-            "/api/people/abc",
-        ]
-        .map(str::to_owned),
-    );
+    let targets = support::people_reads(&ids);
     for target in &targets {
         let response = http
             .get(monolith.url(target))
