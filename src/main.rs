@@ -1,5 +1,5 @@
 //! `ficus`: the one command-line tool of the toolkit. It only parses, builds and runs; the work
-//! lives in the crates (`ficus-proxy`, `ficus-adapters`, `ficus-monolith`), the process plumbing
+//! lives in the crates (`ficus-proxy`, `ficus-adapters`, `ficus-monolith`, `ficus-parity`), the process plumbing
 //! (logs, settings, health, metrics) in `ficus-telemetry`. The process environment is read here
 //! only, through `ficus_telemetry::ProcessEnv`, and passed down.
 
@@ -31,6 +31,9 @@ enum Command {
     Monolith(commands::monolith::Args),
     /// Run the demo: the monolith over a demo database, with what to open and curl.
     Demo(commands::demo::Args),
+    /// Replay a recorded corpus against the monolith and the extracted side, compare the
+    /// answers (noise calibrated), write JUnit and HTML reports; exit 1 past the thresholds.
+    Parity(commands::parity::Args),
     /// Change-data capture: stream the database's changes into Kafka (run, status, check).
     #[command(subcommand)]
     Cdc(commands::cdc::Command),
@@ -52,6 +55,10 @@ fn main() -> anyhow::Result<()> {
         Command::Monolith(args) => {
             let settings = commands::monolith::Settings::load(&args, &env)?;
             runtime()?.block_on(commands::monolith::run(settings))
+        }
+        Command::Parity(args) => {
+            let code = runtime()?.block_on(commands::parity::run(args))?;
+            std::process::exit(code);
         }
         Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
         Command::Cdc(command) => runtime()?.block_on(commands::cdc::run(command, &env)),

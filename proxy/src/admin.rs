@@ -2,6 +2,9 @@
 //!
 //! - `GET /routes`: the table in force with its version, load time and the last reload error;
 //! - `GET /.well-known/jwks.json`: the public keys of the internal identity tokens;
+//! - `GET /shadow`: per shadow or recording route, its settings and rules, the counters
+//!   (compared, matched, mismatched, skipped by reason), the noise calibration learned, the last
+//!   mismatches with their differences and `curl`s (redacted), and the recording's state;
 //! - `GET /metrics`, `GET /healthz`, `GET /readyz`: served by `ficus-telemetry`'s admin router
 //!   over the proxy's metrics and its [`Health`] (ready once a table is loaded and the client
 //!   listener serves; not ready once shutdown begins).
@@ -34,6 +37,7 @@ impl Admin {
         let own = Router::new()
             .route("/routes", get(routes))
             .route("/.well-known/jwks.json", get(jwks))
+            .route("/shadow", get(shadow))
             .with_state(self);
         ficus_telemetry::Admin::new(health)
             .metrics(move || proxy.metrics.encode())
@@ -93,4 +97,20 @@ async fn jwks(State(admin): State<Admin>) -> Response {
         .map(|s| s.jwks())
         .unwrap_or_else(|| serde_json::json!({ "keys": [] }));
     axum::Json(keys).into_response()
+}
+
+/// Shadow comparison and recording, per route that does either ([`crate::shadow`]).
+async fn shadow(State(admin): State<Admin>) -> Response {
+    let table = admin.proxy.table();
+    let routes: Vec<serde_json::Value> = table
+        .routes
+        .iter()
+        .filter_map(|route| {
+            route
+                .parity
+                .as_ref()
+                .map(|parity| parity.status(route.mode.as_str()))
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "version": table.version, "routes": routes })).into_response()
 }

@@ -2,6 +2,11 @@
 //! against a limit) or bytes the proxy made itself. An enum, not a box: no allocation per request.
 //! A body cut off at its limit says so in its error ([`BodyError::TooLarge`]), which the HTTP
 //! client keeps in the chain of the error it returns: no flag shared with the request path.
+//!
+//! A streamed body may carry a [`Tee`] (shadow comparison, recording): each data frame passes on
+//! as it comes and a reference to it is kept, up to the tee's own limit; the tee reports the
+//! whole body, or that it was too large or broken off, to whoever waits for it. The body is
+//! never held back for the copy.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -28,6 +33,8 @@ enum Inner {
     Stream {
         body: Incoming,
         limit: Option<Limit>,
+        /// Boxed: only shadowed or recorded bodies have one.
+        tee: Option<Box<Tee>>,
     },
     Full(Option<Bytes>),
 }
@@ -41,7 +48,11 @@ impl Body {
     /// A streamed body, passed through as it comes.
     pub fn stream(body: Incoming) -> Self {
         Self {
-            inner: Inner::Stream { body, limit: None },
+            inner: Inner::Stream {
+                body,
+                limit: None,
+                tee: None,
+            },
         }
     }
 
@@ -52,6 +63,7 @@ impl Body {
             inner: Inner::Stream {
                 body,
                 limit: Some(Limit { max, seen: 0 }),
+                tee: None,
             },
         }
     }
@@ -70,6 +82,106 @@ impl Body {
             inner: Inner::Full(None),
         }
     }
+
+    /// This body with `tee` keeping a copy of what passes. A body with nothing (more) to
+    /// pass is reported whole at once.
+    pub fn with_tee(mut self, mut tee: Tee) -> Self {
+        match &mut self.inner {
+            Inner::Stream {
+                tee: slot, body, ..
+            } => {
+                if http_body::Body::is_end_stream(body) {
+                    tee.finish();
+                } else {
+                    *slot = Some(Box::new(tee));
+                }
+            }
+            Inner::Full(bytes) => {
+                if let Some(bytes) = bytes {
+                    tee.keep(bytes);
+                }
+                tee.finish();
+            }
+        }
+        self
+    }
+}
+
+/// What a [`Tee`] saw of a body.
+#[derive(Debug)]
+pub enum Teed {
+    /// The whole body.
+    Whole(Bytes),
+    /// More than the tee's limit (reported as soon as it is passed).
+    TooLarge,
+    /// The body failed, or was dropped before its end (a client that went away).
+    Broken,
+}
+
+/// A copy of a body as it streams, bounded; its end is sent to a waiting receiver.
+pub struct Tee {
+    max: usize,
+    kept: Vec<Bytes>,
+    seen: usize,
+    done: Option<tokio::sync::oneshot::Sender<Teed>>,
+}
+
+impl Tee {
+    /// A tee keeping up to `max` bytes, and the receiver of what it saw.
+    pub fn new(max: u64) -> (Self, tokio::sync::oneshot::Receiver<Teed>) {
+        let (done, seen) = tokio::sync::oneshot::channel();
+        let tee = Tee {
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+            kept: Vec::new(),
+            seen: 0,
+            done: Some(done),
+        };
+        (tee, seen)
+    }
+
+    fn keep(&mut self, data: &Bytes) {
+        if self.done.is_none() {
+            return;
+        }
+        self.seen = self.seen.saturating_add(data.len());
+        if self.seen > self.max {
+            self.kept = Vec::new();
+            self.send(Teed::TooLarge);
+        } else if !data.is_empty() {
+            self.kept.push(data.clone());
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.done.is_none() {
+            return;
+        }
+        let whole = match self.kept.len() {
+            0 => Bytes::new(),
+            1 => self.kept.pop().unwrap_or_default(),
+            _ => {
+                let mut whole = Vec::with_capacity(self.seen);
+                for piece in self.kept.drain(..) {
+                    whole.extend_from_slice(&piece);
+                }
+                Bytes::from(whole)
+            }
+        };
+        self.send(Teed::Whole(whole));
+    }
+
+    fn send(&mut self, teed: Teed) {
+        if let Some(done) = self.done.take() {
+            // Nobody waiting any more (the comparison gave up): nothing to do.
+            let _ = done.send(teed);
+        }
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        self.send(Teed::Broken);
+    }
 }
 
 impl http_body::Body for Body {
@@ -82,17 +194,36 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.get_mut().inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream { body, limit } => {
-                let frame = match Pin::new(body).poll_frame(cx) {
+            Inner::Stream { body, limit, tee } => {
+                let frame = match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => return Poll::Ready(None),
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                    Poll::Ready(None) => {
+                        if let Some(tee) = tee {
+                            tee.finish();
+                        }
+                        return Poll::Ready(None);
+                    }
+                    // A dropped tee reports the body broken.
+                    Poll::Ready(Some(Err(e))) => {
+                        tee.take();
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
                     Poll::Ready(Some(Ok(frame))) => frame,
                 };
                 if let (Some(limit), Some(data)) = (limit.as_mut(), frame.data_ref()) {
                     limit.seen += data.len() as u64;
                     if limit.seen > limit.max {
+                        tee.take();
                         return Poll::Ready(Some(Err(BodyError::TooLarge(limit.max))));
+                    }
+                }
+                if let Some(t) = tee {
+                    if let Some(data) = frame.data_ref() {
+                        t.keep(data);
+                    }
+                    // The length told where the end is: report it now, not at the next poll.
+                    if http_body::Body::is_end_stream(body) {
+                        t.finish();
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -45,6 +45,7 @@ pub fn check(text: &str, base_dir: &Path) -> Result<CheckedFile, Problems> {
         None => AuthKeys::default(),
     };
     read_tls(&mut sections, base_dir);
+    place_parity_files(&mut sections, base_dir);
     let file = sections.into_file()?;
     Ok(CheckedFile { file, keys })
 }
@@ -152,6 +153,31 @@ fn read_tls(sections: &mut Sections, base_dir: &Path) {
             "auth.jwks_ca_file",
             problems,
         );
+    }
+}
+
+/// Makes the files routes write (a shadow route's mismatch log, a recorded corpus) absolute
+/// against the routes file's directory; a directory that does not exist is a problem (the file
+/// itself is created on the first line written).
+fn place_parity_files(sections: &mut Sections, base_dir: &Path) {
+    let problems = &mut sections.problems;
+    for route in &mut sections.routes {
+        let key = format!("route.{:?}", route.name);
+        let files = [
+            ("shadow.log_file", route.shadow.log_file.as_mut()),
+            ("record.file", route.record.as_mut().map(|r| &mut r.file)),
+        ];
+        for (field, path) in files {
+            let Some(path) = path else { continue };
+            *path = base_dir.join(&*path);
+            let dir = path.parent().unwrap_or(Path::new("."));
+            if !dir.is_dir() {
+                problems.push(Problem::new(
+                    format!("{key}.{field}"),
+                    format!("{}: the directory does not exist", path.display()),
+                ));
+            }
+        }
     }
 }
 

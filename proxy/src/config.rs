@@ -306,6 +306,13 @@ pub struct AuthSection {
     /// Also forward the identity as a short-lived token signed by ficus.
     #[serde(default)]
     pub internal_token: Option<InternalTokenConfig>,
+    /// Verified tokens kept so a client's repeated requests verify once (each until its `exp`
+    /// or the next change of the JWKS; at most 4 KiB per token). 0 verifies every request.
+    #[serde(
+        default = "default_token_cache_entries",
+        deserialize_with = "token_cache_entries"
+    )]
+    pub token_cache_entries: usize,
 }
 
 /// What a route without its own `auth` gets.
@@ -450,6 +457,9 @@ fn default_jwks_refresh_ms() -> u64 {
     300_000
 }
 fn default_jwks_min_refetch_ms() -> u64 {
+    10_000
+}
+fn default_token_cache_entries() -> usize {
     10_000
 }
 fn default_internal_header() -> HeaderName {
@@ -619,6 +629,113 @@ pub struct RouteConfig {
     /// the wire: allow it only when that policy also fits every method an override can name.
     #[serde(default)]
     pub allow_method_override: bool,
+
+    // Parity: shadow comparison and recording (crate::shadow).
+    /// `shadow = { ... }`: how mode `shadow` copies requests to the extracted side (read in
+    /// that mode only, so the settings stay when the route is flipped and back).
+    #[serde(default)]
+    pub shadow: ShadowConfig,
+    /// `[route.parity]` (or `parity = { ... }`): how the extracted side's answers are compared
+    /// with the monolith's, by the live shadow and by `ficus parity` alike: headers compared,
+    /// ignored JSON paths and headers, redactions, calibration share, thresholds
+    /// ([`ficus_parity::Rules`]; the defaults when absent).
+    #[serde(default)]
+    pub parity: ficus_parity::Rules,
+
+    /// `record = { file = "..." }`: a sample of the route's requests written to a corpus file
+    /// (in any mode), replayed by `ficus parity`.
+    #[serde(default)]
+    pub record: Option<RecordConfig>,
+}
+
+/// A route's `shadow = { ... }`: what is copied to the extracted side, how much, and how the
+/// answers are kept. The comparison's rules and the calibration's share are the route's
+/// `[route.parity]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    /// Share of users (0..=100) whose requests are copied, chosen by the route's `sticky` key
+    /// with the canary's hash: the users compared are those a canary moves first. Default 100.
+    pub sample: Percent,
+    /// Methods copied. Default the safe ones, GET, HEAD and OPTIONS: a copied write would be
+    /// applied twice. Name others only for a candidate that does not write.
+    pub methods: Vec<MethodName>,
+    /// Largest request body and largest response body (each side) kept for the comparison;
+    /// past it the request is not compared and counted as skipped. Default 1 MiB.
+    pub max_body_bytes: u64,
+    /// Copies in flight at once; past it a copy is skipped and counted. Default 64.
+    #[serde(deserialize_with = "positive")]
+    pub max_concurrent: u64,
+    /// Time for the extracted side's whole answer (head and body); the route's `timeout_ms`
+    /// when absent. Past it the copy is counted as skipped (`candidate_timeout`).
+    #[serde(deserialize_with = "some_positive")]
+    pub timeout_ms: Option<u64>,
+    /// Mismatches kept in memory for the admin API (`/shadow`). Default 50.
+    pub mismatches_kept: usize,
+    /// A JSON-lines log of every mismatch (relative to the routes file's directory).
+    pub log_file: Option<PathBuf>,
+    /// Largest size of `log_file`; past it mismatches are no longer written (still counted and
+    /// kept in memory). Default 64 MiB.
+    pub log_max_bytes: u64,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self {
+            sample: Percent {
+                basis_points: 10_000,
+            },
+            methods: safe_methods(),
+            max_body_bytes: 1024 * 1024,
+            max_concurrent: 64,
+            timeout_ms: None,
+            mismatches_kept: 50,
+            log_file: None,
+            log_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A route's `record = { ... }`: requests sampled into a corpus file (JSON lines, secrets
+/// redacted), bounded in size.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// The corpus file, appended to (relative to the routes file's directory).
+    pub file: PathBuf,
+    /// Share of users (0..=100) recorded, by the route's sticky key. Default 100.
+    #[serde(default = "all_users")]
+    pub sample: Percent,
+    /// Methods recorded. Default GET, HEAD and OPTIONS.
+    #[serde(default = "safe_methods")]
+    pub methods: Vec<MethodName>,
+    /// Largest request body recorded; a larger request is skipped. Default 64 KiB.
+    #[serde(default = "default_record_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Largest size of the file; once reached, recording stops (counted). Default 64 MiB.
+    #[serde(default = "default_record_max_bytes", deserialize_with = "positive")]
+    pub max_bytes: u64,
+}
+
+fn all_users() -> Percent {
+    Percent {
+        basis_points: 10_000,
+    }
+}
+
+fn safe_methods() -> Vec<MethodName> {
+    [Method::GET, Method::HEAD, Method::OPTIONS]
+        .into_iter()
+        .map(MethodName)
+        .collect()
+}
+
+fn default_record_body_bytes() -> u64 {
+    64 * 1024
+}
+
+fn default_record_max_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 fn default_mode() -> Mode {
@@ -865,6 +982,15 @@ fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
 fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match u64::deserialize(d)? {
         0 => Err(D::Error::custom("must be more than 0")),
+        n => Ok(n),
+    }
+}
+
+fn token_cache_entries<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        n if n > 1_000_000 => Err(D::Error::custom(format!(
+            "must be at most 1000000 (entries of up to 4 KiB each), got {n}"
+        ))),
         n => Ok(n),
     }
 }
@@ -1339,13 +1465,7 @@ fn check_route(
         .or(sections.proxy.as_ref().map(|p| p.default.as_str()));
     match route.mode {
         Mode::Monolith => {}
-        Mode::Shadow => problem(
-            "mode",
-            "\"shadow\" is not available in this version (it comes with parity comparison); \
-             use monolith, canary or extracted"
-                .to_owned(),
-        ),
-        Mode::Canary | Mode::Extracted => {
+        Mode::Shadow | Mode::Canary | Mode::Extracted => {
             match &route.serve {
                 None => problem(
                     "serve",
@@ -1433,6 +1553,39 @@ mod tests {
         assert_eq!(file.monolith_of(route), "monolith");
         let half = parse(&GOOD.replace("percent = 10", "percent = 12.345")).unwrap();
         assert_eq!(half.routes[0].percent, Some(Percent { basis_points: 1235 }));
+    }
+
+    #[test]
+    fn parity_rules_are_read_and_checked_at_their_keys() {
+        let file = parse(&format!(
+            "{GOOD}\n[route.parity]\nignore = [\"$.items[*].updated_at\", \"header:date\"]\n\
+             redact = [\"$.email\"]\nmax_mismatch_percent = 1.5\n"
+        ))
+        .unwrap();
+        let rules = &file.routes[0].parity;
+        assert_eq!(rules.max_mismatch_percent, 1.5);
+        assert_eq!(rules.ignore.len(), 2);
+        assert_eq!(rules.headers, ficus_parity::Rules::default().headers);
+        // Absent: the defaults.
+        assert_eq!(
+            parse(GOOD).unwrap().routes[0].parity,
+            ficus_parity::Rules::default()
+        );
+
+        let found = shown(&format!(
+            "{GOOD}\nparity = {{ ignore = [\"updated_at\"], max_mismatch_percent = 140, compare = [] }}\n"
+        ));
+        let expect = [
+            "route \"people-read\": parity.ignore[0]: `updated_at` is not a JSON path",
+            "route \"people-read\": parity.max_mismatch_percent: 140 is not in 0..=100",
+            "route \"people-read\": parity.compare: unknown key",
+        ];
+        for expected in expect {
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{expected}\nnot in {found:#?}"
+            );
+        }
     }
 
     fn problems(text: &str) -> Vec<Problem> {
@@ -1588,9 +1741,60 @@ mod tests {
         );
         let found = shown(&GOOD.replace("serve = \"people\"", "serve = \"monolith\""));
         assert!(found[0].contains("is also the monolith side"), "{found:?}");
-        let found = shown(&GOOD.replace("mode = \"canary\"", "mode = \"shadow\""));
+        let shadow = GOOD
+            .replace("mode = \"canary\"", "mode = \"shadow\"")
+            .replace("percent = 10\n", "");
+        let found = shown(&shadow.replace("serve = \"people\"\n", ""));
         assert!(
-            found[0].contains("mode: \"shadow\" is not available"),
+            found[0].contains("serve: mode \"shadow\" needs `serve`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn shadow_and_record_settings_default_safe_and_name_their_problems() {
+        let shadow = GOOD
+            .replace("mode = \"canary\"", "mode = \"shadow\"")
+            .replace("percent = 10\n", "");
+        let file = parse(&shadow).unwrap();
+        let route = &file.routes[0];
+        assert_eq!(route.mode, Mode::Shadow);
+        let methods: Vec<&str> = route.shadow.methods.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(methods, ["GET", "HEAD", "OPTIONS"]);
+        assert_eq!(route.shadow.sample.basis_points, 10_000);
+        assert_eq!(route.parity.calibrate_percent, 10.0);
+        assert_eq!(route.shadow.max_concurrent, 64);
+        assert!(route.record.is_none());
+        let text = shadow.replace(
+            "fallback = true",
+            "fallback = true\nshadow = { sample = 120, methods = [\"GET\", \"post\"], \
+             max_concurrent = 0, colour = 1 }\nrecord = { file = \"c.jsonl\", sample = 101 }",
+        );
+        let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "route.\"people-read\".record.sample",
+                "route.\"people-read\".shadow.colour",
+                "route.\"people-read\".shadow.max_concurrent",
+                "route.\"people-read\".shadow.methods[1]",
+                "route.\"people-read\".shadow.sample",
+            ]
+        );
+        let found = problems(&shadow.replace(
+            "fallback = true",
+            "fallback = true\nrecord = { sample = 5 }",
+        ));
+        assert_eq!(
+            found[0].key, "route.\"people-read\".record.file",
+            "{found:?}"
+        );
+        let found = problems(&shadow.replace(
+            "fallback = true",
+            "fallback = true\n[route.parity]\nignore = [\"fetched_at\"]",
+        ));
+        assert_eq!(
+            found[0].key, "route.\"people-read\".parity.ignore[0]",
             "{found:?}"
         );
     }

@@ -5,6 +5,7 @@
 //! accepted socket (holds a slot of max_connections until the socket closes)
 //!   ├─ handshake, within handshake_timeout_ms: TLS (with [proxy.tls]), then the bytes that tell
 //!   │    the protocol (an HTTP/1 request's first bytes, or the whole 24-byte HTTP/2 preface)
+//!   ├─ HTTP/1 on the lean path ([`crate::lean`]) until it hands the connection to hyper
 //!   ├─ hyper serves it: HTTP/1.1 (header read timeout, upgrades) or HTTP/2 (PING keep-alive)
 //!   └─ idle, within idle_timeout_ms: no request in flight (a response counts until its body is
 //!        sent) → graceful close (HTTP/2 GOAWAY), cut if the close does not finish in time
@@ -83,6 +84,7 @@ pub async fn serve_connection(
     deadlines: Deadlines,
     tls: Option<TlsAcceptor>,
     builder: Arc<auto::Builder<hyper_util::rt::TokioExecutor>>,
+    lean: Option<crate::lean::Settings>,
     proxy: Arc<Proxy>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -130,6 +132,25 @@ pub async fn serve_connection(
             }
         },
         _ = stop.changed() => return,
+    };
+
+    // HTTP/1 on the lean path, until it closes or hands the connection to hyper.
+    let io = match lean {
+        Some(settings) if io.prefix.as_ref() != H2_PREFACE => {
+            let served = crate::lean::serve(
+                io,
+                client,
+                proxy.clone(),
+                settings,
+                deadlines.idle,
+                &mut stop,
+            );
+            match served.await {
+                crate::lean::End::Closed => return,
+                crate::lean::End::Hyper(io) => io,
+            }
+        }
+        _ => io,
     };
 
     let activity = Arc::new(Activity::default());
@@ -214,8 +235,8 @@ enum Stream {
 
 /// The socket with the bytes read while sniffing put back in front, and the connection's slot
 /// (released when hyper, or a tunnel after an upgrade, drops the socket).
-struct Prefixed {
-    prefix: Bytes,
+pub(crate) struct Prefixed {
+    pub(crate) prefix: Bytes,
     io: Stream,
     _slot: Slot,
 }

@@ -11,7 +11,8 @@
 //! 2. **choose the side**: [`Route::side`], monolith or extracted;
 //! 3. **plan the body**: the head prepared for upstream (an upgrade only to a protocol the
 //!    route tunnels), the body streamed, or kept whole (bounded) when a fallback may replay it;
-//! 4. **forward**: to the chosen side within the route's timeout (shadowing will sit beside it);
+//! 4. **forward**: to the chosen side within the route's timeout; on a shadow (or recording)
+//!    route a copy goes beside it ([`crate::shadow`]), never waited for;
 //! 5. **fall back**: the extracted side failed in a way the monolith can answer: replay there;
 //! 6. **respond and record**: the upstream's answer passed on (or a tunnel opened, when it
 //!    switched to an offered protocol), or the [`ProxyError`] of any phase turned into
@@ -72,7 +73,7 @@ struct Ctx<'t> {
     /// The request's `Content-Length`, when it declares one.
     declared_length: Option<u64>,
     /// The caller edge authorization verified (admit).
-    identity: Option<Identity>,
+    identity: Option<Arc<Identity>>,
     /// The side the request is sent to (choose the side).
     side: Side,
     /// What is forwarded as the path and query: the canonical path the route was chosen on
@@ -85,6 +86,8 @@ struct Ctx<'t> {
     client_upgrade: Option<OnUpgrade>,
     /// Why the request was replayed on the monolith (fall back).
     fell_back: Option<Failure>,
+    /// The shadow job waiting for the monolith's answer (forward, beside; respond).
+    shadow: Option<crate::shadow::Watch>,
 }
 
 impl<'t> Ctx<'t> {
@@ -110,6 +113,7 @@ impl<'t> Ctx<'t> {
             upgrade_offer: None,
             client_upgrade: None,
             fell_back: None,
+            shadow: None,
         }
     }
 
@@ -213,8 +217,7 @@ impl Proxy {
             self.admit(ctx, target?, &mut request).await?;
             self.choose_side(ctx, &request);
             let planned = self.plan_body(ctx, request).await?;
-            // Shadow (not yet): in shadow mode a copy of the planned request goes to the
-            // extracted side here, beside `forward`; its answer is compared, never returned.
+            let planned = self.shadow(ctx, planned);
             let (outcome, replay) = self.forward(ctx, planned).await;
             self.fall_back(ctx, outcome, replay).await
         }
@@ -349,6 +352,39 @@ impl Proxy {
             PlannedBody::Streamed(Body::limited(body, limit))
         };
         Ok(Planned { head, body })
+    }
+
+    /// Phase 4, beside the forward: on a shadow or recording route, the request's copy and
+    /// record start here as a job of their own ([`crate::shadow`]); a streamed body gets a
+    /// bounded tee. Nothing here waits.
+    fn shadow(&self, ctx: &mut Ctx<'_>, mut planned: Planned) -> Planned {
+        let Some(parity) = &ctx.route.parity else {
+            return planned;
+        };
+        let head = crate::shadow::Head {
+            method: planned.head.method.clone(),
+            path_and_query: planned.head.path_and_query.clone(),
+            headers: planned.head.headers.clone(),
+        };
+        let kept = match &planned.body {
+            PlannedBody::Kept(bytes) => Some(bytes),
+            PlannedBody::Streamed(_) => None,
+        };
+        let begun = parity.begin(
+            ctx.route,
+            head,
+            ctx.client.ip(),
+            ctx.upgrade_offer.is_some(),
+            kept,
+            ctx.table.authz.as_ref(),
+        );
+        if let Some((tee, watch)) = begun {
+            if let (Some(tee), PlannedBody::Streamed(body)) = (tee, &mut planned.body) {
+                *body = std::mem::replace(body, Body::empty()).with_tee(tee);
+            }
+            ctx.shadow = Some(watch);
+        }
+        planned
     }
 
     /// Phase 4, forward: to the chosen side. A kept body stays in hand for a replay.
@@ -528,7 +564,12 @@ impl Proxy {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, None);
-        Response::from_parts(parts, Body::stream(body))
+        let mut body = Body::stream(body);
+        // The shadow job compares this answer: its body is teed as it streams to the client.
+        if let Some(watch) = ctx.shadow.take() {
+            body = watch.response(parts.status, &parts.headers, body);
+        }
+        Response::from_parts(parts, body)
     }
 }
 
@@ -545,7 +586,7 @@ fn read_target(table: &Table, request: &mut Request<Incoming>) -> Result<Target,
 }
 
 /// The request's `x-request-id`, made (random, 128 bits) when the client sent none.
-fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers
         .get(&X_REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= 200)
@@ -558,14 +599,14 @@ fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }
 
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -608,7 +649,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
 
 /// Hop-by-hop headers out, `X-Forwarded-*` in. Forwarding headers a client sent are kept only
 /// from trusted proxies; from anyone else they are replaced.
-fn prepare_headers(
+pub(crate) fn prepare_headers(
     headers: &mut HeaderMap,
     client: SocketAddr,
     upgrade: Option<&HeaderValue>,

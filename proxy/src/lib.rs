@@ -16,18 +16,23 @@
 //!   ├─ 3 plan the body: hop-by-hop out, X-Forwarded-*, identity in; body streamed, or kept
 //!   │    whole (bounded) when a fallback may replay it
 //!   ├─ 4 forward: pooled keep-alive client, route's timeout (504) / connect (502)
-//!   │    (shadow will hook in here: a copy to the extracted side, compared, never returned)
+//!   │    beside it on shadow/recording routes (shadow): a job copies the request to the
+//!   │    extracted side, compares (ficus-parity), records; never awaited, never returned
 //!   ├─ 5 fall back: idempotent, extracted side failed (connect, timeout, 5xx) → monolith
 //!   └─ 6 respond and record: response streamed back (a 101 opens a tunnel), or ficus's own
 //!        answer from the error; metrics by who answered (monolith | extracted | proxy)
 //! ```
+//!
+//! HTTP/1.1 clients take the lean path of [`lean`] by default (`ServerSettings::http1`): the
+//! same phases from the client's task, without hyper, for monolith, canary and extracted routes
+//! over `http://` upstreams; what it does not serve goes to hyper with the connection.
 //!
 //! Files: [`config`] the routes file as typed values; [`check`] the one check of a routes file
 //! (loader, `ficus routes check|flip`); [`authz`] authorization at the edge; [`table`] compiled routes, matching and
 //! stickiness; [`handler`] the request path; [`body`] the body type; [`upstream`] connection
 //! pools; [`error`] the error type; [`tunnel`] upgrades; [`server`] the listener and graceful
 //! shutdown; [`connection`] one client connection and its deadlines; [`tls`] rustls
-//! configurations; [`reload`] loading and live reload; [`admin`] the admin API; [`metrics`] Prometheus;
+//! configurations; [`reload`] loading and live reload; [`shadow`] shadow mode and recording; [`admin`] the admin API; [`metrics`] Prometheus;
 //! [`edit`] in-place edits for `ficus routes flip`; [`path`] the canonical path; [`target`] the
 //! target read before routing (methods, Host, overrides, upgrade offers); [`start`] the one way to start it all (the
 //! CLI and the test harness both call [`start()`]).
@@ -41,10 +46,12 @@ pub mod connection;
 pub mod edit;
 pub mod error;
 pub mod handler;
+pub mod lean;
 pub mod metrics;
 pub mod path;
 pub mod reload;
 pub mod server;
+pub mod shadow;
 pub mod start;
 pub mod table;
 pub mod target;
@@ -55,6 +62,7 @@ pub mod upstream;
 pub use check::{CheckedFile, check};
 pub use config::{Problem, Problems, RoutesFile};
 pub use handler::Proxy;
+pub use lean::Http1Path;
 pub use reload::Loader;
 pub use server::{ServerSettings, serve};
 pub use start::{Listeners, Running, StartError, start};

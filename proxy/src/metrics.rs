@@ -21,7 +21,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::authz::Reason;
+use crate::authz::cache::CacheMetrics;
 use crate::error::Failure;
+use crate::shadow::{RecordSkip, SkipReason};
 use crate::table::Side;
 
 pub const REQUESTS: &str = "ficus_proxy_requests";
@@ -33,6 +35,8 @@ pub const RELOAD_FAILURES: &str = "ficus_proxy_reload_failures";
 pub const TABLE_VERSION: &str = "ficus_proxy_table_version";
 pub const WEBSOCKETS: &str = "ficus_proxy_websockets_open";
 pub const AUTHZ_DECISIONS: &str = "ficus_proxy_authz_decisions";
+pub const AUTHZ_TOKEN_CACHE: &str = "ficus_proxy_authz_token_cache_lookups";
+pub const AUTHZ_TOKEN_CACHE_EVICTIONS: &str = "ficus_proxy_authz_token_cache_evictions";
 pub const JWKS_FETCHES: &str = "ficus_proxy_jwks_fetches";
 pub const JWKS_KEYS: &str = "ficus_proxy_jwks_keys";
 // Client connections (`server`).
@@ -41,6 +45,16 @@ pub const CONNECTIONS_REFUSED: &str = "ficus_proxy_connections_refused";
 pub const CONNECTION_DEADLINES: &str = "ficus_proxy_connection_deadlines";
 pub const TLS_HANDSHAKE_FAILURES: &str = "ficus_proxy_tls_handshake_failures";
 pub const ACCEPT_ERRORS: &str = "ficus_proxy_accept_errors";
+// Shadow comparison and recording (`shadow`), per route.
+pub const SHADOW_COMPARED: &str = "ficus_shadow_compared";
+pub const SHADOW_MATCHED: &str = "ficus_shadow_matched";
+pub const SHADOW_MISMATCHED: &str = "ficus_shadow_mismatched";
+pub const SHADOW_SKIPPED: &str = "ficus_shadow_skipped";
+pub const SHADOW_NOISE_SUPPRESSED: &str = "ficus_shadow_noise_suppressed";
+pub const SHADOW_CALIBRATIONS: &str = "ficus_shadow_calibrations";
+pub const SHADOW_IN_FLIGHT: &str = "ficus_shadow_in_flight";
+pub const SHADOW_RECORDED: &str = "ficus_shadow_recorded";
+pub const SHADOW_RECORD_SKIPPED: &str = "ficus_shadow_record_skipped";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -98,6 +112,17 @@ impl Deadline {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    route: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FallbackLabels {
     route: String,
     reason: &'static str,
@@ -148,6 +173,7 @@ pub struct Metrics {
     upstream_errors: Family<ErrorLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    token_cache: CacheMetrics,
     jwks_fetches: Family<ResultLabels, Counter>,
     pub jwks_keys: Gauge,
     pub reloads: Counter,
@@ -162,6 +188,114 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     /// Failed `accept` calls (out of descriptors and the like).
     pub accept_errors: Counter,
+    shadow: ShadowFamilies,
+}
+
+/// The families of shadow comparison and recording.
+struct ShadowFamilies {
+    compared: Family<RouteLabels, Counter>,
+    matched: Family<RouteLabels, Counter>,
+    mismatched: Family<RouteLabels, Counter>,
+    skipped: Family<ReasonLabels, Counter>,
+    suppressed: Family<RouteLabels, Counter>,
+    calibrations: Family<RouteLabels, Counter>,
+    in_flight: Family<RouteLabels, Gauge>,
+    recorded: Family<RouteLabels, Counter>,
+    record_skipped: Family<ReasonLabels, Counter>,
+}
+
+impl ShadowFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let families = Self {
+            compared: Family::default(),
+            matched: Family::default(),
+            mismatched: Family::default(),
+            skipped: Family::default(),
+            suppressed: Family::default(),
+            calibrations: Family::default(),
+            in_flight: Family::default(),
+            recorded: Family::default(),
+            record_skipped: Family::default(),
+        };
+        registry.register(
+            SHADOW_COMPARED,
+            "Shadowed requests whose two answers were compared, by route",
+            families.compared.clone(),
+        );
+        registry.register(
+            SHADOW_MATCHED,
+            "Compared answers the extracted side gave alike (within the monolith's noise), by route",
+            families.matched.clone(),
+        );
+        registry.register(
+            SHADOW_MISMATCHED,
+            "Compared answers that differed beyond the monolith's noise, by route",
+            families.mismatched.clone(),
+        );
+        registry.register(
+            SHADOW_SKIPPED,
+            "Requests of shadow routes not compared, by route and reason",
+            families.skipped.clone(),
+        );
+        registry.register(
+            SHADOW_NOISE_SUPPRESSED,
+            "Differences not counted because the monolith differs from itself there, by route",
+            families.suppressed.clone(),
+        );
+        registry.register(
+            SHADOW_CALIBRATIONS,
+            "Requests sent twice to the monolith to learn its noise, by route",
+            families.calibrations.clone(),
+        );
+        registry.register(
+            SHADOW_IN_FLIGHT,
+            "Shadow copies in flight, by route",
+            families.in_flight.clone(),
+        );
+        registry.register(
+            SHADOW_RECORDED,
+            "Requests written to a route's corpus file, by route",
+            families.recorded.clone(),
+        );
+        registry.register(
+            SHADOW_RECORD_SKIPPED,
+            "Sampled requests not recorded, by route and reason",
+            families.record_skipped.clone(),
+        );
+        families
+    }
+}
+
+/// A route's shadow and recording handles, every label set made when the table is compiled.
+#[derive(Clone)]
+pub struct ShadowMetrics {
+    pub compared: Counter,
+    pub matched: Counter,
+    pub mismatched: Counter,
+    skipped: [Counter; SkipReason::ALL.len()],
+    pub suppressed: Counter,
+    pub calibrations: Counter,
+    pub in_flight: Gauge,
+    pub recorded: Counter,
+    record_skipped: [Counter; RecordSkip::ALL.len()],
+}
+
+impl ShadowMetrics {
+    pub fn skipped(&self, reason: SkipReason) {
+        self.skipped[reason as usize].inc();
+    }
+
+    pub fn skipped_count(&self, reason: SkipReason) -> u64 {
+        self.skipped[reason as usize].get()
+    }
+
+    pub fn record_skipped(&self, reason: RecordSkip) {
+        self.record_skipped[reason as usize].inc();
+    }
+
+    pub fn record_skipped_count(&self, reason: RecordSkip) -> u64 {
+        self.record_skipped[reason as usize].get()
+    }
 }
 
 impl Default for Metrics {
@@ -199,6 +333,30 @@ impl Default for Metrics {
             "Edge authorization decisions, by route, decision and reason",
             decisions.clone(),
         );
+        let lookups = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            AUTHZ_TOKEN_CACHE,
+            "Verified-token cache lookups of edge authorization, by result (hit: verified before and still valid; miss: verified now)",
+            lookups.clone(),
+        );
+        let evictions = Counter::default();
+        registry.register(
+            AUTHZ_TOKEN_CACHE_EVICTIONS,
+            "Verified tokens dropped from a full cache to keep a newer one",
+            evictions.clone(),
+        );
+        // One statement each: `get_or_create` returns a read guard, alive to the statement's end.
+        let hits = lookups
+            .get_or_create(&ResultLabels { result: "hit" })
+            .clone();
+        let misses = lookups
+            .get_or_create(&ResultLabels { result: "miss" })
+            .clone();
+        let token_cache = CacheMetrics {
+            hits,
+            misses,
+            evictions,
+        };
         let jwks_fetches = Family::default();
         registry.register(
             JWKS_FETCHES,
@@ -262,13 +420,16 @@ impl Default for Metrics {
             "Failed accepts on the client listener (out of descriptors and the like); accepting backs off",
             accept_errors.clone(),
         );
+        let shadow = ShadowFamilies::register(&mut registry);
         Self {
+            shadow,
             registry: Mutex::new(registry),
             requests,
             duration,
             upstream_errors,
             fallbacks,
             decisions,
+            token_cache,
             jwks_fetches,
             jwks_keys,
             reloads,
@@ -292,6 +453,11 @@ impl Metrics {
                 deadline: deadline.as_str(),
             })
             .inc();
+    }
+
+    /// The verified-token cache's counters (shared by the caches of every table).
+    pub fn token_cache(&self) -> CacheMetrics {
+        self.token_cache.clone()
     }
 
     /// Counts a JWKS fetch.
@@ -356,6 +522,35 @@ impl Metrics {
             upstream_errors,
             fallbacks,
             decisions,
+        }
+    }
+
+    /// The shadow and recording handles of one route.
+    pub fn shadow(&self, route: &str) -> ShadowMetrics {
+        let families = &self.shadow;
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        let reason = |reason: &'static str| ReasonLabels {
+            route: route.to_owned(),
+            reason,
+        };
+        ShadowMetrics {
+            compared: families.compared.get_or_create(&labels).clone(),
+            matched: families.matched.get_or_create(&labels).clone(),
+            mismatched: families.mismatched.get_or_create(&labels).clone(),
+            skipped: SkipReason::ALL
+                .map(|r| families.skipped.get_or_create(&reason(r.as_str())).clone()),
+            suppressed: families.suppressed.get_or_create(&labels).clone(),
+            calibrations: families.calibrations.get_or_create(&labels).clone(),
+            in_flight: families.in_flight.get_or_create(&labels).clone(),
+            recorded: families.recorded.get_or_create(&labels).clone(),
+            record_skipped: RecordSkip::ALL.map(|r| {
+                families
+                    .record_skipped
+                    .get_or_create(&reason(r.as_str()))
+                    .clone()
+            }),
         }
     }
 

@@ -46,6 +46,8 @@ type JwksKey = (String, u64, u64, [u8; 32]);
 pub struct Loader {
     path: PathBuf,
     pool: UpstreamPool,
+    /// Shadow and recording state kept across reloads (counters, noise, files).
+    parity: crate::shadow::Hub,
     metrics: Arc<Metrics>,
     state: Mutex<LoaderState>,
     /// JWKS caches by (url, refresh, min refetch, CA digest), kept across reloads.
@@ -68,6 +70,7 @@ impl Loader {
         Self {
             path: path.into(),
             pool: UpstreamPool::default(),
+            parity: crate::shadow::Hub::default(),
             metrics,
             state: Mutex::new(LoaderState {
                 version: 0,
@@ -100,12 +103,13 @@ impl Loader {
         state.version += 1;
         state.text = Some(text);
         state.tls = tls_digests(&file);
-        Ok(Table::compile(
+        Ok(Table::compile_with(
             file,
             state.version,
             &self.pool,
             &self.metrics,
             authz,
+            &self.parity,
         ))
     }
 
@@ -167,7 +171,12 @@ impl Loader {
             static_keys: keys.static_keys,
             hs256: keys.hs256,
         };
-        Some(Arc::new(Authz::new(auth, keys, signer)))
+        Some(Arc::new(Authz::new(
+            auth,
+            keys,
+            signer,
+            self.metrics.token_cache(),
+        )))
     }
 
     /// Reloads into `proxy` if the file changed, or always when `force` (SIGHUP: key files may
@@ -193,7 +202,14 @@ impl Loader {
         state.version += 1;
         state.text = Some(text);
         state.tls = tls;
-        let table = Table::compile(file, state.version, &self.pool, &self.metrics, authz);
+        let table = Table::compile_with(
+            file,
+            state.version,
+            &self.pool,
+            &self.metrics,
+            authz,
+            &self.parity,
+        );
         let routes = table.routes.len();
         proxy.swap(table);
         self.metrics.reloads.inc();

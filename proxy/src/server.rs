@@ -31,6 +31,9 @@ pub struct ServerSettings {
     /// Forward HTTP/1 header names in the case the client wrote them (legacy apps sometimes
     /// depend on it; costs about 5% of throughput, see docs/BENCHMARKS.md).
     pub preserve_header_case: bool,
+    /// Which code serves HTTP/1.1 clients: the lean path (default; it hands to hyper what it
+    /// does not serve) or hyper for every connection.
+    pub http1: crate::lean::Http1Path,
 }
 
 impl Default for ServerSettings {
@@ -40,6 +43,7 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(10),
             max_header_bytes_hard: 64 * 1024,
             preserve_header_case: true,
+            http1: crate::lean::Http1Path::default(),
         }
     }
 }
@@ -68,6 +72,10 @@ pub async fn serve(
     let mut builder: Option<(u64, Arc<auto::Builder<TokioExecutor>>)> = None;
     let mut accept_errors = AcceptErrors::default();
     let mut refused = Refusals::default();
+    let lean = (settings.http1 == crate::lean::Http1Path::Lean).then_some(crate::lean::Settings {
+        header_read_timeout: settings.header_read_timeout,
+        max_head_bytes: settings.max_header_bytes_hard.max(8192),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -120,6 +128,7 @@ pub async fn serve(
             Deadlines::from(connections),
             tls,
             builder,
+            lean,
             proxy.clone(),
             stopping.clone(),
         ));

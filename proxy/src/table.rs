@@ -184,6 +184,8 @@ pub struct Route {
     pub allow_encoded_slashes: bool,
     /// `X-HTTP-Method-Override` and kin are forwarded (`allow_method_override`).
     pub allow_method_override: bool,
+    /// Shadow comparison and recording, when the route does either.
+    pub parity: Option<Arc<crate::shadow::RouteParity>>,
 }
 
 impl Route {
@@ -202,26 +204,28 @@ impl Route {
             Mode::Monolith | Mode::Shadow => Side::Monolith,
             Mode::Extracted => Side::Extracted,
             Mode::Canary => {
-                let bucket = match &self.sticky {
-                    Sticky::Header(name) => {
-                        headers.get(name).map(|v| bucket(&self.salt, v.as_bytes()))
-                    }
-                    Sticky::Cookie(name) => {
-                        cookie(headers, name).map(|v| bucket(&self.salt, v.as_bytes()))
-                    }
-                    Sticky::Ip => Some(match client_ip {
-                        std::net::IpAddr::V4(ip) => bucket(&self.salt, &ip.octets()),
-                        std::net::IpAddr::V6(ip) => bucket(&self.salt, &ip.octets()),
-                    }),
-                    Sticky::None => Some(rand::random::<u32>() % 10_000),
-                };
                 // A request without its sticky key cannot be kept on one side: the monolith,
                 // which serves everyone, takes it.
-                match bucket {
+                match self.sticky_bucket(headers, client_ip) {
                     Some(b) if b < self.canary_bps => Side::Extracted,
                     _ => Side::Monolith,
                 }
             }
+        }
+    }
+
+    /// The request's bucket in 0..10_000 by the route's sticky key (`None` without the key):
+    /// the canary's share, and the shadow's and the recording's samples, so the users compared
+    /// are the users a canary moves first.
+    pub fn sticky_bucket(&self, headers: &HeaderMap, client_ip: std::net::IpAddr) -> Option<u32> {
+        match &self.sticky {
+            Sticky::Header(name) => headers.get(name).map(|v| bucket(&self.salt, v.as_bytes())),
+            Sticky::Cookie(name) => cookie(headers, name).map(|v| bucket(&self.salt, v.as_bytes())),
+            Sticky::Ip => Some(match client_ip {
+                std::net::IpAddr::V4(ip) => bucket(&self.salt, &ip.octets()),
+                std::net::IpAddr::V6(ip) => bucket(&self.salt, &ip.octets()),
+            }),
+            Sticky::None => Some(rand::random::<u32>() % 10_000),
         }
     }
 
@@ -313,6 +317,26 @@ impl Table {
         metrics: &crate::metrics::Metrics,
         authz: Option<Arc<Authz>>,
     ) -> Self {
+        Self::compile_with(
+            file,
+            version,
+            pool,
+            metrics,
+            authz,
+            &crate::shadow::Hub::default(),
+        )
+    }
+
+    /// [`Table::compile`], taking the shadow and recording state (counters, learned noise,
+    /// open files) from `parity`, which the loader keeps across reloads.
+    pub fn compile_with(
+        file: RoutesFile,
+        version: u64,
+        pool: &UpstreamPool,
+        metrics: &crate::metrics::Metrics,
+        authz: Option<Arc<Authz>>,
+        parity: &crate::shadow::Hub,
+    ) -> Self {
         // The check made sure every upstream a route names exists.
         let upstream = |name: &str| pool.get(name, &file.upstreams[name]);
         let proxy = &file.proxy;
@@ -322,6 +346,7 @@ impl Table {
                 .as_deref()
                 .unwrap_or(config.name.as_str())
                 .into();
+            let timeout = Duration::from_millis(config.timeout_ms.unwrap_or(proxy.timeout_ms));
             Route {
                 name: config.name.as_str().into(),
                 pattern: config.path.clone(),
@@ -335,7 +360,7 @@ impl Table {
                     .map_or(Sticky::Ip, |s| s.rule.clone()),
                 salt,
                 fallback: config.fallback,
-                timeout: Duration::from_millis(config.timeout_ms.unwrap_or(proxy.timeout_ms)),
+                timeout,
                 max_body_bytes: config.max_body_bytes.unwrap_or(proxy.max_body_bytes),
                 monolith: upstream(file.monolith_of(config)),
                 extracted: config.serve.as_deref().map(upstream),
@@ -344,6 +369,7 @@ impl Table {
                 upgrades: config.upgrades.clone(),
                 allow_encoded_slashes: config.allow_encoded_slashes,
                 allow_method_override: config.allow_method_override,
+                parity: parity.compile(config, metrics, timeout),
             }
         };
         let mut routes: Vec<Route> = file.routes.iter().map(build).collect();
@@ -373,6 +399,7 @@ impl Table {
             upgrades: vec![UpgradeToken("websocket".into())],
             allow_encoded_slashes: false,
             allow_method_override: false,
+            parity: None,
         };
         let mut methods: Vec<Method> = STANDARD_METHODS.to_vec();
         for route in &routes {

@@ -23,6 +23,10 @@ pub struct Upstream {
     pub scheme: Scheme,
     pub authority: Authority,
     pub client: HttpClient,
+    /// The upstream's `connect_timeout_ms`.
+    pub connect_timeout: Duration,
+    /// Keep-alive connections of the lean HTTP/1 path (`http://` upstreams only).
+    pub lean: crate::lean::pool::Pool,
 }
 
 /// An upstream pool's identity: (name, url, connect timeout ms, CA digest).
@@ -56,6 +60,8 @@ impl UpstreamPool {
                         Duration::from_millis(config.connect_timeout_ms),
                         config.tls.as_ref().map(|t| &*t.config),
                     ),
+                    connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+                    lean: crate::lean::pool::Pool::default(),
                 })
             })
             .clone()

@@ -3,6 +3,7 @@
 pub mod cdc;
 pub mod demo;
 pub mod monolith;
+pub mod parity;
 pub mod proxy;
 pub mod routes;
 

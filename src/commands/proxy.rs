@@ -55,6 +55,10 @@ pub struct Settings {
     /// Forward HTTP/1 header names in the case the client wrote them.
     #[serde(default = "default_true")]
     pub preserve_header_case: bool,
+    /// Which code serves HTTP/1.1 clients: `lean` (the default; what it does not serve goes to
+    /// hyper) or `hyper` for every connection.
+    #[serde(default)]
+    pub http1: ficus_proxy::Http1Path,
 }
 
 fn default_routes_file() -> PathBuf {
@@ -96,6 +100,7 @@ impl Settings {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             preserve_header_case: self.preserve_header_case,
+            http1: self.http1,
             ..ServerSettings::default()
         }
     }

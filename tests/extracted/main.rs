@@ -9,8 +9,11 @@
 //!   readiness false until caught up, then true;
 //! - [`lag`]: the convergence lag at 1,000 writes/s sustained (a benchmark, ignored unless
 //!   `scripts/bench-lag` runs it).
+//! - [`shadow`]: the service shadowed behind the monolith (all compared, none mismatched), its
+//!   reads recorded into a corpus that `ficus parity` replays green.
 
 mod lag;
 mod parity;
 mod restore;
+mod shadow;
 mod support;

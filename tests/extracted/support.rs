@@ -265,6 +265,25 @@ auth = {{ require = ["tasks:read"] }}
 }
 
 /// Percentile `p` (0..=100) of sorted durations.
+/// The people service's read targets a parity or shadow test sends: each person by id, then the
+/// list with its pagination and filters, and the misses (an unknown id, a malformed one).
+pub fn people_reads(ids: &[i64]) -> Vec<String> {
+    let mut targets: Vec<String> = ids.iter().map(|id| format!("/api/people/{id}")).collect();
+    targets.extend(
+        [
+            "/api/people",
+            "/api/people?per_page=2",
+            "/api/people?page=2&per_page=2",
+            "/api/people?email=bob@example.test",
+            "/api/people?page=0",
+            "/api/people/999999",
+            "/api/people/abc",
+        ]
+        .map(str::to_owned),
+    );
+    targets
+}
+
 pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

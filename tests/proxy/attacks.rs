@@ -95,7 +95,7 @@ auth = {{}}
 
 async fn setup(behavior: Behavior) -> (RawUpstream, TestProxy) {
     let upstream = RawUpstream::start(behavior).await;
-    let proxy = TestProxy::start(&routes(&upstream.url())).await;
+    let proxy = crate::start_proxy(&routes(&upstream.url())).await;
     (upstream, proxy)
 }
 
@@ -749,4 +749,65 @@ async fn http2_requests_get_the_same_treatment() {
         let expected: Vec<String> = forwarded.iter().map(|f| (*f).to_owned()).collect();
         assert_eq!(received, expected, "{path} {headers:?}");
     }
+}
+
+/// Class 6: request smuggling by framing (CL.TE, TE.CL, TE.TE as the public smuggling tools
+/// send them). Whatever the edge does with each variant (refuse it, or re-frame it), the
+/// upstream gets one unambiguous framing per request, and no request the client did not get an
+/// answer for: a smuggled `GET /admin/…` never reaches it. Both HTTP/1 paths run this.
+#[tokio::test]
+async fn ambiguous_framing_never_smuggles_a_request_upstream() {
+    let (upstream, proxy) = setup(Behavior::Echo).await;
+    let smuggled = "GET /admin/smuggled HTTP/1.1\r\nhost: shop.example\r\n\r\n";
+    let variants = [
+        ("content-length: 6\r\ntransfer-encoding: chunked\r\n", "0\r\n\r\nX"),
+        ("transfer-encoding: chunked\r\ncontent-length: 4\r\n", "5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n"),
+        ("transfer-encoding: chunked\r\ntransfer-encoding: identity\r\n", "0\r\n\r\n"),
+        ("transfer-encoding: identity, chunked\r\n", "0\r\n\r\n"),
+        ("transfer-encoding: xchunked\r\n", "0\r\n\r\n"),
+        ("transfer-encoding:\tchunked\r\n", "0\r\n\r\n"),
+        ("transfer-encoding : chunked\r\n", "0\r\n\r\n"),
+        ("content-length: 5\r\ncontent-length: 6\r\n", "hello"),
+        ("content-length: +5\r\n", "hello"),
+        ("content-length: 5, 5\r\n", "hello"),
+        ("transfer-encoding: chunked\r\n", "5;a=\"\r\n\"\r\nhello\r\n0\r\n\r\n"),
+        ("transfer-encoding: chunked\r\n", "fffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+    ];
+    let mut wrong = Vec::new();
+    for (framing, body) in variants {
+        upstream.clear();
+        let request = format!(
+            "POST /public/x HTTP/1.1\r\nhost: shop.example\r\n{framing}\r\n{body}{smuggled}"
+        );
+        let mut client = RawClient::connect(proxy.addr).await;
+        client.send(request.as_bytes()).await;
+        let mut answers = 0;
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_secs(2), client.response()).await
+        {
+            answers += 1;
+        }
+        let received = upstream.received();
+        for request in &received {
+            let lengths = request.headers("content-length");
+            let codings = request.headers("transfer-encoding");
+            if (!lengths.is_empty() && !codings.is_empty())
+                || lengths.len() > 1
+                || codings.iter().any(|c| !c.eq_ignore_ascii_case("chunked"))
+                || codings.len() > 1
+            {
+                wrong.push(format!("{framing:?}: the upstream got {}", request.head));
+            }
+            if request.target().starts_with("/admin") {
+                wrong.push(format!("{framing:?}: smuggled {}", request.target()));
+            }
+        }
+        if received.len() > answers {
+            wrong.push(format!(
+                "{framing:?}: {} requests upstream, {answers} answers",
+                received.len()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

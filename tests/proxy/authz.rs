@@ -238,7 +238,7 @@ async fn setup(auth_extra: &str) -> (TestUpstream, TestUpstream, TestIdp, TestKe
     let key = TestKey::rsa();
     let idp = TestIdp::start(&[&key]).await;
     let extra = format!("jwks_url = \"{}\"\n{auth_extra}", idp.url);
-    let proxy = TestProxy::start(&file(&monolith, &people, &extra, "")).await;
+    let proxy = crate::start_proxy(&file(&monolith, &people, &extra, "")).await;
     (monolith, people, idp, key, proxy)
 }
 
@@ -712,36 +712,45 @@ fn http_headers() -> axum::http::HeaderMap {
 async fn jwks_rotation_while_running_and_an_unreachable_provider() {
     let (_monolith, _people, idp, old, proxy) = setup("").await;
     let old_token = old.sign(&claims("u", "people:read"));
-    assert_eq!(
-        call(
-            &proxy,
-            reqwest::Method::GET,
-            "/api/people/1",
-            Some(&old_token)
-        )
-        .await
-        .status(),
-        200
-    );
+    // Twice: the second is answered from the verified-token cache, so the refusal below shows
+    // that a rotation empties it.
+    for _ in 0..2 {
+        assert_eq!(
+            call(
+                &proxy,
+                reqwest::Method::GET,
+                "/api/people/1",
+                Some(&old_token)
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    assert_eq!(proxy.metric(CACHE_HITS).await, 1.0);
 
     // Rotation: the provider now publishes only a new key. A token with the new kid makes the
     // proxy fetch again (rate-limited), and passes.
     let new = TestKey::rsa();
     idp.set_keys(&[&new]);
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let new_token = new.sign(&claims("u", "people:read"));
-    assert_eq!(
+    // First a token of the new key that is refused for another reason: the proxy fetches the
+    // new set for it, but keeps nothing (so the cache has verified nothing since the rotation).
+    let mut elsewhere = claims("u", "people:read");
+    elsewhere["aud"] = json!("someone-else");
+    refused(
         call(
             &proxy,
             reqwest::Method::GET,
             "/api/people/1",
-            Some(&new_token)
+            Some(&new.sign(&elsewhere)),
         )
-        .await
-        .status(),
-        200
-    );
-    // The old key is gone from the set: its tokens are refused.
+        .await,
+        401,
+        "wrong_audience",
+    )
+    .await;
+    // The old key is gone from the set: its tokens are refused, cached or not.
     refused(
         call(
             &proxy,
@@ -754,6 +763,18 @@ async fn jwks_rotation_while_running_and_an_unreachable_provider() {
         "unknown_key",
     )
     .await;
+    let new_token = new.sign(&claims("u", "people:read"));
+    assert_eq!(
+        call(
+            &proxy,
+            reqwest::Method::GET,
+            "/api/people/1",
+            Some(&new_token)
+        )
+        .await
+        .status(),
+        200
+    );
 
     // Unknown kids do not hammer the provider: many in a burst cause at most a couple of fetches.
     let before = idp.fetches();
@@ -772,6 +793,82 @@ async fn jwks_rotation_while_running_and_an_unreachable_provider() {
         "rate-limited: {} fetches",
         idp.fetches() - before
     );
+}
+
+const CACHE_HITS: &str = "ficus_proxy_authz_token_cache_lookups_total{result=\"hit\"}";
+const CACHE_MISSES: &str = "ficus_proxy_authz_token_cache_lookups_total{result=\"miss\"}";
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_its_exp_has_passed() {
+    // No clock skew tolerated, so the token's own `exp` is the end.
+    let (_monolith, people, _idp, key, proxy) = setup("leeway_ms = 0").await;
+    let mut short = claims("u", "people:read");
+    let exp = now() + 2;
+    short["exp"] = json!(exp);
+    let token = key.sign(&short);
+    for _ in 0..3 {
+        let response = call(&proxy, reqwest::Method::GET, "/api/people/1", Some(&token)).await;
+        assert_eq!(response.status(), 200);
+    }
+    // Verified once, then served from the cache.
+    assert_eq!(proxy.metric(CACHE_MISSES).await, 1.0);
+    assert_eq!(proxy.metric(CACHE_HITS).await, 2.0);
+    // The verifier refuses from exp + 1 on (`exp < now`).
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hits = people.hits();
+    refused(
+        call(&proxy, reqwest::Method::GET, "/api/people/1", Some(&token)).await,
+        401,
+        "expired",
+    )
+    .await;
+    assert_eq!(people.hits(), hits);
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_refused_even_after_a_good_token_with_the_same_claims() {
+    let (_monolith, people, _idp, key, proxy) = setup("").await;
+    let same = claims("u", "people:read");
+    let good = key.sign(&same);
+    for _ in 0..2 {
+        let response = call(&proxy, reqwest::Method::GET, "/api/people/1", Some(&good)).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(proxy.metric(CACHE_HITS).await, 1.0);
+    let hits = people.hits();
+    // The same header and claims, signed by another key under the trusted kid.
+    let mut impostor = TestKey::rsa();
+    impostor.kid = key.kid.clone();
+    let forged = impostor.sign(&same);
+    assert_eq!(
+        forged.rsplit_once('.').unwrap().0,
+        good.rsplit_once('.').unwrap().0,
+        "only the signature differs"
+    );
+    // The good token's signature, one character in its middle changed.
+    let (signed, signature) = good.rsplit_once('.').unwrap();
+    let mut signature = signature.as_bytes().to_vec();
+    let middle = signature.len() / 2;
+    signature[middle] = if signature[middle] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
+    let tampered = format!("{signed}.{}", String::from_utf8(signature).unwrap());
+    for token in [&forged, &tampered, &forged] {
+        refused(
+            call(&proxy, reqwest::Method::GET, "/api/people/1", Some(token)).await,
+            401,
+            "bad_signature",
+        )
+        .await;
+    }
+    assert_eq!(people.hits(), hits);
+    // Still good after the refusals.
+    let response = call(&proxy, reqwest::Method::GET, "/api/people/1", Some(&good)).await;
+    assert_eq!(response.status(), 200);
 }
 
 const JWKS_ERRORS: &str = "ficus_proxy_jwks_fetches_total{result=\"error\"}";
@@ -817,7 +914,7 @@ async fn without_any_key_the_edge_fails_closed() {
     let idp = TestIdp::start(&[&key]).await;
     idp.set_up(false);
     let extra = format!("jwks_url = \"{}\"", idp.url);
-    let proxy = TestProxy::start(&file(&monolith, &people, &extra, "")).await;
+    let proxy = crate::start_proxy(&file(&monolith, &people, &extra, "")).await;
     let token = key.sign(&claims("u", "people:read"));
     tokio::time::sleep(Duration::from_millis(250)).await;
     let response = call(&proxy, reqwest::Method::GET, "/api/people/1", Some(&token)).await;
@@ -905,7 +1002,7 @@ auth = {{ require = ["people:write"] }}
 "#,
         addr = monolith.addr
     );
-    let proxy = TestProxy::start(&routes).await;
+    let proxy = crate::start_proxy(&routes).await;
     let http = reqwest::Client::new();
     // Log in through the proxy (a public route), then use the monolith's token at the edge.
     let login: Value = http
@@ -966,7 +1063,7 @@ async fn static_keys_and_custom_forward_names() {
         "keys_file = \"{}\"\n[auth.forward]\nsubject = \"x-remote-user\"\nemail = \"x-remote-email\"\nname = \"x-remote-name\"\nscopes = \"x-remote-scopes\"\nroles = \"x-remote-roles\"\n",
         keys_file.display()
     );
-    let proxy = TestProxy::start(&file(&monolith, &people, &extra, "")).await;
+    let proxy = crate::start_proxy(&file(&monolith, &people, &extra, "")).await;
     let token = key.sign(&claims("static-user", "people:read"));
     let response = reqwest::Client::new()
         .get(proxy.url("/api/people/1"))

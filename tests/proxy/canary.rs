@@ -57,7 +57,7 @@ async fn sides(
 #[tokio::test]
 async fn a_sticky_canary_keeps_users_and_raising_the_percent_only_moves_monolith_users() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&routes_file(
+    let proxy = crate::start_proxy(&routes_file(
         &monolith.url(),
         &people.url(),
         &canary(25, "header:x-user-id"),
@@ -113,7 +113,7 @@ async fn a_sticky_canary_keeps_users_and_raising_the_percent_only_moves_monolith
 #[tokio::test]
 async fn cookie_stickiness_and_absolute_percents() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&routes_file(
+    let proxy = crate::start_proxy(&routes_file(
         &monolith.url(),
         &people.url(),
         &canary(50, "cookie:session"),
@@ -216,7 +216,7 @@ fn extracted_share(sides: &HashMap<IpAddr, String>) -> f64 {
 #[tokio::test]
 async fn address_stickiness_over_many_client_addresses() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&routes_file(
+    let proxy = crate::start_proxy(&routes_file(
         &monolith.url(),
         &people.url(),
         &canary(25, "ip"),

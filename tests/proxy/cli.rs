@@ -259,6 +259,7 @@ async fn ficus_proxy_serves_reloads_on_sighup_and_drains_on_sigterm() {
             format!("127.0.0.1:{admin_port}"),
         )
         .env("FICUS_PROXY__WORKERS", "1")
+        .env("FICUS_PROXY__HTTP1", crate::HTTP1.as_str())
         .env("FICUS_PROXY__SHUTDOWN_GRACE_MS", "3000")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ficus_testkit::{TestProxy, TestUpstream};
+use ficus_testkit::TestUpstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -59,7 +59,7 @@ const PING: u8 = 0x6;
 #[tokio::test]
 async fn silent_sockets_and_a_partial_preface_are_closed_by_the_handshake_deadline() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&with_connections(
+    let proxy = crate::start_proxy(&with_connections(
         &monolith,
         &people,
         "handshake_timeout_ms = 300\nidle_timeout_ms = 30000",
@@ -98,7 +98,7 @@ async fn silent_sockets_and_a_partial_preface_are_closed_by_the_handshake_deadli
 #[tokio::test]
 async fn an_idle_http2_connection_gets_a_goaway_at_the_idle_deadline() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&with_connections(
+    let proxy = crate::start_proxy(&with_connections(
         &monolith,
         &people,
         // The GOAWAY's PING is never acknowledged: the close is cut after the PING timeout.
@@ -132,7 +132,7 @@ async fn an_idle_http2_connection_gets_a_goaway_at_the_idle_deadline() {
 #[tokio::test]
 async fn http2_pings_unanswered_close_the_connection() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&with_connections(
+    let proxy = crate::start_proxy(&with_connections(
         &monolith,
         &people,
         "idle_timeout_ms = 30000\nhttp2_keepalive_interval_ms = 200\nhttp2_keepalive_timeout_ms = 300",
@@ -180,7 +180,7 @@ async fn read_response(stream: &mut TcpStream) -> String {
 #[tokio::test]
 async fn an_idle_http1_keep_alive_is_closed_and_a_slow_request_is_not() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&with_connections(
+    let proxy = crate::start_proxy(&with_connections(
         &monolith,
         &people,
         "handshake_timeout_ms = 5000\nidle_timeout_ms = 500",
@@ -207,10 +207,38 @@ async fn an_idle_http1_keep_alive_is_closed_and_a_slow_request_is_not() {
     assert!(after < Duration::from_secs(3), "closed after {after:?}");
 }
 
+/// Between HTTP/1 keep-alive requests the header read timeout runs too: with it shorter than the
+/// idle deadline, an idle connection goes at the header read timeout.
+#[tokio::test]
+async fn between_http1_requests_the_header_read_timeout_runs() {
+    let (monolith, people) = upstreams().await;
+    let proxy = crate::start_proxy_with(
+        &with_connections(&monolith, &people, "idle_timeout_ms = 60000"),
+        ficus_proxy::ServerSettings {
+            header_read_timeout: Duration::from_millis(400),
+            ..ficus_proxy::ServerSettings::default()
+        },
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let answered = Instant::now();
+    let (read, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(read.is_empty(), "{read:?}");
+    let after = closed - answered;
+    assert!(after >= Duration::from_millis(300), "closed after {after:?}");
+    assert!(after < Duration::from_secs(3), "closed after {after:?}");
+}
+
 #[tokio::test]
 async fn past_the_cap_new_connections_are_refused_and_counted() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&with_connections(
+    let proxy = crate::start_proxy(&with_connections(
         &monolith,
         &people,
         "handshake_timeout_ms = 3000\nmax_connections = 3",
@@ -286,6 +314,7 @@ impl LimitedProxy {
             .args(["--listen", &addr.to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .env("RUST_LOG", "warn")
+            .env("FICUS_PROXY__HTTP1", crate::HTTP1.as_str())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()

@@ -30,7 +30,7 @@ async fn metrics(proxy: &TestProxy) -> String {
 #[tokio::test]
 async fn idempotent_requests_fall_back_on_5xx_and_timeouts_others_do_not() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&routes_file(
+    let proxy = crate::start_proxy(&routes_file(
         &monolith.url(),
         &people.url(),
         &extracted(true, 300),
@@ -115,7 +115,7 @@ async fn a_refused_connection_falls_back_for_reads_and_is_a_502_otherwise() {
     let monolith = ficus_testkit::TestUpstream::start("monolith").await;
     let dead = format!("http://{}", refused_addr());
     let proxy =
-        TestProxy::start(&routes_file(&monolith.url(), &dead, &extracted(true, 1000))).await;
+        crate::start_proxy(&routes_file(&monolith.url(), &dead, &extracted(true, 1000))).await;
     let http = reqwest::Client::new();
     let response = http.get(proxy.url("/api/people/1")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -136,7 +136,7 @@ async fn a_refused_connection_falls_back_for_reads_and_is_a_502_otherwise() {
 #[tokio::test]
 async fn without_fallback_failures_are_answered_as_they_are() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&routes_file(
+    let proxy = crate::start_proxy(&routes_file(
         &monolith.url(),
         &people.url(),
         &extracted(false, 300),

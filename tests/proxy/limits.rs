@@ -3,7 +3,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ficus_proxy::ServerSettings;
-use ficus_testkit::TestProxy;
 use serde_json::Value;
 
 use crate::{routes_file, upstreams};
@@ -24,7 +23,7 @@ async fn oversize_bodies_get_413_and_oversize_headers_431() {
         "expose_headers = true",
         "expose_headers = true\nmax_header_bytes = 2048",
     );
-    let proxy = TestProxy::start(&file).await;
+    let proxy = crate::start_proxy(&file).await;
     let http = reqwest::Client::new();
 
     let fits = http
@@ -81,7 +80,7 @@ async fn oversize_bodies_get_413_and_oversize_headers_431() {
 #[tokio::test]
 async fn slow_upstreams_get_504_and_slow_clients_are_cut_off() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start_with(
+    let proxy = crate::start_proxy_with(
         &routes_file(&monolith.url(), &people.url(), LIMITED),
         ServerSettings {
             header_read_timeout: Duration::from_millis(300),
@@ -150,7 +149,7 @@ serve = "people"
 mode = "extracted"
 timeout_ms = 5000
 "#;
-    let proxy = TestProxy::start(&routes_file(
+    let proxy = crate::start_proxy(&routes_file(
         &monolith.url(),
         &format!("http://{addr}"),
         routes,

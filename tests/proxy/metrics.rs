@@ -141,7 +141,7 @@ fn token(scope: &str) -> String {
 #[tokio::test]
 async fn answers_ficus_makes_itself_are_counted_on_the_proxy_side() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&auth_file(&monolith, &people)).await;
+    let proxy = crate::start_proxy(&auth_file(&monolith, &people)).await;
     let http = reqwest::Client::new();
     let bearer = format!("Bearer {}", token("people:read"));
 
@@ -215,7 +215,7 @@ path = "/api/people/*"
 serve = "people"
 mode = "extracted"
 "#;
-    let proxy = TestProxy::start(&routes_file(&monolith.url(), &dead, routes)).await;
+    let proxy = crate::start_proxy(&routes_file(&monolith.url(), &dead, routes)).await;
     let response = reqwest::get(proxy.url("/api/people/1")).await.unwrap();
     assert_eq!(response.status(), 502);
     assert_eq!(header(&response, "x-ficus-side"), "proxy");
@@ -241,7 +241,7 @@ serve = "people"
 mode = "extracted"
 timeout_ms = 300
 "#;
-    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), routes)).await;
+    let proxy = crate::start_proxy(&routes_file(&monolith.url(), &people.url(), routes)).await;
     let http = reqwest::Client::new();
     let before = scrape(&proxy).await;
     for side in ["monolith", "extracted", "proxy"] {
@@ -302,7 +302,7 @@ mode = "extracted"
 fallback = true
 timeout_ms = 300
 "#;
-    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), routes)).await;
+    let proxy = crate::start_proxy(&routes_file(&monolith.url(), &people.url(), routes)).await;
     let http = reqwest::Client::new();
     let before = scrape(&proxy).await;
     for reason in ["5xx", "timeout", "connect"] {
@@ -357,7 +357,7 @@ serve = "people"
 mode = "extracted"
 fallback = true
 "#;
-    let proxy = TestProxy::start(&routes_file(&dead, &people.url(), routes)).await;
+    let proxy = crate::start_proxy(&routes_file(&dead, &people.url(), routes)).await;
     let response = reqwest::get(proxy.url("/api/people/1?status=503"))
         .await
         .unwrap();
@@ -379,7 +379,7 @@ fallback = true
 #[tokio::test]
 async fn authz_decisions_are_counted_by_route_and_reason() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&auth_file(&monolith, &people)).await;
+    let proxy = crate::start_proxy(&auth_file(&monolith, &people)).await;
     let http = reqwest::Client::new();
     let before = scrape(&proxy).await;
     for route in ["people", "open", "closed", "default"] {

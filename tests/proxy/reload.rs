@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ficus_testkit::TestProxy;
 
 use crate::{routes_file, upstreams};
 
@@ -27,7 +26,7 @@ fn route(mode: &str) -> String {
 async fn a_hundred_flips_under_load_fail_no_request_and_respect_the_table_in_force() {
     let (monolith, people) = upstreams().await;
     let file = |mode: &str| routes_file(&monolith.url(), &people.url(), &route(mode));
-    let proxy = Arc::new(TestProxy::start(&file("monolith")).await);
+    let proxy = Arc::new(crate::start_proxy(&file("monolith")).await);
     let mut modes: HashMap<u64, &'static str> = HashMap::from([(1, "monolith")]);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -96,7 +95,7 @@ async fn a_hundred_flips_under_load_fail_no_request_and_respect_the_table_in_for
 async fn every_kind_of_bad_file_keeps_the_old_table_and_names_the_key() {
     let (monolith, people) = upstreams().await;
     let good = routes_file(&monolith.url(), &people.url(), &route("extracted"));
-    let proxy = TestProxy::start(&good).await;
+    let proxy = crate::start_proxy(&good).await;
     let http = reqwest::Client::new();
     let bad_files: Vec<(String, &str)> = vec![
         ("[proxy\ndefault = ".to_owned(), "not valid TOML (line 1)"),
@@ -148,8 +147,11 @@ async fn every_kind_of_bad_file_keeps_the_old_table_and_names_the_key() {
             "upstream: unknown section",
         ),
         (
-            good.replace("mode = \"extracted\"", "mode = \"shadow\""),
-            "route \"people\": mode: \"shadow\" is not available",
+            good.replace(
+                "mode = \"extracted\"",
+                "mode = \"shadow\"\nshadow = { max_concurrent = 0 }",
+            ),
+            "route \"people\": shadow.max_concurrent: must be more than 0",
         ),
         (
             good.replace("connect_timeout_ms = 500", "connect_timeout_ms = \"fast\""),

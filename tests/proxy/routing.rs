@@ -1,4 +1,3 @@
-use ficus_testkit::TestProxy;
 
 use crate::{get, routes_file, upstreams};
 
@@ -30,7 +29,7 @@ path = "/api/tasks/{id}"
 methods = ["GET"]
 mode = "monolith"
 "#;
-    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), routes)).await;
+    let proxy = crate::start_proxy(&routes_file(&monolith.url(), &people.url(), routes)).await;
     let http = reqwest::Client::new();
     let cases: &[(&str, Option<&str>, &str, &str)] = &[
         ("/api/people/7", None, "people", "people-all"),
@@ -74,7 +73,7 @@ async fn requests_arrive_intact_with_forwarding_headers() {
         "expose_headers = true",
         "expose_headers = true\ntrusted_proxies = [\"127.0.0.1/32\"]",
     );
-    let proxy = TestProxy::start(&file).await;
+    let proxy = crate::start_proxy(&file).await;
     let http = reqwest::Client::new();
     let response = http
         .get(proxy.url("/api/x?b=2&a=%20one&a=two"))
@@ -133,7 +132,7 @@ async fn requests_arrive_intact_with_forwarding_headers() {
 #[tokio::test]
 async fn forwarding_headers_from_untrusted_clients_are_replaced() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), "")).await;
+    let proxy = crate::start_proxy(&routes_file(&monolith.url(), &people.url(), "")).await;
     let response = reqwest::Client::new()
         .get(proxy.url("/x"))
         .header("x-forwarded-for", "203.0.113.9")
@@ -175,7 +174,7 @@ mode = "canary"
 percent = 10
 sticky = "header:x-user-id"
 "#;
-    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), routes)).await;
+    let proxy = crate::start_proxy(&routes_file(&monolith.url(), &people.url(), routes)).await;
     let http = reqwest::Client::new();
     get(&http, &proxy.url("/api/people/1")).await;
     let table: serde_json::Value = http
@@ -229,7 +228,7 @@ sticky = "header:x-user-id"
 #[tokio::test]
 async fn h2c_clients_are_served_and_upstreams_get_http_1_1() {
     let (monolith, people) = upstreams().await;
-    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), "")).await;
+    let proxy = crate::start_proxy(&routes_file(&monolith.url(), &people.url(), "")).await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -272,7 +271,7 @@ async fn header_case_reaches_the_upstream_as_the_client_wrote_it() {
             .await
             .unwrap();
     });
-    let proxy = TestProxy::start(&format!(
+    let proxy = crate::start_proxy(&format!(
         "[proxy]\ndefault = \"monolith\"\n[upstreams.monolith]\nurl = \"http://{upstream}\"\n"
     ))
     .await;

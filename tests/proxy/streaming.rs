@@ -55,6 +55,7 @@ impl ProxyProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--workers", "2"])
+            .env("FICUS_PROXY__HTTP1", crate::HTTP1.as_str())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ficus_testkit::tls::{self, TestCa};
-use ficus_testkit::{TestProxy, TestUpstream};
+use ficus_testkit::TestUpstream;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ async fn clients_speak_h2_or_http11_by_alpn_and_a_renewed_certificate_is_served(
         "{}\n[proxy.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
         routes_file(&monolith.url(), &people.url(), "")
     );
-    let proxy = TestProxy::start(&file).await;
+    let proxy = crate::start_proxy(&file).await;
 
     let h2 = tls::request(proxy.addr, "localhost", &ca.pem(), &[b"h2"], "/a?x=1")
         .await
@@ -127,7 +127,7 @@ mode = "extracted"
 "#,
         monolith.url()
     );
-    let proxy = TestProxy::start(&file).await;
+    let proxy = crate::start_proxy(&file).await;
 
     let answer = reqwest::get(proxy.url("/secure/1?q=2")).await.unwrap();
     assert_eq!(answer.status(), 200);
@@ -253,7 +253,7 @@ async fn the_proxy_fetches_an_https_jwks_with_its_ca_file() {
             idp.url
         ),
     );
-    let proxy = TestProxy::start(&file).await;
+    let proxy = crate::start_proxy(&file).await;
     proxy
         .wait_for_metric_above("ficus_proxy_jwks_fetches_total{result=\"ok\"}", 0.0)
         .await;
@@ -295,7 +295,7 @@ async fn without_the_ca_file_an_https_jwks_is_not_trusted() {
             idp.url
         ),
     );
-    let proxy = TestProxy::start(&file).await;
+    let proxy = crate::start_proxy(&file).await;
     proxy
         .wait_for_metric_above("ficus_proxy_jwks_fetches_total{result=\"error\"}", 0.0)
         .await;

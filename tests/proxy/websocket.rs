@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ficus_testkit::{TestMonolith, TestProxy, TestUpstream};
+use ficus_testkit::{TestMonolith, TestUpstream};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -37,7 +37,7 @@ path = "/ws"
 serve = "people"
 mode = "extracted"
 "#;
-    let proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), routes)).await;
+    let proxy = crate::start_proxy(&routes_file(&monolith.url(), &people.url(), routes)).await;
     let url = format!("ws://{}/ws", proxy.addr);
     let (mut socket, response) = tokio_tungstenite::connect_async(url)
         .await
@@ -70,7 +70,7 @@ async fn the_monoliths_rooms_work_through_the_proxy() {
         "[proxy]\ndefault = \"monolith\"\n[upstreams.monolith]\nurl = \"http://{}\"\n",
         monolith.addr
     );
-    let proxy = TestProxy::start(&routes).await;
+    let proxy = crate::start_proxy(&routes).await;
     let token = monolith.admin_token().await;
     let connect = |room: &str| {
         let mut request = format!("ws://{}/api/rooms/{room}/ws", proxy.addr)
@@ -94,7 +94,7 @@ async fn the_monoliths_rooms_work_through_the_proxy() {
 async fn shutdown_drains_requests_in_flight_then_stops() {
     let monolith = TestUpstream::start("monolith").await;
     let people = TestUpstream::start("people").await;
-    let mut proxy = TestProxy::start(&routes_file(&monolith.url(), &people.url(), "")).await;
+    let mut proxy = crate::start_proxy(&routes_file(&monolith.url(), &people.url(), "")).await;
     let http = reqwest::Client::new();
     let slow = tokio::spawn({
         let url = proxy.url("/slow?delay_ms=500");
@@ -121,7 +121,7 @@ async fn shutdown_drains_requests_in_flight_then_stops() {
 async fn shutdown_closes_websockets_left_open_after_the_grace_period() {
     let monolith = TestUpstream::start("monolith").await;
     let people = TestUpstream::start("people").await;
-    let mut proxy = TestProxy::start_with(
+    let mut proxy = crate::start_proxy_with(
         &routes_file(&monolith.url(), &people.url(), ""),
         ficus_proxy::ServerSettings {
             shutdown_grace: Duration::from_millis(300),

@@ -9,6 +9,7 @@
 //! in a JWKS are ignored: a published key set never holds secrets.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,9 @@ pub struct VerifyKey {
 pub struct KeySet {
     by_kid: HashMap<String, Arc<VerifyKey>>,
     without_kid: Vec<Arc<VerifyKey>>,
+    /// For a fetched JWKS, the number [`JwksCache::generation`] takes when this set is in hand;
+    /// `None` for static keys (fixed for the table's life).
+    generation: Option<u64>,
 }
 
 impl KeySet {
@@ -101,7 +105,9 @@ impl KeySet {
 
 /// What a key lookup found.
 pub enum Lookup {
-    Found(Arc<VerifyKey>),
+    /// The key, and the JWKS generation it belongs to (`None`: a static key or the HS256
+    /// secret, which change only with the table).
+    Found(Arc<VerifyKey>, Option<u64>),
     /// Keys exist, but none with this `kid`.
     Unknown,
     /// No key at all could be had: fail closed.
@@ -112,6 +118,11 @@ pub enum Lookup {
 pub struct JwksCache {
     uri: http::Uri,
     keys: ArcSwap<KeySet>,
+    /// Bumped after each fetch that brought a different document, once its keys are stored:
+    /// tokens verified under an older generation are verified again (see `cache`).
+    generation: AtomicU64,
+    /// The document the keys in hand came from.
+    document: Mutex<Bytes>,
     /// When the last fetch was attempted (for the unknown-`kid` rate limit).
     last_attempt: Mutex<Option<Instant>>,
     min_refetch: Duration,
@@ -136,6 +147,8 @@ impl JwksCache {
         let cache = Arc::new(Self {
             uri,
             keys: ArcSwap::from_pointee(KeySet::default()),
+            generation: AtomicU64::new(0),
+            document: Mutex::new(Bytes::new()),
             last_attempt: Mutex::new(None),
             min_refetch,
             gate: tokio::sync::Mutex::new(()),
@@ -150,6 +163,12 @@ impl JwksCache {
 
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys.load_full()
+    }
+
+    /// Changes whenever the keys in hand change (rotation, a key withdrawn or added): a key
+    /// found in a set whose generation is not this one any more may have been withdrawn.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Fetches the JWKS now. On failure the keys in hand stay (served stale).
@@ -184,9 +203,18 @@ impl JwksCache {
             .await
             .map_err(|e| format!("reading the JWKS: {e}"))?
             .to_bytes();
-        let keys = KeySet::from_jwks(&body)?;
+        let mut keys = KeySet::from_jwks(&body)?;
         let count = keys.len();
-        self.keys.store(Arc::new(keys));
+        // Only the fetch in flight (under `gate`) gets here.
+        let mut document = self.document.lock().unwrap_or_else(|e| e.into_inner());
+        if *document != body {
+            let next = self.generation.load(Ordering::Acquire) + 1;
+            keys.generation = Some(next);
+            self.keys.store(Arc::new(keys));
+            // After the store: whoever reads the new generation finds the new keys.
+            self.generation.store(next, Ordering::Release);
+            *document = body;
+        }
         Ok(count)
     }
 
@@ -267,18 +295,18 @@ impl Keys {
         if algorithm == Algorithm::HS256 {
             // HS256 verifies only with the configured secret, never with a published key.
             return match &self.hs256 {
-                Some(key) => Lookup::Found(key.clone()),
+                Some(key) => Lookup::Found(key.clone(), None),
                 None => Lookup::Unknown,
             };
         }
-        if let Some(key) = self.lookup(kid, algorithm) {
-            return Lookup::Found(key);
+        if let Some((key, generation)) = self.lookup(kid, algorithm) {
+            return Lookup::Found(key, generation);
         }
         if let Some(jwks) = &self.jwks
             && jwks.refetch_if_allowed().await
-            && let Some(key) = self.lookup(kid, algorithm)
+            && let Some((key, generation)) = self.lookup(kid, algorithm)
         {
-            return Lookup::Found(key);
+            return Lookup::Found(key, generation);
         }
         let empty = self.static_keys.is_empty()
             && self.hs256.is_none()
@@ -290,11 +318,21 @@ impl Keys {
         }
     }
 
-    fn lookup(&self, kid: Option<&str>, algorithm: Algorithm) -> Option<Arc<VerifyKey>> {
-        self.static_keys.find(kid, algorithm).or_else(|| {
-            self.jwks
-                .as_ref()
-                .and_then(|jwks| jwks.keys().find(kid, algorithm))
-        })
+    /// The generation of the keys in hand: the JWKS's (static keys and the HS256 secret change
+    /// only with a reload, which builds new [`Keys`]).
+    pub fn generation(&self) -> u64 {
+        self.jwks.as_ref().map_or(0, |jwks| jwks.generation())
+    }
+
+    fn lookup(
+        &self,
+        kid: Option<&str>,
+        algorithm: Algorithm,
+    ) -> Option<(Arc<VerifyKey>, Option<u64>)> {
+        if let Some(key) = self.static_keys.find(kid, algorithm) {
+            return Some((key, None));
+        }
+        let set = self.jwks.as_ref()?.keys();
+        set.find(kid, algorithm).map(|key| (key, set.generation))
     }
 }

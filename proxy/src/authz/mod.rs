@@ -2,9 +2,11 @@
 //! the verified identity travels upstream in headers (and optionally as a token signed by
 //! ficus); whatever a client sent that could pose as an identity is removed first.
 //!
-//! Files: [`keys`] key sources (JWKS cache, static keys, HS256 secret); [`headers`] spoofable
-//! header removal and trusted proxy ranges; [`internal`] the internal identity token.
+//! Files: [`keys`] key sources (JWKS cache, static keys, HS256 secret); [`cache`] verified
+//! tokens kept until their `exp` or the next key rotation; [`headers`] spoofable header removal
+//! and trusted proxy ranges; [`internal`] the internal identity token.
 
+pub mod cache;
 pub mod headers;
 pub mod internal;
 pub mod keys;
@@ -21,6 +23,7 @@ use serde_json::Value;
 
 use crate::config::{AuthSection, DefaultPolicy, RouteAuth};
 use crate::error::{Kind, Origin, ProxyError};
+use cache::{CacheMetrics, TokenCache, Window};
 use internal::InternalSigner;
 use keys::{Keys, Lookup};
 
@@ -33,6 +36,18 @@ pub struct Identity {
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
     claims: serde_json::Map<String, Value>,
+    /// The header values forwarded upstream, made once per verified token.
+    forwarded: Forwarded,
+}
+
+/// An identity's forwarded header values (`None`: not a valid header value, or no such claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Forwarded {
+    subject: Option<HeaderValue>,
+    email: Option<HeaderValue>,
+    name: Option<HeaderValue>,
+    scopes: Option<HeaderValue>,
+    roles: Option<HeaderValue>,
 }
 
 impl Identity {
@@ -51,13 +66,24 @@ impl Identity {
         };
         let scopes = list(claims.get("scope").or_else(|| claims.get("scp")));
         let roles = list(claims.get("roles").or_else(|| claims.get("role")));
+        let subject = text("sub").unwrap_or_default();
+        let (email, name) = (text("email"), text("name"));
+        let value = |text: &str| HeaderValue::from_str(text).ok();
+        let forwarded = Forwarded {
+            subject: value(&subject),
+            email: email.as_deref().and_then(value),
+            name: name.as_deref().and_then(value),
+            scopes: value(&scopes.join(" ")),
+            roles: value(&roles.join(" ")),
+        };
         Identity {
-            subject: text("sub").unwrap_or_default(),
-            email: text("email"),
-            name: text("name"),
+            subject,
+            email,
+            name,
             scopes,
             roles,
             claims,
+            forwarded,
         }
     }
 
@@ -266,8 +292,8 @@ fn check_claim_shapes(claims: &serde_json::Map<String, Value>) -> Result<(), Pro
 
 /// A request edge authorization lets through.
 pub struct Allowed {
-    /// The caller, when a token was verified.
-    pub identity: Option<Identity>,
+    /// The caller, when a token was verified (shared with the token cache).
+    pub identity: Option<Arc<Identity>>,
     pub reason: Reason,
 }
 
@@ -300,12 +326,20 @@ pub struct Authz {
     /// Normalized names removed from every request (see [`headers`]).
     protected: Vec<String>,
     internal: Option<Internal>,
+    /// Tokens verified, kept until their `exp` or the next key rotation.
+    cache: TokenCache,
 }
 
 impl Authz {
     /// Builds from a checked section. `keys` and `signer` come from the loader, which keeps
-    /// them across reloads.
-    pub fn new(auth: &AuthSection, keys: Keys, signer: Option<Arc<InternalSigner>>) -> Self {
+    /// them across reloads; the token cache is new (a reload may change issuer, audience or
+    /// keys, so nothing verified under the previous table is kept).
+    pub fn new(
+        auth: &AuthSection,
+        keys: Keys,
+        signer: Option<Arc<InternalSigner>>,
+        cache_metrics: CacheMetrics,
+    ) -> Self {
         let names = &auth.forward;
         let forward = Forward {
             subject: names.subject.clone(),
@@ -339,17 +373,24 @@ impl Authz {
         protected.sort();
         protected.dedup();
         let algorithms = auth.algorithms.iter().map(|a| a.jwt()).collect();
+        let leeway = Duration::from_millis(auth.leeway_ms).as_secs();
         Authz {
             keys,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             algorithms,
-            leeway: Duration::from_millis(auth.leeway_ms).as_secs(),
+            leeway,
             cookie: auth.cookie.clone(),
             forward,
             protected,
             internal,
+            cache: TokenCache::new(auth.token_cache_entries, leeway, cache_metrics),
         }
+    }
+
+    /// The verified-token cache (for tests and the admin API).
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.cache
     }
 
     /// The internal token's signer (for the admin API's JWKS).
@@ -398,7 +439,7 @@ impl Authz {
                 "this route needs a bearer token",
             ));
         };
-        let identity = self.verify(token).await?;
+        let identity = self.verified(token).await?;
         if let Some(missing) = scopes.iter().find(|s| !identity.scopes.contains(s)) {
             return Err(forbidden(
                 Reason::InsufficientScope,
@@ -480,7 +521,29 @@ impl Authz {
         Ok(first.filter(|v| !v.is_empty()))
     }
 
-    async fn verify(&self, token: &str) -> Result<Identity, ProxyError> {
+    /// The identity of a valid token: from the cache when this very token verified before and
+    /// is still valid by time and keys, otherwise verified now (and kept when it passes).
+    async fn verified(&self, token: &str) -> Result<Arc<Identity>, ProxyError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(identity) = self.cache.get(token, now, self.keys.generation()) {
+            return Ok(identity);
+        }
+        let (identity, window, generation) = self.verify(token).await?;
+        let identity = Arc::new(identity);
+        if let Some(window) = window {
+            self.cache
+                .insert(token, identity.clone(), window, generation, now);
+        }
+        Ok(identity)
+    }
+
+    /// Verifies a token's signature and claims; with the identity, the window in which it is
+    /// valid (`None` when it cannot be read as the verifier reads it: then it is not kept) and
+    /// the generation of the key set its key came from.
+    async fn verify(
+        &self,
+        token: &str,
+    ) -> Result<(Identity, Option<Window>, Option<u64>), ProxyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|error| {
             unauthenticated(Reason::Malformed, "the token is not a well-formed JWT")
                 .with_source(error)
@@ -491,8 +554,8 @@ impl Authz {
                 "the token's algorithm is not accepted",
             ));
         }
-        let key = match self.keys.find(header.kid.as_deref(), header.alg).await {
-            Lookup::Found(key) => key,
+        let (key, generation) = match self.keys.find(header.kid.as_deref(), header.alg).await {
+            Lookup::Found(key, generation) => (key, generation),
             Lookup::Unknown => {
                 return Err(unauthenticated(
                     Reason::UnknownKey,
@@ -552,31 +615,29 @@ impl Authz {
                     unauthenticated(reason, message).with_source(error)
                 })?;
         check_claim_shapes(&data.claims)?;
-        Ok(Identity::from_claims(data.claims))
+        let window = Window::from_claims(&data.claims);
+        Ok((Identity::from_claims(data.claims), window, generation))
     }
 
     /// Puts the verified identity on the request headers going upstream.
     pub fn forward(&self, headers: &mut HeaderMap, identity: &Identity, route: &str) {
-        let mut put = |name: &HeaderName, value: &str| {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(name.clone(), value);
+        let mut put = |name: &HeaderName, value: &Option<HeaderValue>| {
+            if let Some(value) = value {
+                headers.insert(name.clone(), value.clone());
             }
         };
-        put(&self.forward.subject, &identity.subject);
-        if let Some(email) = &identity.email {
-            put(&self.forward.email, email);
-        }
-        if let Some(name) = &identity.name {
-            put(&self.forward.name, name);
-        }
-        put(&self.forward.scopes, &identity.scopes.join(" "));
-        put(&self.forward.roles, &identity.roles.join(" "));
+        let values = &identity.forwarded;
+        put(&self.forward.subject, &values.subject);
+        put(&self.forward.email, &values.email);
+        put(&self.forward.name, &values.name);
+        put(&self.forward.scopes, &values.scopes);
+        put(&self.forward.roles, &values.roles);
         if let Some(internal) = &self.internal {
             match internal
                 .signer
                 .mint(identity, &internal.audience, internal.ttl, route)
             {
-                Ok(token) => put(&internal.header, &token),
+                Ok(token) => put(&internal.header, &HeaderValue::from_str(&token).ok()),
                 Err(error) => tracing::error!(%error, "signing the internal token failed"),
             }
         }

@@ -1,0 +1,902 @@
+//! Shadow mode and recording, beside the request path (phase 4, forward, of [`crate::handler`]).
+//!
+//! ```text
+//! handler: plan the body ─► RouteParity::begin ─► forward to the monolith ─► respond (Watch::response)
+//!              │ which requests (methods, sticky sample, concurrency)   │ the client's body streams;
+//!              │ request body teed (bounded)                           │ a tee keeps a bounded copy
+//!              └──► spawned job: request body in hand ─► candidate (extracted side, x-ficus-shadow: 1,
+//!                   own timeout)  ∥  monolith again (calibration sample)  ∥  the monolith's answer
+//!                   ─► ficus-parity compare (route's rules, learned noise) ─► counters, last mismatches,
+//!                   JSON-lines log; recording: the request ─► corpus file
+//! ```
+//!
+//! The client's answer never waits for anything here: the job is a task of its own, holding a
+//! permit of the route's `max_concurrent` (none free: skipped and counted), and it only reads
+//! what the tees send it. Whatever the extracted side does (slow, refused, reset, garbage) ends
+//! in the job. Every request of a shadow route that is not compared is counted with its reason
+//! ([`SkipReason`]); nothing is dropped silently.
+//!
+//! State that outlives a table (counters, learned noise, the last mismatches, open log files) is
+//! kept by the [`Hub`] across reloads, by route name and by file.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::body::{Body, Tee, Teed};
+use crate::config::{RecordConfig, RouteConfig, ShadowConfig};
+use crate::metrics::{Metrics, ShadowMetrics};
+use crate::upstream::Upstream;
+
+/// The header that marks a copy (to the extracted side, or the monolith's calibration copy).
+pub static X_FICUS_SHADOW: HeaderName = HeaderName::from_static("x-ficus-shadow");
+
+/// Why a request of a shadow route was not compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Outside the route's `shadow.sample`.
+    SampledOut,
+    /// A method not in `shadow.methods` (writes are not copied unless the route says so).
+    UnsafeMethod,
+    /// A protocol upgrade (WebSocket): a tunnel is not an answer to compare.
+    Upgrade,
+    /// `shadow.max_concurrent` copies were in flight.
+    Concurrency,
+    /// The request body passed `shadow.max_body_bytes`.
+    RequestTooLarge,
+    /// An answer's body (either side's) passed `shadow.max_body_bytes`.
+    ResponseTooLarge,
+    /// The extracted side did not answer whole within the shadow timeout.
+    CandidateTimeout,
+    /// The extracted side refused, reset or answered something that is not HTTP.
+    CandidateError,
+    /// The monolith gave no answer to compare with (ficus answered the client itself).
+    MonolithError,
+    /// The request or the monolith's body broke off (the client went away).
+    Incomplete,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 10] = [
+        SkipReason::SampledOut,
+        SkipReason::UnsafeMethod,
+        SkipReason::Upgrade,
+        SkipReason::Concurrency,
+        SkipReason::RequestTooLarge,
+        SkipReason::ResponseTooLarge,
+        SkipReason::CandidateTimeout,
+        SkipReason::CandidateError,
+        SkipReason::MonolithError,
+        SkipReason::Incomplete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::SampledOut => "sampled_out",
+            SkipReason::UnsafeMethod => "unsafe_method",
+            SkipReason::Upgrade => "upgrade",
+            SkipReason::Concurrency => "concurrency",
+            SkipReason::RequestTooLarge => "request_too_large",
+            SkipReason::ResponseTooLarge => "response_too_large",
+            SkipReason::CandidateTimeout => "candidate_timeout",
+            SkipReason::CandidateError => "candidate_error",
+            SkipReason::MonolithError => "monolith_error",
+            SkipReason::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// Why a sampled request was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordSkip {
+    /// The body passed `record.max_body_bytes`.
+    TooLarge,
+    /// The body broke off.
+    Incomplete,
+    /// The corpus file reached `record.max_bytes`.
+    Full,
+    /// The writer is behind (its queue is full) or writing failed.
+    WriteError,
+}
+
+impl RecordSkip {
+    pub const ALL: [RecordSkip; 4] = [
+        RecordSkip::TooLarge,
+        RecordSkip::Incomplete,
+        RecordSkip::Full,
+        RecordSkip::WriteError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordSkip::TooLarge => "too_large",
+            RecordSkip::Incomplete => "incomplete",
+            RecordSkip::Full => "full",
+            RecordSkip::WriteError => "write_error",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// State kept across reloads
+
+/// What outlives a table: per route, its counters, learned noise and last mismatches; per file,
+/// its writer. Held by the loader; [`crate::table::Table::compile`] takes from it.
+#[derive(Default)]
+pub struct Hub {
+    routes: Mutex<HashMap<String, Arc<RouteState>>>,
+    files: Mutex<HashMap<PathBuf, Arc<JsonLines>>>,
+}
+
+/// A route's parity state.
+pub struct RouteState {
+    pub metrics: ShadowMetrics,
+    /// What calibration learned of the monolith's own differences.
+    noise: Mutex<ficus_parity::Noise>,
+    /// The last mismatches, oldest first (redacted records, as the log writes them).
+    mismatches: Mutex<VecDeque<serde_json::Value>>,
+}
+
+impl Hub {
+    fn route(&self, name: &str, metrics: &Metrics) -> Arc<RouteState> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(RouteState {
+                    metrics: metrics.shadow(name),
+                    noise: Mutex::new(ficus_parity::Noise::default()),
+                    mismatches: Mutex::new(VecDeque::new()),
+                })
+            })
+            .clone()
+    }
+
+    fn file(&self, path: &Path, max_bytes: u64) -> Arc<JsonLines> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let file = files
+            .entry(path.to_owned())
+            .or_insert_with(|| Arc::new(JsonLines::new(path)))
+            .clone();
+        file.max_bytes.store(max_bytes, Ordering::Relaxed);
+        file
+    }
+
+    /// The parity of a route, when it shadows or records; `None` costs the request path one
+    /// branch.
+    pub fn compile(
+        &self,
+        config: &RouteConfig,
+        metrics: &Metrics,
+        route_timeout: Duration,
+    ) -> Option<Arc<RouteParity>> {
+        let shadow = (config.mode == crate::config::Mode::Shadow)
+            .then(|| ShadowSettings::new(&config.shadow, route_timeout, self));
+        let record = config.record.as_ref().map(|r| Recording::new(r, self));
+        if shadow.is_none() && record.is_none() {
+            return None;
+        }
+        let state = self.route(&config.name, metrics);
+        Some(Arc::new(RouteParity {
+            name: config.name.as_str().into(),
+            redaction: ficus_parity::Redaction::of(&config.parity),
+            rules: config.parity.clone(),
+            shadow,
+            record,
+            state,
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per route, in the table
+
+/// A route's shadow and recording settings, compiled.
+pub struct RouteParity {
+    pub name: Arc<str>,
+    rules: ficus_parity::Rules,
+    redaction: ficus_parity::Redaction,
+    shadow: Option<ShadowSettings>,
+    record: Option<Recording>,
+    pub state: Arc<RouteState>,
+}
+
+struct ShadowSettings {
+    sample_bps: u32,
+    methods: Vec<Method>,
+    max_body_bytes: u64,
+    limiter: Arc<Semaphore>,
+    max_concurrent: u64,
+    timeout: Duration,
+    mismatches_kept: usize,
+    log: Option<Arc<JsonLines>>,
+}
+
+impl ShadowSettings {
+    fn new(config: &ShadowConfig, route_timeout: Duration, hub: &Hub) -> Self {
+        Self {
+            sample_bps: config.sample.basis_points,
+            methods: config.methods.iter().map(|m| m.0.clone()).collect(),
+            max_body_bytes: config.max_body_bytes,
+            limiter: Arc::new(Semaphore::new(
+                usize::try_from(config.max_concurrent).unwrap_or(usize::MAX >> 4),
+            )),
+            max_concurrent: config.max_concurrent,
+            timeout: config
+                .timeout_ms
+                .map_or(route_timeout, Duration::from_millis),
+            mismatches_kept: config.mismatches_kept,
+            log: config
+                .log_file
+                .as_ref()
+                .map(|path| hub.file(path, config.log_max_bytes)),
+        }
+    }
+}
+
+struct Recording {
+    sample_bps: u32,
+    methods: Vec<Method>,
+    max_body_bytes: u64,
+    file: Arc<JsonLines>,
+}
+
+impl Recording {
+    fn new(config: &RecordConfig, hub: &Hub) -> Self {
+        Self {
+            sample_bps: config.sample.basis_points,
+            methods: config.methods.iter().map(|m| m.0.clone()).collect(),
+            max_body_bytes: config.max_body_bytes,
+            file: hub.file(&config.file, config.max_bytes),
+        }
+    }
+}
+
+/// A share in basis points, of users by their sticky bucket (a request without its sticky key
+/// is in only at 100%).
+fn sampled(bps: u32, bucket: Option<u32>) -> bool {
+    bps >= 10_000 || bucket.is_some_and(|b| b < bps)
+}
+
+/// The request as it went to the monolith, for the copies and the records.
+#[derive(Clone)]
+pub struct Head {
+    pub method: Method,
+    pub path_and_query: PathAndQuery,
+    pub headers: HeaderMap,
+}
+
+/// What the request path needs to hand the job the monolith's answer (phase 6). Dropped
+/// without an answer, it tells the job the monolith gave none.
+pub struct Watch {
+    answer: Option<(oneshot::Sender<Seen>, u64)>,
+}
+
+/// The monolith's answer as the client gets it: head now, body when the tee has it.
+struct Seen {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: oneshot::Receiver<Teed>,
+}
+
+impl Watch {
+    /// The monolith's answer on its way to the client: its head handed to the job, its body
+    /// teed (bounded) as it streams.
+    pub fn response(mut self, status: StatusCode, headers: &HeaderMap, body: Body) -> Body {
+        let Some((sender, max)) = self.answer.take() else {
+            return body;
+        };
+        let (tee, seen) = Tee::new(max);
+        let _ = sender.send(Seen {
+            status,
+            headers: headers.clone(),
+            body: seen,
+        });
+        body.with_tee(tee)
+    }
+}
+
+impl RouteParity {
+    /// Phase 4's companion: decides whether this request is copied and/or recorded; if so,
+    /// starts its job and returns the tee for a streamed request body (`None` when the body is
+    /// in hand, `kept`) and the [`Watch`] for the answer. Skips are counted here.
+    pub fn begin(
+        self: &Arc<Self>,
+        route: &crate::table::Route,
+        head: Head,
+        client: std::net::IpAddr,
+        upgrade: bool,
+        kept: Option<&Bytes>,
+        authz: Option<&Arc<crate::authz::Authz>>,
+    ) -> Option<(Option<Tee>, Watch)> {
+        let bucket = route.sticky_bucket(&head.headers, client);
+        let (extracted, monolith) = (route.extracted.as_ref(), &route.monolith);
+        let metrics = &self.state.metrics;
+        let shadow = self.shadow.as_ref().and_then(|shadow| {
+            let skip = if upgrade {
+                Some(SkipReason::Upgrade)
+            } else if !shadow.methods.contains(&head.method) {
+                Some(SkipReason::UnsafeMethod)
+            } else if !sampled(shadow.sample_bps, bucket) {
+                Some(SkipReason::SampledOut)
+            } else {
+                None
+            };
+            if let Some(reason) = skip {
+                metrics.skipped(reason);
+                return None;
+            }
+            let Ok(permit) = shadow.limiter.clone().try_acquire_owned() else {
+                metrics.skipped(SkipReason::Concurrency);
+                return None;
+            };
+            Some(permit)
+        });
+        let record = self.record.as_ref().is_some_and(|record| {
+            !upgrade && record.methods.contains(&head.method) && sampled(record.sample_bps, bucket)
+        });
+        if shadow.is_none() && !record {
+            return None;
+        }
+        // One tee for both: it keeps what the larger of the two limits allows.
+        let shadow_max = match (&shadow, &self.shadow) {
+            (Some(_), Some(settings)) => settings.max_body_bytes,
+            _ => 0,
+        };
+        let record_max = match (record, &self.record) {
+            (true, Some(recording)) => recording.max_body_bytes,
+            _ => 0,
+        };
+        let max = shadow_max.max(record_max);
+        let (tee, request_body) = match kept {
+            Some(bytes) => {
+                let (sender, receiver) = oneshot::channel();
+                let _ = sender.send(Teed::Whole(bytes.clone()));
+                (None, receiver)
+            }
+            None => {
+                let (tee, receiver) = Tee::new(max);
+                (Some(tee), receiver)
+            }
+        };
+        let (answer, watch) = match &shadow {
+            Some(_) => {
+                let (sender, receiver) = oneshot::channel();
+                let max = self.shadow.as_ref().map_or(0, |s| s.max_body_bytes);
+                (
+                    Some(receiver),
+                    Watch {
+                        answer: Some((sender, max)),
+                    },
+                )
+            }
+            None => (None, Watch { answer: None }),
+        };
+        let job = Job {
+            route: self.clone(),
+            head,
+            request_body,
+            answer,
+            shadow: shadow.map(|permit| ShadowJob {
+                _permit: permit,
+                extracted: extracted.cloned(),
+                monolith: monolith.clone(),
+            }),
+            record: record.then(|| authz.cloned()),
+        };
+        let span = tracing::debug_span!("shadow", route = %self.name);
+        tokio::spawn(tracing::Instrument::instrument(job.run(), span));
+        Some((tee, watch))
+    }
+
+    /// The admin API's view of the route: settings, counters, learned noise, last mismatches.
+    pub fn status(&self, mode: &str) -> serde_json::Value {
+        let m = &self.state.metrics;
+        let skipped: serde_json::Map<String, serde_json::Value> = SkipReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), m.skipped_count(*r).into()))
+            .collect();
+        let record_skipped: serde_json::Map<String, serde_json::Value> = RecordSkip::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), m.record_skipped_count(*r).into()))
+            .collect();
+        let noise = self
+            .state
+            .noise
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mismatches: Vec<serde_json::Value> = self
+            .state
+            .mismatches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let shadow = self.shadow.as_ref().map(|s| {
+            serde_json::json!({
+                "sample_percent": f64::from(s.sample_bps) / 100.0,
+                "methods": s.methods.iter().map(Method::as_str).collect::<Vec<_>>(),
+                "max_body_bytes": s.max_body_bytes,
+                "max_concurrent": s.max_concurrent,
+                "timeout_ms": s.timeout.as_millis() as u64,
+                "log_file": s.log.as_ref().map(|l| l.path.display().to_string()),
+            })
+        });
+        let record = self.record.as_ref().map(|r| {
+            serde_json::json!({
+                "file": r.file.path.display().to_string(),
+                "sample_percent": f64::from(r.sample_bps) / 100.0,
+                "bytes_written": r.file.written.load(Ordering::Relaxed),
+                "recorded": m.recorded.get(),
+                "skipped": record_skipped,
+            })
+        });
+        serde_json::json!({
+            "route": &*self.name,
+            "mode": mode,
+            "shadow": shadow,
+            "rules": &self.rules,
+            "compared": m.compared.get(),
+            "matched": m.matched.get(),
+            "mismatched": m.mismatched.get(),
+            "noise_suppressed": m.suppressed.get(),
+            "calibrations": m.calibrations.get(),
+            "in_flight": m.in_flight.get(),
+            "skipped": skipped,
+            "noise": noise,
+            "mismatches": mismatches,
+            "record": record,
+        })
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The job
+
+struct ShadowJob {
+    /// Held until the job ends: `max_concurrent` bounds the copies in flight.
+    _permit: OwnedSemaphorePermit,
+    extracted: Option<Arc<Upstream>>,
+    monolith: Arc<Upstream>,
+}
+
+struct Job {
+    route: Arc<RouteParity>,
+    head: Head,
+    request_body: oneshot::Receiver<Teed>,
+    answer: Option<oneshot::Receiver<Seen>>,
+    shadow: Option<ShadowJob>,
+    /// Recorded, with the edge authorization whose headers come out of the record.
+    record: Option<Option<Arc<crate::authz::Authz>>>,
+}
+
+/// How one side's copy ended.
+enum Got {
+    Answer(ficus_parity::Exchange),
+    Skip(SkipReason),
+}
+
+impl Job {
+    async fn run(self) {
+        let Job {
+            route,
+            head,
+            request_body,
+            answer,
+            shadow,
+            record,
+        } = self;
+        let metrics = &route.state.metrics;
+        let _in_flight = shadow.as_ref().map(|_| InFlight::new(metrics));
+        let body = match request_body.await {
+            Ok(Teed::Whole(body)) => Ok(body),
+            Ok(Teed::TooLarge) => Err((SkipReason::RequestTooLarge, RecordSkip::TooLarge)),
+            Ok(Teed::Broken) | Err(_) => Err((SkipReason::Incomplete, RecordSkip::Incomplete)),
+        };
+        if let (Some(authz), Some(recording)) = (&record, &route.record) {
+            match &body {
+                Ok(body) if body.len() as u64 > recording.max_body_bytes => {
+                    metrics.record_skipped(RecordSkip::TooLarge)
+                }
+                Ok(body) => {
+                    let mut request = recorded_request(&head, body);
+                    request.headers = header_list(&as_sent(&head.headers, authz.as_deref()));
+                    let record =
+                        ficus_parity::Record::request(Some(&route.name), request, Some(now_ms()));
+                    match recording.file.append(route.line(&record)) {
+                        Ok(()) => {
+                            metrics.recorded.inc();
+                        }
+                        Err(skip) => metrics.record_skipped(skip),
+                    }
+                }
+                Err((_, skip)) => metrics.record_skipped(*skip),
+            }
+        }
+        let (Some(shadow), Some(settings)) = (shadow, route.shadow.as_ref()) else {
+            return;
+        };
+        let body = match body {
+            Ok(body) if body.len() as u64 <= settings.max_body_bytes => body,
+            Ok(_) => return metrics.skipped(SkipReason::RequestTooLarge),
+            Err((reason, _)) => return metrics.skipped(reason),
+        };
+        let Some(extracted) = shadow.extracted.clone() else {
+            return metrics.skipped(SkipReason::CandidateError);
+        };
+        let request = recorded_request(&head, &body);
+        // The same requests are calibrated every time, on every instance (a hash of the
+        // method and target), and only safe ones: the monolith must not apply a write twice.
+        let calibrate = is_safe(&head.method)
+            && ficus_parity::sampled(&request.sample_key(), route.rules.calibrate_percent);
+        let candidate = exchange(
+            &extracted,
+            &head,
+            &body,
+            settings.timeout,
+            settings.max_body_bytes,
+        );
+        let again = async {
+            if calibrate {
+                Some(
+                    exchange(
+                        &shadow.monolith,
+                        &head,
+                        &body,
+                        settings.timeout,
+                        settings.max_body_bytes,
+                    )
+                    .await,
+                )
+            } else {
+                None
+            }
+        };
+        let monolith = monolith_answer(answer);
+        let (candidate, again, monolith) = tokio::join!(candidate, again, monolith);
+        let monolith = match monolith {
+            Got::Answer(answer) => answer,
+            Got::Skip(reason) => return metrics.skipped(reason),
+        };
+        if let Some(Got::Answer(second)) = &again {
+            metrics.calibrations.inc();
+            route
+                .state
+                .noise
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .learn(&monolith, second);
+        }
+        let candidate = match candidate {
+            Got::Answer(answer) => answer,
+            Got::Skip(reason) => {
+                tracing::debug!(reason = reason.as_str(), "shadow not compared");
+                return metrics.skipped(reason);
+            }
+        };
+        let verdict = {
+            let noise = route.state.noise.lock().unwrap_or_else(|e| e.into_inner());
+            ficus_parity::compare(&route.rules, &noise, &monolith, &candidate)
+        };
+        metrics.compared.inc();
+        metrics.suppressed.inc_by(verdict.noise as u64);
+        if verdict.is_match() {
+            metrics.matched.inc();
+            return;
+        }
+        metrics.mismatched.inc();
+        tracing::info!(
+            route = %route.name,
+            path = %head.path_and_query.path(),
+            differences = verdict.real,
+            first = verdict.differences.first().map_or("", |d| d.path.as_str()),
+            "shadow mismatch"
+        );
+        let urls = ficus_parity::Urls {
+            monolith: base_url(&shadow.monolith),
+            extracted: base_url(&extracted),
+        };
+        let record = ficus_parity::Record::mismatch(
+            &route.name,
+            request,
+            monolith,
+            candidate,
+            verdict,
+            urls,
+            Some(now_ms()),
+        )
+        .redacted(&route.redaction);
+        if let Some(log) = &settings.log
+            && log.append(line(&record)).is_err()
+        {
+            tracing::debug!(route = %route.name, "mismatch log full or behind");
+        }
+        let mut kept = route
+            .state
+            .mismatches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        kept.push_back(serde_json::to_value(shortened(record)).unwrap_or_default());
+        while kept.len() > settings.mismatches_kept {
+            kept.pop_front();
+        }
+    }
+}
+
+/// Bodies kept in memory (the admin API's last mismatches) are cut to this; the log has them
+/// whole, the differences are kept whole.
+const KEPT_BODY_BYTES: usize = 16 * 1024;
+
+fn shortened(mut record: ficus_parity::Record) -> ficus_parity::Record {
+    for exchange in [&mut record.monolith, &mut record.extracted]
+        .into_iter()
+        .flatten()
+    {
+        if exchange.body.len() > KEPT_BODY_BYTES {
+            exchange.body.truncate(KEPT_BODY_BYTES);
+            exchange.truncated = true;
+        }
+    }
+    if record.request.body.len() > KEPT_BODY_BYTES {
+        record.request.body.truncate(KEPT_BODY_BYTES);
+        record.request.body_truncated = true;
+    }
+    record
+}
+
+/// Counts a job in flight while it lives.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn new(metrics: &ShadowMetrics) -> Self {
+        metrics.in_flight.inc();
+        Self(metrics.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The monolith's answer as the client got it, once its body went through.
+async fn monolith_answer(answer: Option<oneshot::Receiver<Seen>>) -> Got {
+    let Some(answer) = answer else {
+        return Got::Skip(SkipReason::MonolithError);
+    };
+    let Ok(seen) = answer.await else {
+        return Got::Skip(SkipReason::MonolithError);
+    };
+    match seen.body.await {
+        Ok(Teed::Whole(body)) => Got::Answer(to_exchange(seen.status, &seen.headers, body)),
+        Ok(Teed::TooLarge) => Got::Skip(SkipReason::ResponseTooLarge),
+        Ok(Teed::Broken) | Err(_) => Got::Skip(SkipReason::Incomplete),
+    }
+}
+
+/// One copy of the request to `upstream`, answer and body within `timeout`, the body within
+/// `max` bytes.
+async fn exchange(
+    upstream: &Upstream,
+    head: &Head,
+    body: &Bytes,
+    timeout: Duration,
+    max: u64,
+) -> Got {
+    let uri = Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(head.path_and_query.clone())
+        .build()
+        .expect("parts of valid URIs");
+    let mut request = Request::new(Body::full(body.clone()));
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = head.headers.clone();
+    request
+        .headers_mut()
+        .insert(X_FICUS_SHADOW.clone(), HeaderValue::from_static("1"));
+    let whole = async {
+        let response = upstream.client.request(request).await.map_err(|error| {
+            tracing::debug!(error = %error, upstream = %upstream.name, "shadow copy failed");
+            SkipReason::CandidateError
+        })?;
+        let (parts, mut incoming) = response.into_parts();
+        let mut kept = Vec::new();
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|_| SkipReason::CandidateError)?;
+            if let Some(data) = frame.data_ref() {
+                if (kept.len() + data.len()) as u64 > max {
+                    return Err(SkipReason::ResponseTooLarge);
+                }
+                kept.extend_from_slice(data);
+            }
+        }
+        Ok(to_exchange(parts.status, &parts.headers, Bytes::from(kept)))
+    };
+    match tokio::time::timeout(timeout, whole).await {
+        Err(_) => Got::Skip(SkipReason::CandidateTimeout),
+        Ok(Err(reason)) => Got::Skip(reason),
+        Ok(Ok(answer)) => Got::Answer(answer),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Into the parity engine's types
+
+/// An answer as the engine compares it (hop-by-hop headers are gone already).
+fn to_exchange(status: StatusCode, headers: &HeaderMap, body: Bytes) -> ficus_parity::Exchange {
+    ficus_parity::Exchange {
+        status: status.as_u16(),
+        headers: header_list(headers),
+        body,
+        truncated: false,
+    }
+}
+
+fn header_list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+/// The request as recorded and replayed: as it went to the monolith (the canonical target,
+/// forwarding headers and the forwarded identity included; secrets are redacted on write).
+fn recorded_request(head: &Head, body: &Bytes) -> ficus_parity::Request {
+    ficus_parity::Request {
+        method: head.method.as_str().to_owned(),
+        path: head.path_and_query.path().to_owned(),
+        query: head.path_and_query.query().unwrap_or_default().to_owned(),
+        headers: header_list(&head.headers),
+        body: body.clone(),
+        body_truncated: false,
+    }
+}
+
+/// The headers as the client could have sent them: what the edge adds (the verified identity,
+/// the internal token, `X-Forwarded-*`) is not part of the request a corpus replays (and the
+/// identity headers carry personal fields).
+fn as_sent(headers: &HeaderMap, authz: Option<&crate::authz::Authz>) -> HeaderMap {
+    let mut headers = headers.clone();
+    match authz {
+        Some(authz) => {
+            authz.strip_spoofable(&mut headers, false);
+        }
+        None => {
+            crate::authz::headers::strip(&mut headers, &[], false);
+        }
+    }
+    headers
+}
+
+fn base_url(upstream: &Upstream) -> String {
+    format!("{}://{}", upstream.scheme, upstream.authority)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One JSON line of an already redacted record.
+fn line(record: &ficus_parity::Record) -> Vec<u8> {
+    let mut line = serde_json::to_vec(record).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+impl RouteParity {
+    /// One JSON line of `record`, redacted by the route's rules (the corpus format of
+    /// `ficus_parity::CorpusWriter`, written here by a writer that never blocks a request).
+    fn line(&self, record: &ficus_parity::Record) -> Vec<u8> {
+        line(&record.redacted(&self.redaction))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON-lines files (mismatch logs, corpora)
+
+/// An append-only JSON-lines file, bounded in size, written by a blocking thread of its own
+/// behind a bounded queue: the request path and the jobs never wait for the disk.
+pub struct JsonLines {
+    path: PathBuf,
+    max_bytes: AtomicU64,
+    /// Bytes in the file and queued for it.
+    written: AtomicU64,
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<Vec<u8>>>>,
+}
+
+/// Lines queued before the writer catches up; past it a line is refused (counted).
+const QUEUED_LINES: usize = 1024;
+
+impl JsonLines {
+    fn new(path: &Path) -> Self {
+        let existing = std::fs::metadata(path).map_or(0, |m| m.len());
+        Self {
+            path: path.to_owned(),
+            max_bytes: AtomicU64::new(u64::MAX),
+            written: AtomicU64::new(existing),
+            queue: Mutex::new(None),
+        }
+    }
+
+    /// Queues one line (ending in a newline); refused when the file would pass its bound or
+    /// the writer is behind.
+    pub fn append(&self, line: Vec<u8>) -> Result<(), RecordSkip> {
+        let size = line.len() as u64;
+        let max = self.max_bytes.load(Ordering::Relaxed);
+        let reserved = self
+            .written
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                (now + size <= max).then_some(now + size)
+            });
+        if reserved.is_err() {
+            return Err(RecordSkip::Full);
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = queue.get_or_insert_with(|| self.start_writer());
+        match sender.try_send(line) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.written.fetch_sub(size, Ordering::Relaxed);
+                Err(RecordSkip::WriteError)
+            }
+        }
+    }
+
+    fn start_writer(&self) -> std::sync::mpsc::SyncSender<Vec<u8>> {
+        let (sender, lines) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUED_LINES);
+        let path = self.path.clone();
+        std::thread::Builder::new()
+            .name("ficus-parity-log".into())
+            .spawn(move || write_lines(&path, &lines))
+            .expect("spawning the parity log writer");
+        sender
+    }
+}
+
+fn write_lines(path: &Path, lines: &std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::Write;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    };
+    let mut file = match open() {
+        Ok(file) => std::io::BufWriter::new(file),
+        Err(error) => {
+            tracing::error!(%error, file = %path.display(), "opening a parity file failed");
+            return;
+        }
+    };
+    while let Ok(line) = lines.recv() {
+        let mut result = file.write_all(&line);
+        // Flushed whenever the queue is empty: a line is on disk soon after it was written.
+        while let Ok(more) = lines.try_recv() {
+            result = result.and_then(|()| file.write_all(&more));
+        }
+        if let Err(error) = result.and_then(|()| file.flush()) {
+            tracing::error!(%error, file = %path.display(), "writing a parity file failed");
+        }
+    }
+}
