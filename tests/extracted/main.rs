@@ -8,7 +8,7 @@
 //!   restart the view equals the table, no event was applied twice, nothing restarted from zero;
 //!   readiness false until caught up, then true;
 //! - [`lag`]: the convergence lag at 1,000 writes/s sustained (a benchmark, ignored unless
-//!   `scripts/bench-lag` runs it).
+//!   `scripts/bench-lag` runs it);
 //! - [`shadow`]: the service shadowed behind the monolith (all compared, none mismatched), its
 //!   reads recorded into a corpus that `ficus parity` replays green.
 
