@@ -7,8 +7,8 @@ use std::pin::Pin;
 
 use sqlx::PgPool;
 
-use crate::decode::relation::{ColumnSpec, TableSpec};
-use crate::decode::types::{Kind, builtin_kind};
+use crate::decode::relation::{ColumnFacts, ColumnSpec, TableSpec};
+use crate::decode::types::{Kind, TextType, builtin_kind};
 use crate::error::CdcError;
 
 /// Resolves type OIDs to [`Kind`]s, caching what it learned.
@@ -43,9 +43,9 @@ impl Catalog {
             if let Some(kind) = self.kinds.get(&(oid, typmod)) {
                 return Ok(kind.clone());
             }
-            let row: Option<(String, String, i64, i64, String, i32)> = sqlx::query_as(
+            let row: Option<(String, String, i64, i64, String, i32, String)> = sqlx::query_as(
                 "SELECT typtype::text, typcategory::text, typelem::int8, typbasetype::int8, \
-                        typdelim::text, typtypmod \
+                        typdelim::text, typtypmod, typname::text \
                  FROM pg_type WHERE oid = $1::int8::oid",
             )
             .bind(i64::from(oid))
@@ -53,10 +53,26 @@ impl Catalog {
             .await
             .map_err(CdcError::pg("looking up a type"))?;
             let kind = match row {
-                None => Kind::Text,
-                Some((typtype, category, elem, base, delim, domain_typmod)) => {
+                None => Kind::Text(TextType::Plain),
+                Some((typtype, category, elem, base, delim, domain_typmod, name)) => {
                     if typtype == "e" {
-                        Kind::Enum
+                        let (allowed,): (String,) = sqlx::query_as(
+                            "SELECT coalesce(string_agg(enumlabel::text, ',' ORDER BY enumsortorder), '') \
+                             FROM pg_enum WHERE enumtypid = $1::int8::oid",
+                        )
+                        .bind(i64::from(oid))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(CdcError::pg("reading an enum's labels"))?;
+                        Kind::Enum {
+                            allowed: allowed.into(),
+                        }
+                    } else if typtype == "b" && name == "hstore" {
+                        Kind::Hstore {
+                            mode: Default::default(),
+                        }
+                    } else if typtype == "b" && name == "ltree" {
+                        Kind::Text(TextType::Ltree)
                     } else if typtype == "d" && base != 0 {
                         let typmod = if domain_typmod >= 0 {
                             domain_typmod
@@ -67,7 +83,7 @@ impl Catalog {
                     } else if category == "A" && elem != 0 && delim == "," {
                         Kind::Array(Box::new(self.kind(elem as u32, typmod).await?))
                     } else {
-                        Kind::Text
+                        Kind::Text(TextType::Plain)
                     }
                 }
             };
@@ -85,14 +101,56 @@ impl Catalog {
         Ok(kinds)
     }
 
-    /// The primary key's column names of a relation, in key order (empty: none).
+    /// Fills in what pgoutput does not say about `columns` of relation `relid`: nullability,
+    /// default expression, type name (for the schema-wrapped form).
+    pub async fn column_facts(
+        &self,
+        relid: u32,
+        columns: &mut [ColumnSpec],
+    ) -> Result<(), CdcError> {
+        let rows: Vec<(String, bool, Option<String>, String)> = sqlx::query_as(
+            "SELECT a.attname::text, a.attnotnull, pg_get_expr(d.adbin, d.adrelid), t.typname::text \
+             FROM pg_attribute a \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped",
+        )
+        .bind(i64::from(relid))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(CdcError::pg("reading column nullability and defaults"))?;
+        let mut facts: HashMap<String, ColumnFacts> = rows
+            .into_iter()
+            .map(|(name, not_null, default, type_name)| {
+                (
+                    name,
+                    ColumnFacts {
+                        not_null,
+                        default,
+                        type_name,
+                    },
+                )
+            })
+            .collect();
+        for column in columns {
+            if let Some(found) = facts.remove(&column.name) {
+                column.facts = found;
+            }
+        }
+        Ok(())
+    }
+
+    /// The key's column names of a relation, in key order (empty: none): the primary key, or,
+    /// without one, the unique index of `REPLICA IDENTITY USING INDEX` (as Debezium keys it).
     pub async fn primary_key(&self, relid: u32) -> Result<Vec<String>, CdcError> {
         let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT a.attname::text \
-             FROM pg_index i \
+            "WITH i AS (SELECT indrelid, indkey FROM pg_index \
+                        WHERE indrelid = $1::int8::oid AND (indisprimary OR indisreplident) \
+                        ORDER BY indisprimary DESC LIMIT 1) \
+             SELECT a.attname::text \
+             FROM i \
              CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1::int8::oid AND i.indisprimary \
              ORDER BY k.ord",
         )
         .bind(i64::from(relid))
@@ -144,14 +202,16 @@ impl Catalog {
             .iter()
             .map(|(_, name, _, _, ty, collate)| (name.clone(), format!("{ty}{collate}")))
             .collect();
-        let columns = rows
+        let mut columns: Vec<ColumnSpec> = rows
             .into_iter()
             .map(|(_, name, type_oid, type_modifier, _, _)| ColumnSpec {
                 name,
                 type_oid: type_oid as u32,
                 type_modifier,
+                facts: ColumnFacts::default(),
             })
             .collect();
+        self.column_facts(oid, &mut columns).await?;
         Ok(Some(SnapshotTable {
             spec: TableSpec {
                 oid,

@@ -64,6 +64,43 @@ pub struct CdcConfig {
     /// Records the broker will never take.
     #[serde(default)]
     pub errors: ErrorsConfig,
+    /// What the change events look like, by Debezium's property names and defaults.
+    #[serde(default)]
+    pub debezium: DebeziumProperties,
+    /// How keys, values and headers are serialized, by Kafka Connect's converter properties.
+    #[serde(default)]
+    pub connect: ConnectProperties,
+}
+
+/// `[connect]`: Kafka Connect's `JsonConverter` settings, under Connect's own names
+/// (`"value.converter.schemas.enable" = false`) or with underscores. `true` (JsonConverter's
+/// default, and Debezium Server's `json` format's): every key, value and header is
+/// `{"schema": <Connect schema>, "payload": <data>}`, as a Kafka Connect sink or Debezium
+/// consumer with default converters expects; `false`: the bare payload (schemaless JSON).
+/// Tombstones stay null either way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectProperties {
+    /// `key.converter.schemas.enable`
+    #[serde(default = "default_true", alias = "key.converter.schemas.enable")]
+    pub key_converter_schemas_enable: bool,
+    /// `value.converter.schemas.enable`
+    #[serde(default = "default_true", alias = "value.converter.schemas.enable")]
+    pub value_converter_schemas_enable: bool,
+    /// `header.converter.schemas.enable` (the `__debezium.*` headers; Debezium's embedded
+    /// engine and Server serialize headers with JsonConverter too).
+    #[serde(default = "default_true", alias = "header.converter.schemas.enable")]
+    pub header_converter_schemas_enable: bool,
+}
+
+impl Default for ConnectProperties {
+    fn default() -> Self {
+        Self {
+            key_converter_schemas_enable: true,
+            value_converter_schemas_enable: true,
+            header_converter_schemas_enable: true,
+        }
+    }
 }
 
 /// `[errors]`: what becomes of a record the broker will never take — over the size limit
@@ -96,6 +133,175 @@ pub enum ErrorTolerance {
     /// Dead letter: set the record aside, put a placeholder in its place, go on.
     All,
 }
+
+// ---- [debezium]: Debezium's connector properties (names, values and defaults as Debezium's) ----
+
+/// `[debezium]`: the properties of Debezium's PostgreSQL connector that shape the events, under
+/// Debezium's own names (`"skipped.operations" = "t"`, quoted in TOML because of the dots) or
+/// with underscores (`skipped_operations`), with Debezium's defaults, so a Debezium
+/// configuration carries over. `FICUS_CDC__DEBEZIUM__SKIPPED_OPERATIONS` overrides the
+/// underscore spelling; a file using the dotted one and the same variable are refused as a
+/// duplicate key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebeziumProperties {
+    /// `provide.transaction.metadata`: each change event carries a `transaction` block
+    /// (`id`, `total_order`, `data_collection_order`) and `<topic.prefix>.<topic.transaction>`
+    /// gets a BEGIN and an END record per transaction (see `decode::transaction`).
+    #[serde(default, alias = "provide.transaction.metadata")]
+    pub provide_transaction_metadata: bool,
+    /// `topic.transaction`: the transaction topic's name after the prefix.
+    #[serde(default = "default_topic_transaction", alias = "topic.transaction")]
+    pub topic_transaction: String,
+    /// `topic.heartbeat.prefix`: the heartbeat topic is `<this>.<topic.prefix>`.
+    #[serde(
+        default = "default_topic_heartbeat_prefix",
+        alias = "topic.heartbeat.prefix"
+    )]
+    pub topic_heartbeat_prefix: String,
+    /// `message.prefix.include.list`: the logical decoding messages (`pg_logical_emit_message`)
+    /// sent to `<topic.prefix>.message`, by prefix (comma-separated regular expressions, whole
+    /// prefix, case-insensitive). Unset, with no exclude list: every message, as Debezium.
+    #[serde(default, alias = "message.prefix.include.list")]
+    pub message_prefix_include_list: Option<String>,
+    /// `message.prefix.exclude.list`: the messages not sent (not with an include list).
+    #[serde(default, alias = "message.prefix.exclude.list")]
+    pub message_prefix_exclude_list: Option<String>,
+    /// `table.include.list`: the tables captured, as comma-separated regular expressions
+    /// matched against the whole `schema.table`, case-insensitive (Debezium's). Tables
+    /// outside it (or in `table.exclude.list`) are neither snapshotted nor streamed.
+    #[serde(default, alias = "table.include.list")]
+    pub table_include_list: Option<String>,
+    /// `table.exclude.list`: the tables not captured (not with an include list).
+    #[serde(default, alias = "table.exclude.list")]
+    pub table_exclude_list: Option<String>,
+    /// `column.include.list`: the columns in `before`/`after`, regular expressions matched
+    /// against the whole `schema.table.column`. The key keeps its columns.
+    #[serde(default, alias = "column.include.list")]
+    pub column_include_list: Option<String>,
+    /// `column.exclude.list`: the columns left out of `before`/`after` (not with an include
+    /// list).
+    #[serde(default, alias = "column.exclude.list")]
+    pub column_exclude_list: Option<String>,
+    /// `skipped.operations`: operations not emitted, a comma-separated list of `c`, `u`, `d`,
+    /// `t`, or `none`. Debezium's default `t` skips truncates.
+    #[serde(
+        default = "default_skipped_operations",
+        alias = "skipped.operations",
+        deserialize_with = "skipped_operations"
+    )]
+    pub skipped_operations: SkippedOperations,
+    /// `decimal.handling.mode`: `precise` (Debezium's default: `numeric(p, s)` and `money` as
+    /// base64 bytes of the unscaled value, `numeric` without a scale as `{"scale", "value"}`),
+    /// `string` (every digit, readable without a schema) or `double`.
+    #[serde(default, alias = "decimal.handling.mode")]
+    pub decimal_handling_mode: crate::decode::types::DecimalMode,
+    /// `time.precision.mode`: `adaptive` (Debezium's default: `time`/`timestamp` in
+    /// milliseconds up to precision 3, microseconds above), `adaptive_time_microseconds`
+    /// (`time` always in microseconds), `connect` (Kafka Connect's `Date`, `Time`,
+    /// `Timestamp`: milliseconds).
+    #[serde(default, alias = "time.precision.mode")]
+    pub time_precision_mode: crate::decode::types::TimePrecisionMode,
+    /// `binary.handling.mode`: `bytes` (Debezium's default; base64 in JSON, schema `bytes`),
+    /// `base64`, `base64-url-safe`, `hex` (strings).
+    #[serde(default, alias = "binary.handling.mode")]
+    pub binary_handling_mode: crate::decode::types::BinaryMode,
+    /// `interval.handling.mode`: `numeric` (Debezium's default: microseconds, a month being
+    /// 30.4375 days) or `string` (ISO-8601 `P1Y2M3DT4H5M6.5S`).
+    #[serde(default, alias = "interval.handling.mode")]
+    pub interval_handling_mode: crate::decode::types::IntervalMode,
+    /// `hstore.handling.mode`: `json` (Debezium's default: a string holding a JSON object) or
+    /// `map` (a JSON object).
+    #[serde(default, alias = "hstore.handling.mode")]
+    pub hstore_handling_mode: crate::decode::types::HstoreMode,
+    /// `tombstones.on.delete`: a delete is followed by a tombstone (null value), for compaction.
+    #[serde(default = "default_true", alias = "tombstones.on.delete")]
+    pub tombstones_on_delete: bool,
+    /// `extended.headers.enabled`: every record carries Debezium's context headers
+    /// (`__debezium.context.connectorLogicalName`, `connectorName`, `taskId`, `runId`).
+    #[serde(default = "default_true", alias = "extended.headers.enabled")]
+    pub extended_headers_enabled: bool,
+}
+
+impl Default for DebeziumProperties {
+    fn default() -> Self {
+        Self {
+            provide_transaction_metadata: false,
+            message_prefix_include_list: None,
+            table_include_list: None,
+            table_exclude_list: None,
+            column_include_list: None,
+            column_exclude_list: None,
+            message_prefix_exclude_list: None,
+            topic_transaction: default_topic_transaction(),
+            topic_heartbeat_prefix: default_topic_heartbeat_prefix(),
+            skipped_operations: default_skipped_operations(),
+            decimal_handling_mode: Default::default(),
+            time_precision_mode: Default::default(),
+            binary_handling_mode: Default::default(),
+            interval_handling_mode: Default::default(),
+            hstore_handling_mode: Default::default(),
+            tombstones_on_delete: true,
+            extended_headers_enabled: true,
+        }
+    }
+}
+
+/// `skipped.operations`, parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkippedOperations {
+    pub create: bool,
+    pub update: bool,
+    pub delete: bool,
+    pub truncate: bool,
+}
+
+impl std::str::FromStr for SkippedOperations {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, String> {
+        let mut skipped = SkippedOperations::default();
+        for op in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            match op {
+                "none" => {}
+                "c" => skipped.create = true,
+                "u" => skipped.update = true,
+                "d" => skipped.delete = true,
+                "t" => skipped.truncate = true,
+                other => {
+                    return Err(format!(
+                        "unknown operation {other:?} (expected a comma-separated list of c, u, d, t, or none)"
+                    ));
+                }
+            }
+        }
+        Ok(skipped)
+    }
+}
+
+fn default_topic_transaction() -> String {
+    "transaction".to_owned()
+}
+
+fn default_topic_heartbeat_prefix() -> String {
+    "__debezium-heartbeat".to_owned()
+}
+
+fn default_skipped_operations() -> SkippedOperations {
+    SkippedOperations {
+        truncate: true,
+        ..SkippedOperations::default()
+    }
+}
+
+fn skipped_operations<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SkippedOperations, D::Error> {
+    let list = String::deserialize(deserializer)?;
+    list.parse().map_err(serde::de::Error::custom)
+}
+
+// ---- end of [debezium] ----
 
 /// `[kafka]`
 #[derive(Debug, Clone, Deserialize)]
@@ -167,7 +373,8 @@ pub struct HeartbeatConfig {
     /// the captured tables are idle).
     #[serde(default = "default_true")]
     pub write_table: bool,
-    /// The topic heartbeat messages go to; default `__ficus-heartbeat.<topic_prefix>`.
+    /// The topic heartbeat messages go to; default Debezium's,
+    /// `<debezium."topic.heartbeat.prefix">.<topic_prefix>` (`__debezium-heartbeat.<topic_prefix>`).
     #[serde(default)]
     pub topic: Option<String>,
 }
@@ -420,6 +627,37 @@ impl CdcConfig {
                 "heartbeat.topic: must be a Kafka topic name, got {topic:?}"
             ));
         }
+        for (key, value) in [
+            (
+                "debezium.topic.transaction",
+                &self.debezium.topic_transaction,
+            ),
+            (
+                "debezium.topic.heartbeat.prefix",
+                &self.debezium.topic_heartbeat_prefix,
+            ),
+        ] {
+            if !is_topic_name(value) {
+                problems.push(format!(
+                    "{key}: must be a Kafka topic name part, got {value:?}"
+                ));
+            }
+        }
+        if let Err(problem) = self.table_filter() {
+            problems.push(format!(
+                "debezium.table.include.list / debezium.table.exclude.list: {problem}"
+            ));
+        }
+        if let Err(problem) = self.column_filter() {
+            problems.push(format!(
+                "debezium.column.include.list / debezium.column.exclude.list: {problem}"
+            ));
+        }
+        if let Err(problem) = self.message_filter() {
+            problems.push(format!(
+                "debezium.message.prefix.include.list / debezium.message.prefix.exclude.list: {problem}"
+            ));
+        }
         for (i, outbox) in self.outbox.iter().enumerate() {
             if split_table(&outbox.table).is_none() {
                 problems.push(format!(
@@ -483,10 +721,46 @@ impl CdcConfig {
 
     /// The heartbeat topic.
     pub fn heartbeat_topic(&self) -> String {
-        self.heartbeat
-            .topic
-            .clone()
-            .unwrap_or_else(|| format!("__ficus-heartbeat.{}", self.topic_prefix))
+        self.heartbeat.topic.clone().unwrap_or_else(|| {
+            format!(
+                "{}.{}",
+                self.debezium.topic_heartbeat_prefix, self.topic_prefix
+            )
+        })
+    }
+
+    /// Which tables are captured, by `schema.table`.
+    pub fn table_filter(&self) -> Result<crate::regex_list::Selection, String> {
+        crate::regex_list::Selection::new(
+            self.debezium.table_include_list.as_deref(),
+            self.debezium.table_exclude_list.as_deref(),
+        )
+    }
+
+    /// Which columns are in `before`/`after`, by `schema.table.column`.
+    pub fn column_filter(&self) -> Result<crate::regex_list::Selection, String> {
+        crate::regex_list::Selection::new(
+            self.debezium.column_include_list.as_deref(),
+            self.debezium.column_exclude_list.as_deref(),
+        )
+    }
+
+    /// Which logical decoding messages are sent, by prefix.
+    pub fn message_filter(&self) -> Result<crate::regex_list::Selection, String> {
+        crate::regex_list::Selection::new(
+            self.debezium.message_prefix_include_list.as_deref(),
+            self.debezium.message_prefix_exclude_list.as_deref(),
+        )
+    }
+
+    /// The logical decoding message topic, `<topic_prefix>.message`.
+    pub fn message_topic(&self) -> String {
+        format!("{}.message", self.topic_prefix)
+    }
+
+    /// The transaction metadata topic, `<topic_prefix>.<topic.transaction>`.
+    pub fn transaction_topic(&self) -> String {
+        format!("{}.{}", self.topic_prefix, self.debezium.topic_transaction)
     }
 
     /// The dead-letter topic.
@@ -638,10 +912,17 @@ brokers = "127.0.0.1:9092"
             config.replication_url(),
             "postgres://u:p@127.0.0.1:5432/app?replication=database"
         );
-        assert_eq!(config.heartbeat_topic(), "__ficus-heartbeat.ficus");
+        assert_eq!(config.heartbeat_topic(), "__debezium-heartbeat.ficus");
+        assert_eq!(config.transaction_topic(), "ficus.transaction");
+        assert!(!config.debezium.provide_transaction_metadata);
         assert_eq!(config.errors.tolerance, ErrorTolerance::None);
         assert_eq!(config.dead_letter_topic(), "__ficus-dlq.ficus");
         assert_eq!(config.producer_max_message_bytes(), 1_000_000);
+        // Debezium's defaults.
+        assert!(config.debezium.skipped_operations.truncate);
+        assert!(!config.debezium.skipped_operations.delete);
+        assert!(config.debezium.tombstones_on_delete);
+        assert!(config.debezium.extended_headers_enabled);
     }
 
     #[test]
@@ -686,6 +967,42 @@ brokers = "127.0.0.1:9092"
             text.contains("outbox[0].table:") && text.contains("_ficus.outbox"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn debezium_properties_take_debeziums_names() {
+        let file = write(&format!(
+            "{MINIMAL}\n[debezium]\n\"skipped.operations\" = \"none\"\n\"tombstones.on.delete\" = false\n"
+        ));
+        let config = CdcConfig::load(Some(&file.0), HashMap::new()).unwrap();
+        assert_eq!(
+            config.debezium.skipped_operations,
+            SkippedOperations::default()
+        );
+        assert!(!config.debezium.tombstones_on_delete);
+        // The environment overrides the underscore spelling (a file with the dotted one and
+        // the same key from the environment is refused as a duplicate, naming it).
+        let file = write(&format!(
+            "{MINIMAL}\n[debezium]\nskipped_operations = \"none\"\n"
+        ));
+        let config = CdcConfig::load(
+            Some(&file.0),
+            env(&[("FICUS_CDC__DEBEZIUM__SKIPPED_OPERATIONS", "c,d")]),
+        )
+        .unwrap();
+        let skipped = config.debezium.skipped_operations;
+        assert!(skipped.create && skipped.delete && !skipped.update && !skipped.truncate);
+        let file = write(&format!(
+            "{MINIMAL}\n[debezium]\n\"skipped.operations\" = \"t,x\"\n"
+        ));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("skipped.operations") || text.contains("debezium"),
+            "{text}"
+        );
+        assert!(text.contains("\"x\""), "{text}");
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub struct RecordInfo {
     /// `schema.table` (or the topic when the table is not known).
     pub table: String,
     pub topic: String,
-    /// The record's key as text (truncated at 200 bytes).
+    /// The record's key as text (truncated at 200 bytes); of a schema-wrapped key, its payload.
     pub key: String,
     /// Key and value bytes.
     pub size: usize,
@@ -68,7 +68,14 @@ pub struct RecordInfo {
 
 impl RecordInfo {
     pub fn new(table: &str, topic: &str, key: Option<&[u8]>, size: usize) -> Self {
-        let key = key.map_or_else(
+        // A schema-wrapped key (`{"schema":..,"payload":..}`) is named by its payload: the
+        // schema says nothing about which row it was.
+        let unwrapped = key
+            .filter(|k| k.starts_with(b"{\"schema\":"))
+            .and_then(|k| serde_json::from_slice::<serde_json::Value>(k).ok())
+            .and_then(|mut v| v.get_mut("payload").map(serde_json::Value::take))
+            .and_then(|payload| serde_json::to_vec(&payload).ok());
+        let key = unwrapped.as_deref().or(key).map_or_else(
             || "null".to_owned(),
             |k| {
                 let text = String::from_utf8_lossy(&k[..k.len().min(200)]).into_owned();

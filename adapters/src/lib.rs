@@ -12,7 +12,9 @@
 //! - [`config`]: the TOML/env configuration and its validation (dotted keys in every error);
 //! - [`source`]: the replication stream and the setup (publication, slot) before it;
 //! - [`decode`]: relations, the type mapping ([`decode::types`], documented there), the
-//!   envelope, outbox routing;
+//!   envelope, outbox routing, transaction metadata ([`decode::transaction`]), logical
+//!   decoding messages;
+//! - [`regex_list`]: Debezium's include/exclude lists (comma-separated regular expressions);
 //! - [`sink`]: the producer, topic creation, the acknowledgement tracker ([`sink::ack`]),
 //!   size limits and the dead-letter policy ([`sink::dead_letter`]);
 //! - [`snapshot`]: the initial snapshot, chunked and resumable, and the filter that keeps the
@@ -44,6 +46,7 @@ pub mod heartbeat;
 pub mod metrics;
 pub mod migrations;
 pub mod pipeline;
+pub mod regex_list;
 pub mod sink;
 pub mod snapshot;
 pub mod source;

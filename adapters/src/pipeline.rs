@@ -187,7 +187,7 @@ async fn attempt(
         .connect(&config.database_url)
         .await
         .map_err(CdcError::pg("connecting to the database"))?;
-    setup::check_server(&pool).await?;
+    let server_version = setup::check_server(&pool).await?;
     setup::check_schema_role(&pool).await?;
     migrations::apply(&pool).await?;
     setup::ensure_publication(&pool, config).await?;
@@ -225,6 +225,7 @@ async fn attempt(
     ));
     let streamer = Streamer::connect(
         config.clone(),
+        server_version,
         catalog,
         sink,
         filter,

@@ -203,14 +203,37 @@ async fn a_broker_outage_during_writes_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_keeps_the_order_of_a_partition() {
     use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-    const COUNT: u64 = 200_000;
+    const COUNT: u64 = 50_000;
+    // A broker of its own: 50,000 records would slow the shared one for every other test
+    // (and its state would slow this one).
+    let mut broker = PrivateBroker::new();
+    broker.start();
+    let brokers = broker.brokers();
     let topic = ficus_testkit::kafka::unique_topic("order");
-    ficus_testkit::kafka::create_topic(&topic, 1).await.unwrap();
-    let brokers = ficus_testkit::kafka::brokers();
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .unwrap();
+        let results = admin
+            .create_topics(
+                [&NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .unwrap();
+        for result in results {
+            result.unwrap();
+        }
+    }
     let sent_topic = topic.clone();
+    let sent_brokers = brokers.clone();
     tokio::task::spawn_blocking(move || {
         let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-            ficus_testkit::kafka::client_config()
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &sent_brokers)
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
                 .set("max.in.flight.requests.per.connection", "5")

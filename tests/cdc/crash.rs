@@ -8,7 +8,7 @@ use std::time::Duration;
 use ficus_adapters::CancellationToken;
 use rand::Rng;
 
-use crate::support::{CdcTest, spawn_writer, table_state};
+use crate::support::{CdcTest, spawn_counted_writer, spawn_writer, table_state};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_thousands_of_writes_loses_nothing() {
@@ -21,7 +21,15 @@ async fn sigkill_during_thousands_of_writes_loses_nothing() {
     test.wait_caught_up(Duration::from_secs(60)).await;
 
     let stop = CancellationToken::new();
-    let writer = spawn_writer(test.url.clone(), "t", 400, stop.clone(), Duration::ZERO);
+    let committed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = spawn_counted_writer(
+        test.url.clone(),
+        "t",
+        400,
+        stop.clone(),
+        Duration::ZERO,
+        committed.clone(),
+    );
     let mut kills = 0;
     for run in 1..=4 {
         let pause = rand::thread_rng().gen_range(1_500..4_000);
@@ -42,7 +50,18 @@ async fn sigkill_during_thousands_of_writes_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         adapter = test.spawn(&format!("run-{run}"));
     }
+    // Thousands of transactions, however busy the machine: the last run catches up on what
+    // the writer did after the kills.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    while committed.load(std::sync::atomic::Ordering::Relaxed) < 2_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer made only {} transactions in time",
+            committed.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.cancel();
     let transactions = writer.await.unwrap();
     eprintln!("writer stopped at {}", ficus_adapters::decode::now_ms());
@@ -189,6 +208,144 @@ async fn a_crash_between_a_snapshot_chunk_and_its_progress_row_loses_nothing() {
     assert!(
         sent_again > 0,
         "the chunk in the broker but not in the progress table is sent again"
+    );
+    assert!(adapter.terminate().success(), "{}", adapter.log_text());
+}
+
+/// Transaction metadata across crashes: with `provide.transaction.metadata`, a process stopped
+/// where the broker acknowledged events PostgreSQL was not told about (fail point), then one
+/// killed with SIGKILL. Every transaction with events in the table's topic has its BEGIN before
+/// an END in the transaction topic (none lost; a replay may repeat them), the END counts exactly
+/// the transaction's distinct events, and each event's block names its transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_metadata_survives_crashes_whole() {
+    let mut test = CdcTest::new(
+        "CREATE TABLE t (id bigint PRIMARY KEY, n bigint NOT NULL, note text NOT NULL);",
+    )
+    .await;
+    test.set("SNAPSHOT__MODE", "never");
+    test.set("DEBEZIUM__PROVIDE_TRANSACTION_METADATA", true);
+    let first = test.spawn("run-0");
+    test.wait_caught_up(Duration::from_secs(60)).await;
+    drop(first);
+
+    let stop = CancellationToken::new();
+    let writer = spawn_writer(
+        test.url.clone(),
+        "t",
+        300,
+        stop.clone(),
+        Duration::from_millis(1),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut crashing = test.spawn_with(
+        "run-1",
+        &[(
+            ficus_adapters::failpoint::ENV,
+            "after_ack_before_confirm=30",
+        )],
+    );
+    let exit = crashing.wait_exit(Duration::from_secs(120)).await;
+    assert_eq!(
+        exit.code(),
+        Some(ficus_adapters::failpoint::EXIT_CODE),
+        "run-1 did not stop at the fail point:\n{}",
+        crashing.log_text()
+    );
+    let mut killed = test.spawn("run-2");
+    tokio::time::sleep(Duration::from_millis(
+        rand::thread_rng().gen_range(1_000..3_000),
+    ))
+    .await;
+    assert!(killed.is_running(), "{}", killed.log_text());
+    killed.kill();
+    let mut adapter = test.spawn("run-3");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let transactions = writer.await.unwrap();
+    test.wait_caught_up(Duration::from_secs(120)).await;
+    let events = test.assert_topic_matches_table(&test.topic("t"), "t").await;
+    let records = test.messages(&format!("{}.transaction", test.prefix)).await;
+
+    // Per transaction id: its distinct events (position, key, op), from their blocks.
+    let mut expected: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    for m in events.iter().filter(|m| m.value.is_some()) {
+        let value = m.json();
+        let block = &value["transaction"];
+        let id = block["id"]
+            .as_str()
+            .expect("a transaction block")
+            .to_owned();
+        let (xid, lsn) = id.split_once(':').unwrap();
+        assert_eq!(xid, value["source"]["txId"].to_string(), "{value}");
+        assert_eq!(lsn, value["source"]["lsn"].to_string(), "{value}");
+        assert!(block["total_order"].as_i64().unwrap() >= 1);
+        expected.entry(xid.to_owned()).or_default().insert(format!(
+            "{lsn} {} {}",
+            m.key_json(),
+            value["op"]
+        ));
+    }
+    let mut begun = std::collections::HashSet::new();
+    let mut ended: std::collections::HashMap<String, i64> = Default::default();
+    for m in &records {
+        let value = m.json();
+        let xid = value["id"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert_eq!(m.key_json()["id"], value["id"]);
+        match value["status"].as_str() {
+            Some("BEGIN") => {
+                begun.insert(xid);
+            }
+            Some("END") => {
+                assert!(begun.contains(&xid), "END before BEGIN: {value}");
+                let count = value["event_count"].as_i64().unwrap();
+                let collections = &value["data_collections"];
+                assert_eq!(
+                    collections,
+                    &serde_json::json!([{"data_collection": "public.t", "event_count": count}]),
+                    "{value}"
+                );
+                ended.insert(xid, count);
+            }
+            other => panic!("status {other:?} in {value}"),
+        }
+    }
+    let mut missing = Vec::new();
+    for (xid, distinct) in &expected {
+        match ended.get(xid) {
+            None => missing.push(format!("{xid}: no END")),
+            Some(&count) if count != distinct.len() as i64 => missing.push(format!(
+                "{xid}: END counts {count}, the topic has {} events",
+                distinct.len()
+            )),
+            Some(_) => {}
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "{} of {} transactions:\n{}",
+        missing.len(),
+        expected.len(),
+        missing
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!(
+        "{transactions} transactions written, {} with events, {} transaction records, {} events",
+        expected.len(),
+        records.len(),
+        events.len()
     );
     assert!(adapter.terminate().success(), "{}", adapter.log_text());
 }

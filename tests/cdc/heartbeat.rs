@@ -42,7 +42,7 @@ async fn writes_to_uncaptured_tables_do_not_pin_wal() {
             .await
             .unwrap();
     assert!(beats >= 2, "{beats} heartbeats");
-    let heartbeat_topic = format!("__ficus-heartbeat.{}", test.prefix);
+    let heartbeat_topic = format!("__debezium-heartbeat.{}", test.prefix);
     let messages = test
         .wait_messages(&heartbeat_topic, Duration::from_secs(30), |m| m.len() >= 2)
         .await;

@@ -5,9 +5,11 @@
 
 mod broker;
 mod cli;
+mod conformance;
 mod crash;
 mod failures;
 mod heartbeat;
+mod oracle;
 mod oversize;
 mod position;
 mod reconnect;

@@ -7,9 +7,12 @@
 //! - [`restore`]: kill -9 of a service restoring a topic of many thousands of events; after the
 //!   restart the view equals the table, no event was applied twice, nothing restarted from zero;
 //!   readiness false until caught up, then true;
+//! - [`lag`]: the convergence lag at 1,000 writes/s sustained (a benchmark, ignored unless
+//!   `scripts/bench-lag` runs it);
 //! - [`shadow`]: the service shadowed behind the monolith (all compared, none mismatched), its
 //!   reads recorded into a corpus that `ficus parity` replays green.
 
+mod lag;
 mod parity;
 mod restore;
 mod shadow;

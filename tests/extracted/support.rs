@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use ficus_testkit::kafka;
 
-/// The directory of the binaries cargo builds for this test run (`target/debug`).
+/// The directory of the binaries cargo builds for this test run (`target/debug` or
+/// `target/release`).
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
     // target/debug/deps/extracted-<hash>
@@ -29,15 +30,20 @@ pub fn binary(name: &str) -> PathBuf {
             .parent()
             .expect("the target directory")
             .to_path_buf();
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "ficus-people",
-                "-p",
-                "ficus-tasks",
-            ])
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args([
+            "build",
+            "--quiet",
+            "-p",
+            "ficus-people",
+            "-p",
+            "ficus-tasks",
+        ]);
+        // A release test run (the lag benchmark) runs release services.
+        if profile_dir().ends_with("release") {
+            cargo.arg("--release");
+        }
+        let status = cargo
             .arg("--manifest-path")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
             .env("CARGO_TARGET_DIR", target_dir)

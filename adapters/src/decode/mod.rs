@@ -4,6 +4,8 @@
 pub mod envelope;
 pub mod json;
 pub mod relation;
+pub mod schema;
+pub mod transaction;
 pub mod types;
 
 use std::collections::HashMap;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 
 use pg_walstream::TupleData;
 
-use self::envelope::{Cell, Row, RowRef, Source};
+use self::envelope::{Cell, Row, RowRef, SnapshotMarker, Source, StaticSource};
 use self::relation::{OutboxRoute, Relation, Role, sanitize_topic};
 use crate::config::CdcConfig;
 
@@ -26,6 +28,10 @@ pub enum Op {
     Read,
     Outbox,
     Heartbeat,
+    /// A BEGIN or END record of the transaction topic.
+    Transaction,
+    /// A logical decoding message (`pg_logical_emit_message`).
+    Message,
 }
 
 impl Op {
@@ -39,6 +45,8 @@ impl Op {
             Op::Read => "r",
             Op::Outbox => "outbox",
             Op::Heartbeat => "heartbeat",
+            Op::Transaction => "transaction",
+            Op::Message => "m",
         }
     }
 }
@@ -61,7 +69,8 @@ pub struct Record {
 #[derive(Debug, Clone, Copy)]
 pub struct TxContext {
     pub xid: u32,
-    pub commit_ts_ms: i64,
+    /// Commit time, microseconds since the epoch.
+    pub commit_ts_us: i64,
     /// The LSN of the commit record (pgoutput Begin's `final_lsn`).
     pub commit_lsn: u64,
     /// The previous transaction's commit LSN (Debezium's `sequence`).
@@ -72,7 +81,42 @@ pub struct TxContext {
 pub struct Decoder {
     relations: HashMap<u32, Arc<Relation>>,
     config: Arc<CdcConfig>,
-    static_source: Vec<u8>,
+    static_source: StaticSource,
+    /// Debezium's context headers on every change record (`extended.headers.enabled`).
+    context_headers: Vec<(Arc<str>, Vec<u8>)>,
+}
+
+/// Debezium's header on the delete (and tombstone) of a primary-key change: the new key.
+pub const NEW_KEY_HEADER: &str = "__debezium.newkey";
+/// Debezium's header on the create of a primary-key change: the old key.
+pub const OLD_KEY_HEADER: &str = "__debezium.oldkey";
+
+/// `__debezium.context.*` headers, values as JSON strings (Kafka Connect's JsonConverter's,
+/// schema-wrapped with `header.converter.schemas.enable`).
+fn context_headers(config: &CdcConfig) -> Vec<(Arc<str>, Vec<u8>)> {
+    if !config.debezium.extended_headers_enabled {
+        return Vec::new();
+    }
+    let run_id = uuid::Uuid::new_v4().to_string();
+    [
+        ("connectorLogicalName", config.topic_prefix.as_str()),
+        ("taskId", "0"),
+        ("connectorName", "postgresql"),
+        ("runId", run_id.as_str()),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        let mut bytes = Vec::new();
+        json::push_str(&mut bytes, value);
+        if config.connect.header_converter_schemas_enable {
+            bytes = schema::wrap(schema::STRING_HEADER_SCHEMA.as_bytes(), &bytes);
+        }
+        (
+            Arc::from(format!("__debezium.context.{name}").as_str()),
+            bytes,
+        )
+    })
+    .collect()
 }
 
 impl Decoder {
@@ -84,6 +128,7 @@ impl Decoder {
         );
         Self {
             relations: HashMap::new(),
+            context_headers: context_headers(&config),
             config,
             static_source,
         }
@@ -110,8 +155,8 @@ impl Decoder {
 
     fn source(&self, lsn: u64, tx: &TxContext) -> Source {
         Source {
-            ts_ms: tx.commit_ts_ms,
-            snapshot: false,
+            ts_us: tx.commit_ts_us,
+            snapshot: SnapshotMarker::False,
             tx_id: Some(u64::from(tx.xid)),
             lsn,
             last_commit_lsn: tx.last_commit_lsn,
@@ -127,6 +172,7 @@ impl Decoder {
         op: Op,
         source: &Source,
         with_key_text: bool,
+        key_header: Option<(&'static str, Option<&[u8]>)>,
         out: &mut Vec<Record>,
     ) {
         let key_row = after.or(before).expect("a change has a row");
@@ -138,7 +184,7 @@ impl Decoder {
             after,
             op.as_str(),
             source,
-            now_ms(),
+            now_ns(),
             self.placeholder(),
         );
         let key_text = if with_key_text {
@@ -146,25 +192,52 @@ impl Decoder {
         } else {
             None
         };
-        let tombstone = (op == Op::Delete).then(|| Record {
-            topic: relation.topic.clone(),
-            key: key.clone(),
-            value: None,
-            headers: Vec::new(),
-            table: relation.full_name.clone(),
-            op: Op::Tombstone,
-            key_text: key_text.clone(),
-        });
+        let headers = self.headers(key_header);
+        let tombstone =
+            (op == Op::Delete && self.config.debezium.tombstones_on_delete).then(|| Record {
+                topic: relation.topic.clone(),
+                key: key.clone(),
+                value: None,
+                headers: headers.clone(),
+                table: relation.full_name.clone(),
+                op: Op::Tombstone,
+                key_text: key_text.clone(),
+            });
         out.push(Record {
             topic: relation.topic.clone(),
             key,
             value: Some(value),
-            headers: Vec::new(),
+            headers,
             table: relation.full_name.clone(),
             op,
             key_text,
         });
         out.extend(tombstone);
+    }
+
+    /// A key as a key-change header carries it (schema-wrapped with
+    /// `header.converter.schemas.enable`).
+    fn key_header(&self, relation: &Relation, row: RowRef<'_>) -> Option<Vec<u8>> {
+        let payload = envelope::key_payload(relation, row, self.placeholder())?;
+        match &relation.key_schema {
+            Some(schema) if self.config.connect.header_converter_schemas_enable => {
+                Some(self::schema::wrap(schema, &payload))
+            }
+            _ => Some(payload),
+        }
+    }
+
+    /// A key-change header (when any) followed by the context headers.
+    fn headers(
+        &self,
+        key_header: Option<(&'static str, Option<&[u8]>)>,
+    ) -> Vec<(Arc<str>, Vec<u8>)> {
+        let mut headers = Vec::with_capacity(self.context_headers.len() + 1);
+        if let Some((name, key)) = key_header {
+            headers.push((Arc::from(name), key.unwrap_or(b"null").to_vec()));
+        }
+        headers.extend(self.context_headers.iter().cloned());
+        headers
     }
 
     /// An insert: a `c` event, or an outbox message.
@@ -189,6 +262,9 @@ impl Decoder {
             }
             Role::Heartbeat | Role::Ignored => return,
         }
+        if self.config.debezium.skipped_operations.create {
+            return;
+        }
         let after = RowRef::new(tuple);
         let source = self.source(lsn, tx);
         self.change(
@@ -198,6 +274,7 @@ impl Decoder {
             Op::Create,
             &source,
             with_key_text,
+            None,
             out,
         );
     }
@@ -232,6 +309,9 @@ impl Decoder {
             && relation.has_primary_key()
             && envelope::key_changed(relation, old_ref, new_ref)
         {
+            // Debezium's headers link the two: the delete names the new key, the create the old.
+            let old_key = self.key_header(relation, old_ref);
+            let new_key = self.key_header(relation, new_ref);
             self.change(
                 relation,
                 Some(old_ref),
@@ -239,6 +319,7 @@ impl Decoder {
                 Op::Delete,
                 &source,
                 with_key_text,
+                Some((NEW_KEY_HEADER, new_key.as_deref())),
                 out,
             );
             self.change(
@@ -248,8 +329,12 @@ impl Decoder {
                 Op::Create,
                 &source,
                 with_key_text,
+                Some((OLD_KEY_HEADER, old_key.as_deref())),
                 out,
             );
+            return;
+        }
+        if self.config.debezium.skipped_operations.update {
             return;
         }
         // The old row is "before" only when it is complete (REPLICA IDENTITY FULL).
@@ -265,6 +350,7 @@ impl Decoder {
             Op::Update,
             &source,
             with_key_text,
+            None,
             out,
         );
     }
@@ -280,7 +366,7 @@ impl Decoder {
         with_key_text: bool,
         out: &mut Vec<Record>,
     ) {
-        if !matches!(relation.role, Role::Table) {
+        if !matches!(relation.role, Role::Table) || self.config.debezium.skipped_operations.delete {
             return;
         }
         let source = self.source(lsn, tx);
@@ -291,13 +377,15 @@ impl Decoder {
             Op::Delete,
             &source,
             with_key_text,
+            None,
             out,
         );
     }
 
     /// A truncate: a `t` event with a null key (Debezium's shape).
     pub fn truncate(&self, relation: &Relation, lsn: u64, tx: &TxContext, out: &mut Vec<Record>) {
-        if !matches!(relation.role, Role::Table) {
+        if !matches!(relation.role, Role::Table) || self.config.debezium.skipped_operations.truncate
+        {
             return;
         }
         let source = self.source(lsn, tx);
@@ -308,18 +396,69 @@ impl Decoder {
             None,
             Op::Truncate.as_str(),
             &source,
-            now_ms(),
+            now_ns(),
             self.placeholder(),
         );
         out.push(Record {
             topic: relation.topic.clone(),
             key: None,
             value: Some(value),
-            headers: Vec::new(),
+            headers: self.headers(None),
             table: relation.full_name.clone(),
             op: Op::Truncate,
             key_text: None,
         });
+    }
+
+    /// A logical decoding message at `lsn`: an `m` event on `<prefix>.message`, keyed
+    /// `{"prefix": ..}`. `tx` is the transaction of a transactional message; a
+    /// non-transactional one has no `txId` and the last commit's time, as Debezium's.
+    #[allow(clippy::too_many_arguments)] // The message, its position and its context.
+    pub fn message(
+        &self,
+        topic: &Arc<str>,
+        prefix: &str,
+        content: &[u8],
+        lsn: u64,
+        tx: Option<&TxContext>,
+        ts_us: i64,
+        last_commit_lsn: Option<u64>,
+    ) -> Record {
+        let source = Source {
+            ts_us,
+            snapshot: SnapshotMarker::False,
+            tx_id: tx.map(|tx| u64::from(tx.xid)),
+            lsn,
+            last_commit_lsn,
+        };
+        let mut key = b"{\"prefix\":".to_vec();
+        json::push_str(&mut key, prefix);
+        key.push(b'}');
+        let binary = self.config.debezium.binary_handling_mode;
+        let mut value = envelope::message(
+            &self.static_source,
+            &source,
+            prefix,
+            content,
+            binary,
+            now_ms(),
+        );
+        let connect = &self.config.connect;
+        if connect.key_converter_schemas_enable {
+            key = schema::wrap(schema::MESSAGE_KEY_SCHEMA.as_bytes(), &key);
+        }
+        if connect.value_converter_schemas_enable {
+            value = schema::wrap(&schema::message_value_schema(binary), &value);
+        }
+        Record {
+            topic: topic.clone(),
+            key: Some(key),
+            value: Some(value),
+            headers: Vec::new(),
+            table: Arc::from("message"),
+            op: Op::Message,
+            key_text: None,
+        }
     }
 
     /// A snapshot row: an `r` event.
@@ -328,12 +467,13 @@ impl Decoder {
         relation: &Relation,
         row: &Vec<Option<String>>,
         snapshot_lsn: u64,
-        snapshot_ts_ms: i64,
+        snapshot_ts_us: i64,
         tx_id: Option<u64>,
+        marker: SnapshotMarker,
     ) -> Record {
         let source = Source {
-            ts_ms: snapshot_ts_ms,
-            snapshot: true,
+            ts_us: snapshot_ts_us,
+            snapshot: marker,
             tx_id,
             lsn: snapshot_lsn,
             last_commit_lsn: None,
@@ -347,14 +487,14 @@ impl Decoder {
             Some(after),
             Op::Read.as_str(),
             &source,
-            now_ms(),
+            now_ns(),
             self.placeholder(),
         );
         Record {
             topic: relation.topic.clone(),
             key,
             value: Some(value),
-            headers: Vec::new(),
+            headers: self.headers(None),
             table: relation.full_name.clone(),
             op: Op::Read,
             key_text: None,
@@ -394,7 +534,7 @@ fn outbox_record(relation: &Relation, route: &OutboxRoute, tuple: &TupleData) ->
     let key = text(Some(key_index)).map(<[u8]>::to_vec);
     let value =
         text(Some(payload_index)).map(|payload| match &relation.columns[payload_index].kind {
-            types::Kind::Bytea => payload
+            types::Kind::Bytea { .. } => payload
                 .strip_prefix(b"\\x")
                 .and_then(decode_hex)
                 .unwrap_or_else(|| payload.to_vec()),
@@ -433,9 +573,14 @@ fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
+    now_ns().div_euclid(1_000_000)
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
 
@@ -447,11 +592,21 @@ mod tests {
     use pg_walstream::ColumnData;
     use serde_json::{Value, json};
 
+    /// Schemaless (the payloads are what these tests look at).
     fn config() -> Arc<CdcConfig> {
+        wrapped_config(false)
+    }
+
+    fn wrapped_config(schemas: bool) -> Arc<CdcConfig> {
         let mut config: CdcConfig = serde_json::from_value(json!({
             "database_url": "postgres://u:p@h/app",
             "kafka": {"brokers": "b:9092"},
-            "outbox": [{"table": "public.outbox"}]
+            "outbox": [{"table": "public.outbox"}],
+            "connect": {
+                "key.converter.schemas.enable": schemas,
+                "value.converter.schemas.enable": schemas,
+                "header.converter.schemas.enable": schemas,
+            },
         }))
         .unwrap();
         config.topic_prefix = "pfx".to_owned();
@@ -459,6 +614,10 @@ mod tests {
     }
 
     fn relation(table: &str, identity_full: bool) -> Relation {
+        relation_in(table, identity_full, &config())
+    }
+
+    fn relation_in(table: &str, identity_full: bool, config: &CdcConfig) -> Relation {
         let columns = [("id", 20), ("name", 25), ("doc", 3802), ("blob", 17)];
         let spec = TableSpec {
             oid: 1,
@@ -470,6 +629,7 @@ mod tests {
                     name: (*n).to_owned(),
                     type_oid: *t,
                     type_modifier: -1,
+                    facts: Default::default(),
                 })
                 .collect(),
             primary_key: vec!["id".to_owned()],
@@ -480,7 +640,7 @@ mod tests {
             .iter()
             .map(|c| builtin_kind(c.type_oid, c.type_modifier).unwrap())
             .collect();
-        Relation::build(&spec, kinds, &config())
+        Relation::build(&spec, kinds, config)
     }
 
     fn tuple(cells: &[Option<&str>]) -> TupleData {
@@ -498,7 +658,7 @@ mod tests {
 
     const TX: TxContext = TxContext {
         xid: 77,
-        commit_ts_ms: 1_700_000_000_000,
+        commit_ts_us: 1_700_000_000_000_000,
         commit_lsn: 500,
         last_commit_lsn: Some(400),
     };
@@ -547,6 +707,80 @@ mod tests {
         assert_eq!(source["snapshot"], "false");
         assert_eq!(source["sequence"], "[\"400\",\"450\"]");
         assert!(v["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn the_schema_wrapped_form_carries_the_relations_schemas() {
+        let config = wrapped_config(true);
+        let decoder = Decoder::new(config.clone());
+        let mut rel = relation_in("people", false, &config);
+        assert!(rel.value_head.is_some());
+        let mut out = Vec::new();
+        let row = tuple(&[Some("42"), Some("Ada"), None, None]);
+        decoder.insert(&rel, &row, 450, &TX, false, &mut out);
+        let key: Value = serde_json::from_slice(out[0].key.as_ref().unwrap()).unwrap();
+        assert_eq!(key["payload"], json!({"id": 42}));
+        assert_eq!(key["schema"]["name"], "pfx.public.people.Key");
+        assert_eq!(key["schema"]["fields"][0]["type"], "int64");
+        let v = value(&out[0]);
+        assert_eq!(v["payload"]["after"]["name"], "Ada");
+        assert_eq!(v["payload"]["op"], "c");
+        let schema = &v["schema"];
+        assert_eq!(schema["name"], "pfx.public.people.Envelope");
+        assert_eq!(schema["version"], 2);
+        let fields: Vec<&str> = schema["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "before",
+                "after",
+                "source",
+                "transaction",
+                "op",
+                "ts_ms",
+                "ts_us",
+                "ts_ns"
+            ]
+        );
+        assert_eq!(schema["fields"][1]["name"], "pfx.public.people.Value");
+        assert_eq!(
+            schema["fields"][1]["fields"][2]["name"],
+            "io.debezium.data.Json"
+        );
+        let (name, header) = &out[0].headers[0];
+        assert_eq!(&**name, "__debezium.context.connectorLogicalName");
+        assert_eq!(
+            header.as_slice(),
+            br#"{"schema":{"type":"string","optional":false},"payload":"pfx"}"#
+        );
+        // A delete's tombstone stays null.
+        out.clear();
+        decoder.delete(&rel, &row, 451, &TX, false, &mut out);
+        assert_eq!(out[1].value, None);
+        // A key change's headers carry the key with its schema.
+        out.clear();
+        let new = tuple(&[Some("43"), Some("Ada"), None, None]);
+        decoder.update(&rel, Some(&row), &new, 452, &TX, false, &mut out);
+        let newkey = out[0]
+            .headers
+            .iter()
+            .find(|(n, _)| &**n == NEW_KEY_HEADER)
+            .unwrap();
+        let newkey: Value = serde_json::from_slice(&newkey.1).unwrap();
+        assert_eq!(newkey["payload"], json!({"id": 43}));
+        assert_eq!(newkey["schema"]["name"], "pfx.public.people.Key");
+        // Without a key there is no key schema.
+        rel.key.clear();
+        rel.key_schema = None;
+        rel.key_head = None;
+        out.clear();
+        decoder.insert(&rel, &row, 453, &TX, false, &mut out);
+        assert_eq!(out[0].key, None);
     }
 
     #[test]
@@ -649,6 +883,7 @@ mod tests {
                 name: (*n).to_owned(),
                 type_oid: *t,
                 type_modifier: -1,
+                facts: Default::default(),
             })
             .collect(),
             primary_key: vec!["id".to_owned()],

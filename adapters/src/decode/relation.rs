@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use super::json;
-use super::types::Kind;
+use super::schema::{self, ColumnSchema};
+use super::types::{Kind, Modes};
 use crate::config::{CdcConfig, split_table};
 
 /// One column.
@@ -18,6 +19,9 @@ pub struct Column {
     pub kind: Kind,
     pub type_oid: u32,
     pub type_modifier: i32,
+    /// Left out of `before`/`after` (`column.include.list`/`column.exclude.list`); a key
+    /// column stays in the key.
+    pub excluded: bool,
 }
 
 /// What the adapter does with a table's changes.
@@ -62,6 +66,15 @@ pub struct Relation {
     pub role: Role,
     /// `"schema":"...","table":"..."` of the source block, escaped once.
     pub source_names: Vec<u8>,
+    /// The key's Connect schema (`<topic>.Key`), for the schema-wrapped form and the key-change
+    /// headers; `None` without a key.
+    pub key_schema: Option<Vec<u8>>,
+    /// `{"schema":<key schema>,"payload":` when keys are schema-wrapped
+    /// (`key.converter.schemas.enable`).
+    pub key_head: Option<Vec<u8>>,
+    /// `{"schema":<envelope schema>,"payload":` when values are schema-wrapped
+    /// (`value.converter.schemas.enable`).
+    pub value_head: Option<Vec<u8>>,
 }
 
 /// A column as the catalog or a Relation message describes it, before mapping.
@@ -70,6 +83,18 @@ pub struct ColumnSpec {
     pub name: String,
     pub type_oid: u32,
     pub type_modifier: i32,
+    /// What pgoutput does not say (from the catalog, for the schema).
+    pub facts: ColumnFacts,
+}
+
+/// A column's nullability, default and type name (`crate::catalog::Catalog::column_facts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnFacts {
+    pub not_null: bool,
+    /// The default's expression (`pg_get_expr`), when any.
+    pub default: Option<String>,
+    /// `pg_type.typname` of the column's type.
+    pub type_name: String,
 }
 
 /// A table as the catalog or a Relation message describes it, before mapping.
@@ -89,11 +114,21 @@ impl Relation {
     pub fn build(spec: &TableSpec, kinds: Vec<Kind>, config: &CdcConfig) -> Self {
         let (schema, table) = (spec.schema.as_str(), spec.table.as_str());
         let primary_key = &spec.primary_key;
+        let modes = Modes {
+            decimal: config.debezium.decimal_handling_mode,
+            time_precision: config.debezium.time_precision_mode,
+            binary: config.debezium.binary_handling_mode,
+            interval: config.debezium.interval_handling_mode,
+            hstore: config.debezium.hstore_handling_mode,
+        };
+        // Validated with the configuration.
+        let column_filter = config.column_filter().unwrap_or_default();
         let columns: Vec<Column> = spec
             .columns
             .iter()
             .zip(kinds)
             .map(|(spec, kind)| {
+                let kind = kind.with_modes(modes);
                 let mut member = Vec::with_capacity(spec.name.len() + 3);
                 json::push_key(&mut member, &spec.name);
                 Column {
@@ -102,6 +137,7 @@ impl Relation {
                     kind,
                     type_oid: spec.type_oid,
                     type_modifier: spec.type_modifier,
+                    excluded: !column_filter.includes(&format!("{schema}.{table}.{}", spec.name)),
                 }
             })
             .collect();
@@ -119,17 +155,48 @@ impl Relation {
         source_names.push(b',');
         json::push_key(&mut source_names, "table");
         json::push_str(&mut source_names, table);
+        let topic = topic_name(&config.topic_prefix, schema, table);
+        let defaults: Vec<Option<Vec<u8>>> = spec
+            .columns
+            .iter()
+            .zip(&columns)
+            .map(|(spec, column)| {
+                let expression = spec.facts.default.as_deref()?;
+                schema::default_value(&column.kind, &spec.facts.type_name, expression)
+            })
+            .collect();
+        let column_schema = |i: usize| ColumnSchema {
+            name: &columns[i].name,
+            kind: &columns[i].kind,
+            optional: !spec.columns[i].facts.not_null,
+            default: defaults[i].as_deref(),
+        };
+        let key_schema = (!key.is_empty()).then(|| {
+            let fields: Vec<ColumnSchema<'_>> = key.iter().map(|&i| column_schema(i)).collect();
+            schema::key_schema(&topic, &fields)
+        });
+        let key_head = key_schema
+            .as_deref()
+            .filter(|_| config.connect.key_converter_schemas_enable)
+            .map(schema::head);
+        let value_head = config.connect.value_converter_schemas_enable.then(|| {
+            let fields: Vec<ColumnSchema<'_>> = (0..columns.len()).map(column_schema).collect();
+            schema::head(&schema::envelope_schema(&topic, &fields))
+        });
         Self {
             oid: spec.oid,
             schema: Arc::from(schema),
             table: Arc::from(table),
             full_name: Arc::from(format!("{schema}.{table}").as_str()),
-            topic: Arc::from(topic_name(&config.topic_prefix, schema, table).as_str()),
+            topic: Arc::from(topic.as_str()),
             columns,
             key,
             identity_full: spec.identity_full,
             role,
             source_names,
+            key_schema,
+            key_head,
+            value_head,
         }
     }
 
@@ -166,7 +233,19 @@ fn role_of(schema: &str, table: &str, config: &CdcConfig, columns: &[Column]) ->
         }
         return Role::Ignored;
     }
+    if !is_captured(config, schema, table) {
+        return Role::Ignored;
+    }
     Role::Table
+}
+
+/// Whether `table.include.list`/`table.exclude.list` capture `schema.table`.
+pub fn is_captured(config: &CdcConfig, schema: &str, table: &str) -> bool {
+    // Validated with the configuration.
+    config
+        .table_filter()
+        .unwrap_or_default()
+        .includes(&format!("{schema}.{table}"))
 }
 
 /// `<prefix>.<schema>.<table>`, with characters Kafka does not allow replaced by `_`.

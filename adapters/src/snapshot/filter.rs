@@ -250,7 +250,7 @@ fn compare_fast(kinds: &[Kind], a: &[String], b: &[String]) -> Option<Ordering> 
     }
     for ((kind, x), y) in kinds.iter().zip(a).zip(b) {
         let ordering = match kind {
-            Kind::Int => x.parse::<i128>().ok()?.cmp(&y.parse::<i128>().ok()?),
+            Kind::Int(_) => x.parse::<i128>().ok()?.cmp(&y.parse::<i128>().ok()?),
             Kind::Uuid | Kind::Bool => x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase()),
             _ => return None,
         };
@@ -264,6 +264,7 @@ fn compare_fast(kinds: &[Kind], a: &[String], b: &[String]) -> Option<Ordering> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::types::{IntType, TextType};
 
     fn filter(segments: Vec<Segment>) -> SnapshotFilter {
         let mut tables = HashMap::new();
@@ -272,7 +273,7 @@ mod tests {
             TableWindow {
                 segments,
                 key_types: vec!["bigint".to_owned()],
-                key_kinds: vec![Kind::Int],
+                key_kinds: vec![Kind::Int(IntType::Int32)],
             },
         );
         SnapshotFilter::from_windows(tables, None)
@@ -320,18 +321,21 @@ mod tests {
     #[test]
     fn fast_comparisons() {
         assert_eq!(
-            compare_fast(&[Kind::Int], &key(9), &key(10)),
+            compare_fast(&[Kind::Int(IntType::Int32)], &key(9), &key(10)),
             Some(Ordering::Less)
         );
         assert_eq!(
             compare_fast(
-                &[Kind::Int, Kind::Int],
+                &[Kind::Int(IntType::Int32), Kind::Int(IntType::Int32)],
                 &[s("1"), s("2")],
                 &[s("1"), s("1")]
             ),
             Some(Ordering::Greater)
         );
-        assert_eq!(compare_fast(&[Kind::Text], &[s("a")], &[s("b")]), None);
+        assert_eq!(
+            compare_fast(&[Kind::Text(TextType::Plain)], &[s("a")], &[s("b")]),
+            None
+        );
     }
 
     fn s(v: &str) -> String {

@@ -27,8 +27,10 @@ use tracing::Instrument;
 
 use crate::catalog::{Catalog, SnapshotTable, quote_ident, quote_literal};
 use crate::config::{CdcConfig, ProgressBarMode, SnapshotMode, split_table};
+use crate::decode::envelope::SnapshotMarker;
 use crate::decode::relation::Relation;
-use crate::decode::{Decoder, now_ms};
+use crate::decode::types::Kind;
+use crate::decode::{Decoder, now_ns};
 use crate::error::CdcError;
 use crate::metrics::{Metrics, TableLabels};
 use crate::sink::Sink;
@@ -143,6 +145,7 @@ pub async fn run(
         .filter(|(schema, table)| {
             schema != crate::migrations::SCHEMA
                 && !outboxes.contains(&(schema.as_str(), table.as_str()))
+                && crate::decode::relation::is_captured(config, schema, table)
         })
         .collect();
 
@@ -165,6 +168,9 @@ pub async fn run(
             })
             .collect()
     };
+    // Debezium's order (by schema, then table): its first and last markers fall on the same rows.
+    let mut tables = tables;
+    tables.sort();
     let pending: Vec<&(String, String)> = tables
         .iter()
         .filter(|(s, t)| !progress_of(s, t).iter().any(|p| p.done))
@@ -202,8 +208,24 @@ pub async fn run(
             .fetch_one(&mut conn)
             .await
             .map_err(CdcError::pg("reading the snapshot's xmin"))?;
+    // Which tables have rows: the first row of the first such table is marked `first`, the last
+    // row of the last one `last` (Debezium's `source.snapshot` markers).
+    let mut has_rows = Vec::with_capacity(pending.len());
+    for (schema, table) in &pending {
+        let (exists,): (bool,) = sqlx::query_as(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {}.{})",
+            quote_ident(schema),
+            quote_ident(table)
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .map_err(CdcError::pg(format!("checking {schema}.{table} for rows")))?;
+        has_rows.push(exists);
+    }
     commit(&mut conn).await?;
-    let started_ms = now_ms();
+    let first_with_rows = has_rows.iter().position(|h| *h);
+    let last_with_rows = has_rows.iter().rposition(|h| *h);
+    let started_us = now_ns().div_euclid(1000);
 
     let snapshotter = Snapshotter {
         config,
@@ -212,15 +234,19 @@ pub async fn run(
         pool: pool.clone(),
         snapshot_lsn: export.lsn,
         snapshot_name: export.name.clone(),
-        started_ms,
+        started_us,
         xmin,
     };
-    for (schema, table) in pending {
+    for (index, (schema, table)) in pending.into_iter().enumerate() {
         let span = tracing::info_span!("snapshot", slot = %config.slot, table = %format!("{schema}.{table}"));
         let previous = progress_of(schema, table);
+        let place = Place {
+            first_table: first_with_rows == Some(index),
+            last_table: last_with_rows == Some(index),
+        };
         let step: std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<(), CdcError>> + Send + '_>,
-        > = Box::pin(snapshotter.table(catalog, sink, &mut conn, schema, table, previous));
+        > = Box::pin(snapshotter.table(catalog, sink, &mut conn, schema, table, previous, place));
         step.instrument(span).await?;
     }
     conn.close().await.ok();
@@ -228,6 +254,31 @@ pub async fn run(
     mark_complete(&pool, &config.slot).await?;
     tracing::info!("snapshot complete");
     Ok(())
+}
+
+/// Where a table sits among the snapshot's tables that have rows.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    first_table: bool,
+    last_table: bool,
+}
+
+impl Place {
+    /// Debezium's marker of a row, the first and last of the whole snapshot winning over
+    /// those of its table.
+    fn marker(self, first_of_table: bool, last_of_table: bool) -> SnapshotMarker {
+        if last_of_table && self.last_table {
+            SnapshotMarker::Last
+        } else if first_of_table && self.first_table {
+            SnapshotMarker::First
+        } else if last_of_table {
+            SnapshotMarker::LastInDataCollection
+        } else if first_of_table {
+            SnapshotMarker::FirstInDataCollection
+        } else {
+            SnapshotMarker::True
+        }
+    }
 }
 
 /// What every table of one snapshot shares.
@@ -238,12 +289,13 @@ struct Snapshotter<'a> {
     pool: sqlx::PgPool,
     snapshot_lsn: u64,
     snapshot_name: String,
-    started_ms: i64,
+    started_us: i64,
     xmin: i64,
 }
 
 impl Snapshotter<'_> {
     /// One table: a new segment after the previous ones' last key.
+    #[allow(clippy::too_many_arguments)] // The table, its progress and place, where rows go.
     async fn table(
         &self,
         catalog: &mut Catalog,
@@ -252,6 +304,7 @@ impl Snapshotter<'_> {
         schema: &str,
         table: &str,
         previous: Vec<Progress>,
+        place: Place,
     ) -> Result<(), CdcError> {
         let config = self.config;
         let Some(info) = catalog.table(schema, table).await? else {
@@ -259,6 +312,8 @@ impl Snapshotter<'_> {
             return Ok(());
         };
         let kinds = catalog.kinds(&info.spec.columns).await?;
+        // Read by the snapshot: Debezium's snapshot writes infinite dates its own way.
+        let kinds = kinds.into_iter().map(Kind::for_snapshot).collect();
         let relation = Relation::build(&info.spec, kinds, config);
         if !relation.has_primary_key() {
             tracing::warn!(
@@ -307,9 +362,10 @@ impl Snapshotter<'_> {
             segment,
             snapshot_lsn: self.snapshot_lsn,
             snapshot_name: &self.snapshot_name,
-            started_ms: self.started_ms,
+            started_us: self.started_us,
             xmin: self.xmin,
             estimate,
+            place,
         };
         reader.read(conn, sink, &self.pool, lower).await
     }
@@ -356,9 +412,10 @@ struct TableReader<'a> {
     segment: i32,
     snapshot_lsn: u64,
     snapshot_name: &'a str,
-    started_ms: i64,
+    started_us: i64,
     xmin: i64,
     estimate: i64,
+    place: Place,
 }
 
 impl TableReader<'_> {
@@ -378,7 +435,7 @@ impl TableReader<'_> {
             .columns
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("s.{}::text AS c{i}", quote_ident(&c.name)))
+            .map(|(i, c)| select_text(&format!("s.{}", quote_ident(&c.name)), c.type_oid, i))
             .collect();
         let from = format!(
             "{}.{} AS s",
@@ -426,7 +483,12 @@ impl TableReader<'_> {
             self.config.snapshot.progress_bar,
         );
         let mut done: i64 = 0;
+        // The first row of this segment is the table's first unless an earlier segment ran.
+        let mut first_pending = lower.is_none();
+        // Keyless tables: the row read ahead to know whether a chunk is the last.
+        let mut carry: Vec<Vec<Option<String>>> = Vec::new();
         loop {
+            let mut last_chunk = false;
             let rows: Vec<Vec<Option<String>>> = if keyed {
                 let mut sql = format!("SELECT {} FROM {from}", select.join(", "));
                 if let Some(lower) = &lower {
@@ -451,14 +513,30 @@ impl TableReader<'_> {
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(CdcError::pg(format!("reading a chunk of {name}")))?;
+                let rows: Vec<Vec<Option<String>>> =
+                    fetched.iter().map(row_texts).collect::<Result<_, _>>()?;
+                last_chunk = (rows.len() as i64) < chunk
+                    || !self
+                        .more_after(conn, &from, &key_cols, &key_types, rows.last())
+                        .await?;
                 commit(conn).await?;
-                fetched.iter().map(row_texts).collect::<Result<_, _>>()?
+                rows
             } else {
-                let fetched = sqlx::query(&format!("FETCH {chunk} FROM ficus_snapshot"))
+                let want = chunk + 1 - carry.len() as i64;
+                let fetched = sqlx::query(&format!("FETCH {want} FROM ficus_snapshot"))
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(CdcError::pg(format!("reading a chunk of {name}")))?;
-                fetched.iter().map(row_texts).collect::<Result<_, _>>()?
+                let mut rows = std::mem::take(&mut carry);
+                for row in &fetched {
+                    rows.push(row_texts(row)?);
+                }
+                if rows.len() as i64 > chunk {
+                    carry = rows.split_off(chunk as usize);
+                } else {
+                    last_chunk = true;
+                }
+                rows
             };
             if rows.is_empty() {
                 break;
@@ -491,13 +569,18 @@ impl TableReader<'_> {
                 .await
                 .map_err(CdcError::pg("recording the chunk in flight"))?;
             }
-            for row in &rows {
+            let count = rows.len();
+            for (n, row) in rows.iter().enumerate() {
+                let marker = self
+                    .place
+                    .marker(first_pending && n == 0, last_chunk && n + 1 == count);
                 let record = self.decoder.snapshot_read(
                     self.relation,
                     row,
                     self.snapshot_lsn,
-                    self.started_ms,
+                    self.started_us,
                     Some(self.xmin as u64),
+                    marker,
                 );
                 sink.send(&record, self.config.kafka.max_inflight_events)
                     .await?;
@@ -549,7 +632,8 @@ impl TableReader<'_> {
                 ratio.set((done as f64 / self.estimate as f64).min(0.999));
             }
             progress.advance(rows.len() as u64);
-            if (rows.len() as i64) < chunk {
+            first_pending = false;
+            if last_chunk {
                 break;
             }
         }
@@ -573,6 +657,53 @@ impl TableReader<'_> {
         ratio.set(1.0);
         progress.finish(done as u64);
         Ok(())
+    }
+}
+
+impl TableReader<'_> {
+    /// Whether the table has a row after `last` in key order (inside the chunk's transaction).
+    async fn more_after(
+        &self,
+        conn: &mut PgConnection,
+        from: &str,
+        key_cols: &[String],
+        key_types: &[String],
+        last: Option<&Vec<Option<String>>>,
+    ) -> Result<bool, CdcError> {
+        let Some(last) = last else {
+            return Ok(false);
+        };
+        let bounds: Vec<String> = (0..key_cols.len())
+            .map(|i| format!("(${}::text)::{}", i + 1, key_types[i]))
+            .collect();
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {from} WHERE ({}) > ({}))",
+            key_cols.join(", "),
+            bounds.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (bool,)>(&sql);
+        for &i in &self.relation.key {
+            query = query.bind(last[i].clone().unwrap_or_default());
+        }
+        let (more,) = query
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(CdcError::pg("looking ahead in a snapshot"))?;
+        Ok(more)
+    }
+}
+
+/// A column read as the text PostgreSQL's output function gives, as pgoutput sends it: a cast
+/// to `text` is the same for most types but drops `char(n)`'s padding and adds a netmask to
+/// `inet` and `cidr` hosts, so those go through `format('%s', ..)` (NULL kept).
+fn select_text(column: &str, type_oid: u32, index: usize) -> String {
+    const BPCHAR: u32 = 1042;
+    const INET: u32 = 869;
+    const CIDR: u32 = 650;
+    if matches!(type_oid, BPCHAR | INET | CIDR) {
+        format!("CASE WHEN {column} IS NULL THEN NULL ELSE format('%s', {column}) END AS c{index}")
+    } else {
+        format!("{column}::text AS c{index}")
     }
 }
 

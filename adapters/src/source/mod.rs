@@ -25,7 +25,9 @@ use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::config::CdcConfig;
+use crate::decode::relation::Role as RelationRole;
 use crate::decode::relation::{ColumnSpec, Relation, Role, TableSpec};
+use crate::decode::transaction::{self, Transaction};
 use crate::decode::{Decoder, Op, Record, TxContext, now_ms};
 use crate::error::CdcError;
 use crate::metrics::Metrics;
@@ -59,6 +61,16 @@ pub struct Streamer<'a> {
     records: Vec<Record>,
     /// The position last handed to the feedback (fail point bookkeeping).
     last_pushed: std::sync::atomic::AtomicU64,
+    /// Transaction metadata (`provide.transaction.metadata`): the open transaction once its
+    /// BEGIN record is out, the BEGIN message's position, the topic, and the size of the map
+    /// Debezium counts in (for the order of `data_collections`).
+    tx_meta: Option<Transaction>,
+    tx_begin_lsn: u64,
+    transaction_topic: Arc<str>,
+    tx_map_capacity: usize,
+    /// Logical decoding messages: their topic and which prefixes go there.
+    message_topic: Arc<str>,
+    message_filter: crate::regex_list::Selection,
 }
 
 impl Drop for Streamer<'_> {
@@ -72,6 +84,7 @@ impl<'a> Streamer<'a> {
     /// `start_lsn`, when everything below it is known to be acknowledged).
     pub async fn connect(
         config: Arc<CdcConfig>,
+        server_version: u32,
         catalog: Catalog,
         sink: &'a mut Sink,
         filter: SnapshotFilter,
@@ -81,6 +94,9 @@ impl<'a> Streamer<'a> {
         let stream_config = ReplicationStreamConfig::builder(&config.slot, &config.publication)
             .with_protocol_version(1)
             .with_streaming_mode(StreamingMode::Off)
+            // Logical decoding messages (`pg_logical_emit_message`), as Debezium asks for them
+            // from PostgreSQL 14 on (older servers refuse the option).
+            .with_messages(server_version >= 140_000)
             .with_feedback_interval(config.feedback_interval())
             .with_connection_timeout(Duration::from_secs(30))
             .with_health_check_interval(Duration::from_secs(3600))
@@ -121,6 +137,11 @@ impl<'a> Streamer<'a> {
             })
         };
         let heartbeat_topic: Arc<str> = Arc::from(config.heartbeat_topic().as_str());
+        let config_transaction_topic = config.transaction_topic();
+        let config_message_topic = config.message_topic();
+        let message_filter = config
+            .message_filter()
+            .map_err(|e| CdcError::Config(vec![e]))?;
         let mut heartbeat_key = Vec::new();
         heartbeat_key.extend_from_slice(b"{\"serverName\":");
         crate::decode::json::push_str(&mut heartbeat_key, &config.topic_prefix);
@@ -147,6 +168,12 @@ impl<'a> Streamer<'a> {
             heartbeat_key,
             records: Vec::with_capacity(16),
             last_pushed: std::sync::atomic::AtomicU64::new(confirmed),
+            tx_meta: None,
+            tx_begin_lsn: 0,
+            transaction_topic: Arc::from(config_transaction_topic.as_str()),
+            tx_map_capacity: transaction::JAVA_HASH_MAP_CAPACITY,
+            message_topic: Arc::from(config_message_topic.as_str()),
+            message_filter,
         })
     }
 
@@ -299,20 +326,26 @@ impl<'a> Streamer<'a> {
             } => {
                 let micros = timestamp.saturating_add(PG_EPOCH_MICROS);
                 self.tx_commit_micros = micros;
+                self.tx_begin_lsn = lsn;
+                self.tx_meta = None;
                 self.tx = Some(TxContext {
                     xid,
-                    commit_ts_ms: micros.div_euclid(1000),
+                    commit_ts_us: micros,
                     commit_lsn: final_lsn,
                     last_commit_lsn: self.last_commit_lsn,
                 });
             }
-            LogicalReplicationMessage::Commit {
-                commit_lsn,
-                end_lsn,
-                ..
-            } => {
+            LogicalReplicationMessage::Commit { end_lsn, .. } => {
+                // END before the commit is recorded: the position moves past this transaction
+                // only once its END is acknowledged too, so a crash never loses it (the replay
+                // after one sends the whole transaction again, BEGIN to END, as Debezium does).
+                if let Some(meta) = self.tx_meta.take() {
+                    let value = meta.end_value(lsn, &mut self.tx_map_capacity);
+                    let record = self.transaction_record(meta.key(lsn), value);
+                    self.send(&record).await?;
+                }
                 self.sink.tracker().commit(end_lsn, self.tx_commit_micros);
-                self.last_commit_lsn = Some(commit_lsn);
+                self.last_commit_lsn = Some(end_lsn);
                 self.tx = None;
             }
             LogicalReplicationMessage::Relation {
@@ -333,9 +366,10 @@ impl<'a> Streamer<'a> {
             }
             LogicalReplicationMessage::Insert { relation_id, tuple } => {
                 let (relation, tx, check) = self.context(relation_id)?;
+                self.open_transaction(is_captured(&relation), &tx).await?;
                 self.decoder
                     .insert(&relation, &tuple, lsn, &tx, check, &mut self.records);
-                self.emit(&relation, &tx, check).await?;
+                self.emit(&relation, &tx, check, lsn).await?;
             }
             LogicalReplicationMessage::Update {
                 relation_id,
@@ -344,6 +378,7 @@ impl<'a> Streamer<'a> {
                 ..
             } => {
                 let (relation, tx, check) = self.context(relation_id)?;
+                self.open_transaction(is_captured(&relation), &tx).await?;
                 self.decoder.update(
                     &relation,
                     old_tuple.as_ref(),
@@ -353,7 +388,7 @@ impl<'a> Streamer<'a> {
                     check,
                     &mut self.records,
                 );
-                self.emit(&relation, &tx, check).await?;
+                self.emit(&relation, &tx, check, lsn).await?;
             }
             LogicalReplicationMessage::Delete {
                 relation_id,
@@ -361,13 +396,15 @@ impl<'a> Streamer<'a> {
                 ..
             } => {
                 let (relation, tx, check) = self.context(relation_id)?;
+                self.open_transaction(is_captured(&relation), &tx).await?;
                 self.decoder
                     .delete(&relation, &old_tuple, lsn, &tx, check, &mut self.records);
-                self.emit(&relation, &tx, check).await?;
+                self.emit(&relation, &tx, check, lsn).await?;
             }
             LogicalReplicationMessage::Truncate { relation_ids, .. } => {
                 for relation_id in relation_ids {
                     let (relation, tx, _) = self.context(relation_id)?;
+                    self.open_transaction(is_captured(&relation), &tx).await?;
                     if !self
                         .filter
                         .keep_truncate(&relation.schema, &relation.table, tx.commit_lsn)
@@ -376,10 +413,61 @@ impl<'a> Streamer<'a> {
                     }
                     self.decoder
                         .truncate(&relation, lsn, &tx, &mut self.records);
-                    self.emit(&relation, &tx, false).await?;
+                    self.emit(&relation, &tx, false, lsn).await?;
                 }
             }
+            LogicalReplicationMessage::Message {
+                flags,
+                prefix,
+                content,
+                ..
+            } => {
+                self.on_message(flags & 1 == 1, &prefix, &content, lsn)
+                    .await?;
+            }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// A logical decoding message at `lsn`. A transactional one belongs to the open
+    /// transaction (its `txId`, commit time, `transaction` block); a non-transactional one
+    /// stands alone: it is its own commit for the position confirmed to PostgreSQL (a restart
+    /// at its end does not decode it again), and Debezium's `sequence` names it from then on.
+    async fn on_message(
+        &mut self,
+        transactional: bool,
+        prefix: &str,
+        content: &[u8],
+        lsn: u64,
+    ) -> Result<(), CdcError> {
+        let tx = if transactional { self.tx } else { None };
+        if !transactional {
+            self.last_commit_lsn = Some(lsn);
+        }
+        if self.message_filter.includes(prefix) {
+            let mut record = self.decoder.message(
+                &self.message_topic,
+                prefix,
+                content,
+                lsn,
+                tx.as_ref(),
+                self.tx_commit_micros,
+                self.last_commit_lsn,
+            );
+            if let Some(tx) = &tx {
+                self.open_transaction(true, tx).await?;
+                if let Some(meta) = &mut self.tx_meta {
+                    let block = meta.event(&Arc::from(transaction::MESSAGE_COLLECTION), lsn);
+                    if let Some(value) = &mut record.value {
+                        transaction::splice_block(value, &block);
+                    }
+                }
+            }
+            self.send(&record).await?;
+        }
+        if !transactional {
+            self.sink.tracker().commit(lsn, self.tx_commit_micros);
         }
         Ok(())
     }
@@ -414,6 +502,7 @@ impl<'a> Streamer<'a> {
                 name: c.name.to_string(),
                 type_oid: c.type_id,
                 type_modifier: c.type_modifier,
+                facts: Default::default(),
             })
             .collect();
         let identity_full = replica_identity == b'f';
@@ -440,6 +529,8 @@ impl<'a> Streamer<'a> {
         identity_full: bool,
     ) -> Result<(), CdcError> {
         let primary_key = self.catalog.primary_key(oid).await?;
+        let mut specs = specs;
+        self.catalog.column_facts(oid, &mut specs).await?;
         let spec = TableSpec {
             oid,
             schema: schema.to_owned(),
@@ -474,16 +565,57 @@ impl<'a> Streamer<'a> {
         Ok(())
     }
 
-    /// Sends what the decoder produced for one change.
+    /// With transaction metadata on, sends the BEGIN record at the transaction's first change
+    /// of a captured table (Debezium sends it at BEGIN; a transaction that changes only ficus's
+    /// own tables, which Debezium would see as filtered, gets none).
+    async fn open_transaction(&mut self, captured: bool, tx: &TxContext) -> Result<(), CdcError> {
+        if !self.config.debezium.provide_transaction_metadata || self.tx_meta.is_some() || !captured
+        {
+            return Ok(());
+        }
+        let meta = Transaction::new(tx.xid, tx.commit_ts_us);
+        let record = self.transaction_record(
+            meta.key(self.tx_begin_lsn),
+            meta.begin_value(self.tx_begin_lsn),
+        );
+        self.tx_meta = Some(meta);
+        self.send(&record).await
+    }
+
+    /// A BEGIN or END record for `<prefix>.transaction`, schema-wrapped as the `[connect]`
+    /// converters say (Debezium's `TransactionMetadataKey` and `TransactionMetadataValue`).
+    fn transaction_record(&self, mut key: Vec<u8>, mut value: Vec<u8>) -> Record {
+        use crate::decode::schema;
+        let connect = &self.config.connect;
+        if connect.key_converter_schemas_enable {
+            key = schema::wrap(schema::TRANSACTION_KEY_SCHEMA.as_bytes(), &key);
+        }
+        if connect.value_converter_schemas_enable {
+            value = schema::wrap(schema::TRANSACTION_VALUE_SCHEMA.as_bytes(), &value);
+        }
+        Record {
+            topic: self.transaction_topic.clone(),
+            key: Some(key),
+            value: Some(value),
+            headers: Vec::new(),
+            table: Arc::from("transaction"),
+            op: Op::Transaction,
+            key_text: None,
+        }
+    }
+
+    /// Sends what the decoder produced for one change (at `lsn`), each change event with its
+    /// `transaction` block when transaction metadata is on.
     async fn emit(
         &mut self,
         relation: &Relation,
         tx: &TxContext,
         check: bool,
+        lsn: u64,
     ) -> Result<(), CdcError> {
         let mut records = std::mem::take(&mut self.records);
         let mut result = Ok(());
-        for record in records.drain(..) {
+        for mut record in records.drain(..) {
             if check
                 && record.op != Op::Outbox
                 && !self
@@ -497,6 +629,19 @@ impl<'a> Streamer<'a> {
                     .await?
             {
                 continue;
+            }
+            if let Some(meta) = &mut self.tx_meta
+                && matches!(
+                    record.op,
+                    Op::Create | Op::Update | Op::Delete | Op::Truncate | Op::Outbox
+                )
+            {
+                let block = meta.event(&record.table, lsn);
+                if record.op != Op::Outbox
+                    && let Some(value) = &mut record.value
+                {
+                    transaction::splice_block(value, &block);
+                }
             }
             if let Err(error) = self.send(&record).await {
                 result = Err(error);
@@ -574,6 +719,11 @@ impl<'a> Streamer<'a> {
         }
         Ok(())
     }
+}
+
+/// A table whose changes are events (not one of ficus's own).
+fn is_captured(relation: &Relation) -> bool {
+    matches!(relation.role, RelationRole::Table | RelationRole::Outbox(_))
 }
 
 fn same_columns(existing: &Relation, specs: &[ColumnSpec], columns: &[ColumnInfo]) -> bool {

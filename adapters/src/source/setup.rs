@@ -14,7 +14,9 @@ use crate::migrations;
 const DUPLICATE_OBJECT: &str = "42710";
 
 /// Refuses a server without `wal_level = logical`.
-pub async fn check_server(pool: &PgPool) -> Result<(), CdcError> {
+/// Checks the server can serve logical decoding; returns its version number
+/// (`server_version_num`, e.g. 150004).
+pub async fn check_server(pool: &PgPool) -> Result<u32, CdcError> {
     let (wal_level,): (String,) = sqlx::query_as("SHOW wal_level")
         .fetch_one(pool)
         .await
@@ -27,7 +29,11 @@ pub async fn check_server(pool: &PgPool) -> Result<(), CdcError> {
             ),
         });
     }
-    Ok(())
+    let (version,): (i32,) = sqlx::query_as("SELECT current_setting('server_version_num')::int")
+        .fetch_one(pool)
+        .await
+        .map_err(CdcError::pg("reading server_version_num"))?;
+    Ok(u32::try_from(version).unwrap_or_default())
 }
 
 /// Refuses a database where a role is named like ficus's schema ([`migrations::SCHEMA`]).

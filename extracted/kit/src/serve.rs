@@ -22,7 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ficus_telemetry::health::Scope;
 use ficus_telemetry::{Admin, Exposition, Health, MetricsRegistry, Shutdown};
-use ficus_view::{ConsumerConfig, Store, ViewHandle, ViewSpec, ViewStatus};
+use ficus_view::{
+    ConsumerConfig, Store, TransactionalViews, ViewHandle, ViewSpec, ViewStatus, ViewsHandle,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -86,6 +88,8 @@ pub struct Running {
     pub health: Health,
     shutdown: Shutdown,
     handles: Vec<ViewHandle>,
+    /// With `views.whole_transactions`: the views, applied a source transaction at a time.
+    group: Option<ViewsHandle>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -104,6 +108,9 @@ impl Running {
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         for handle in self.handles {
             handle.stop().await?;
+        }
+        if let Some(group) = self.group {
+            group.stop().await?;
         }
         served.map_err(ServiceError::Listener)
     }
@@ -183,10 +190,24 @@ pub async fn start(
         settings.views.fetch_wait_max_ms.to_string(),
     ));
     let mut handles = Vec::new();
-    for spec in (service.views)(settings) {
-        handles.push(ficus_view::start(store.clone(), spec, config.clone()).await?);
-    }
-    let views: Vec<Arc<ViewStatus>> = handles.iter().map(|h| h.status.clone()).collect();
+    let mut group = None;
+    let views: Vec<Arc<ViewStatus>> = if settings.views.whole_transactions {
+        // One consumer for every view and the adapter's transaction topic: a monolith
+        // transaction shows in all the service's views at once.
+        let mut views = TransactionalViews::new(service.name, settings.transaction_topic());
+        for spec in (service.views)(settings) {
+            views = views.view(spec);
+        }
+        let handle = ficus_view::start_transactional(store.clone(), views, config.clone()).await?;
+        let statuses = handle.statuses.clone();
+        group = Some(handle);
+        statuses
+    } else {
+        for spec in (service.views)(settings) {
+            handles.push(ficus_view::start(store.clone(), spec, config.clone()).await?);
+        }
+        handles.iter().map(|h| h.status.clone()).collect()
+    };
 
     let header = axum::http::HeaderName::try_from(settings.identity.header.as_str())
         .map_err(|e| ServiceError::Settings(format!("identity.header: {e}")))?;
@@ -229,6 +250,7 @@ pub async fn start(
         health,
         shutdown,
         handles,
+        group,
         server,
     })
 }

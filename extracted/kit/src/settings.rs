@@ -84,6 +84,12 @@ pub struct ViewSettings {
     /// `fetch.wait.max.ms`, 500 by default): the floor of the convergence lag when idle.
     #[serde(default = "default_fetch_wait_max_ms")]
     pub fetch_wait_max_ms: u64,
+    /// Apply each monolith transaction whole across the service's views (one consumer for
+    /// all of them and `<topic_prefix>.transaction`): a transaction that touched several
+    /// tables shows in the views at once, never half. Needs the adapter's transaction metadata
+    /// (Debezium's `provide.transaction.metadata`) [default: false, each view on its own].
+    #[serde(default)]
+    pub whole_transactions: bool,
 }
 
 impl Default for ViewSettings {
@@ -94,6 +100,7 @@ impl Default for ViewSettings {
             batch_max_ms: default_batch_max_ms(),
             watermark_interval_ms: default_watermark_interval_ms(),
             fetch_wait_max_ms: default_fetch_wait_max_ms(),
+            whole_transactions: false,
         }
     }
 }
@@ -175,6 +182,11 @@ impl Settings {
                 .display()
                 .to_string()
         })
+    }
+
+    /// The adapter's transaction topic: `<topic_prefix>.transaction` (Debezium's name).
+    pub fn transaction_topic(&self) -> String {
+        format!("{}.transaction", self.topic_prefix)
     }
 
     /// `<topic_prefix>.public.<table>`.

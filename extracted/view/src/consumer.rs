@@ -26,6 +26,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 mod group;
+mod transaction;
+
+pub use transaction::{TransactionalViews, ViewsHandle, start_transactional};
 
 use crate::error::{EventError, ViewError};
 use crate::event::{Event, Op, Position};
@@ -236,7 +239,7 @@ async fn run(
     result
 }
 
-fn client_config(spec: &ViewSpec, config: &ConsumerConfig) -> ClientConfig {
+fn client_config(name: &str, config: &ConsumerConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     // A group member that vanished gives its partitions up after this (overridable).
     client.set("session.timeout.ms", "10000");
@@ -245,7 +248,7 @@ fn client_config(spec: &ViewSpec, config: &ConsumerConfig) -> ClientConfig {
     }
     let group = match &config.partitions {
         Partitions::Group(group) => group.clone(),
-        _ => format!("ficus-view-{}", spec.name),
+        _ => format!("ficus-view-{name}"),
     };
     client
         .set("bootstrap.servers", &config.brokers)
@@ -263,7 +266,7 @@ fn client_config(spec: &ViewSpec, config: &ConsumerConfig) -> ClientConfig {
 }
 
 fn client(spec: &ViewSpec, config: &ConsumerConfig) -> Result<Arc<StreamConsumer>, ViewError> {
-    client_config(spec, config)
+    client_config(&spec.name, config)
         .create()
         .map(Arc::new)
         .map_err(ViewError::kafka("creating the consumer"))
@@ -504,7 +507,7 @@ async fn apply(
         pruning.schedule(&raws, &mut batch);
         let mut last = None;
         for raw in &raws {
-            let (change, source) = to_change(spec, &columns, &key_columns, raw)?;
+            let (change, source, _) = to_change(spec, &columns, &key_columns, raw)?;
             let progress = batch.offsets.entry(raw.partition).or_default();
             progress.next_offset = raw.offset + 1;
             progress.events += 1;
@@ -585,13 +588,17 @@ impl Pruning {
     }
 }
 
-/// Decodes a record into what it does to the view, with its source position and commit time.
+/// What a record does to a view, with its source position and commit time and its
+/// transaction's id (when the adapter publishes transaction metadata).
+type Decoded = (Change, Option<(Position, i64)>, Option<String>);
+
+/// Decodes a record into what it does to the view.
 fn to_change(
     spec: &ViewSpec,
     columns: &[&Column],
     key_columns: &[&Column],
     raw: &Raw,
-) -> Result<(Change, Option<(Position, i64)>), ViewError> {
+) -> Result<Decoded, ViewError> {
     let event_error = |source: EventError| ViewError::Event {
         topic: spec.topic.clone(),
         partition: raw.partition,
@@ -615,6 +622,7 @@ fn to_change(
                 key_cells: key_cells(&key)?,
                 key: key.canonical(),
             },
+            None,
             None,
         )),
         Event::Change { key, envelope } => {
@@ -645,7 +653,8 @@ fn to_change(
                     return Err(event_error(EventError::Shape("a row change without a key")));
                 }
             };
-            Ok((change, source))
+            let transaction = envelope.transaction.as_ref().map(|t| t.id.clone());
+            Ok((change, source, transaction))
         }
     }
 }

@@ -44,7 +44,8 @@ impl Op {
     }
 }
 
-/// `source.snapshot`: Debezium's values (ficus writes `"true"` and `"false"`).
+/// `source.snapshot`: Debezium's values (ficus writes them too: `first`, `first_in_data_collection`,
+/// `last_in_data_collection`, `last`, `true` between, `false` in the stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotMarker {
@@ -89,6 +90,11 @@ pub struct Source {
     pub db: String,
     #[serde(default, deserialize_with = "sequence")]
     pub sequence: Option<Sequence>,
+    /// `ts_ms` in microseconds and nanoseconds (Debezium 2.6 and later).
+    #[serde(default)]
+    pub ts_us: Option<i64>,
+    #[serde(default)]
+    pub ts_ns: Option<i64>,
     pub schema: String,
     pub table: String,
     #[serde(rename = "txId")]
@@ -96,6 +102,11 @@ pub struct Source {
     /// The change's WAL position (snapshot: the snapshot's consistent point).
     pub lsn: Option<u64>,
     pub xmin: Option<u64>,
+    /// The replication origin (always null from ficus).
+    #[serde(default)]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub origin_lsn: Option<u64>,
 }
 
 /// The member names of `source`, as the adapter writes them.
@@ -107,22 +118,118 @@ pub const SOURCE_FIELDS: &[&str] = &[
     "snapshot",
     "db",
     "sequence",
+    "ts_us",
+    "ts_ns",
     "schema",
     "table",
     "txId",
     "lsn",
     "xmin",
+    "origin",
+    "origin_lsn",
 ];
 
 /// The member names of the envelope.
-pub const ENVELOPE_FIELDS: &[&str] = &["before", "after", "source", "op", "ts_ms", "transaction"];
+pub const ENVELOPE_FIELDS: &[&str] = &[
+    "before",
+    "after",
+    "source",
+    "transaction",
+    "op",
+    "ts_ms",
+    "ts_us",
+    "ts_ns",
+];
 
-/// Debezium's `transaction` block (`provide.transaction.metadata`); ficus writes `null` today.
+/// Debezium's `transaction` block (`provide.transaction.metadata`): the event's transaction
+/// (`"<txId>:<lsn>"` for PostgreSQL) and its place in it, over all tables and in its own.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TransactionBlock {
     pub id: String,
+    #[serde(deserialize_with = "count")]
     pub total_order: u64,
+    #[serde(deserialize_with = "count")]
     pub data_collection_order: u64,
+}
+
+/// A record of the transaction topic (`<prefix>.transaction`, Debezium's
+/// `provide.transaction.metadata`): a transaction's BEGIN, and its END with how many events it
+/// wrote, in all and per table (`data_collection`: `<schema>.<table>`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TransactionMarker {
+    pub status: TransactionStatus,
+    pub id: String,
+    #[serde(default, deserialize_with = "optional_count")]
+    pub event_count: Option<u64>,
+    #[serde(default)]
+    pub data_collections: Option<Vec<DataCollectionCount>>,
+    #[serde(default)]
+    pub ts_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TransactionStatus {
+    #[serde(rename = "BEGIN")]
+    Begin,
+    #[serde(rename = "END")]
+    End,
+}
+
+/// One table's share of a transaction's events.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DataCollectionCount {
+    pub data_collection: String,
+    #[serde(deserialize_with = "count")]
+    pub event_count: u64,
+}
+
+impl TransactionMarker {
+    /// Decodes a transaction topic record's value (with or without the `{"schema","payload"}`
+    /// wrapper).
+    pub fn decode(value: Option<&[u8]>) -> Result<TransactionMarker, EventError> {
+        let value = value.ok_or(EventError::Shape("a transaction record without a value"))?;
+        let value: Value = serde_json::from_slice(value)?;
+        let value = match value {
+            Value::Object(mut map) if map.contains_key("schema") && map.contains_key("payload") => {
+                map.remove("payload").unwrap_or(Value::Null)
+            }
+            other => other,
+        };
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// The events of this transaction in the tables `collection` accepts (END only).
+    pub fn events_in(&self, collection: impl Fn(&str) -> bool) -> u64 {
+        self.data_collections
+            .iter()
+            .flatten()
+            .filter(|c| collection(&c.data_collection))
+            .map(|c| c.event_count)
+            .sum()
+    }
+}
+
+/// A count Debezium writes as a JSON number (its documentation shows strings; both are taken).
+fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    use serde::de::Error as _;
+    match Value::deserialize(deserializer)? {
+        Value::Number(n) => n.as_u64().ok_or_else(|| D::Error::custom("not a count")),
+        Value::String(s) => s.parse().map_err(D::Error::custom),
+        _ => Err(D::Error::custom("not a count")),
+    }
+}
+
+fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    match Value::deserialize(deserializer)? {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| D::Error::custom("not a count")),
+        Value::String(s) => s.parse().map(Some).map_err(D::Error::custom),
+        _ => Err(D::Error::custom("not a count")),
+    }
 }
 
 /// A change event's value.
@@ -136,6 +243,11 @@ pub struct Envelope {
     pub op: Op,
     /// When the adapter processed the change, ms since the epoch.
     pub ts_ms: i64,
+    /// The same in microseconds and nanoseconds (Debezium 2.6 and later).
+    #[serde(default)]
+    pub ts_us: Option<i64>,
+    #[serde(default)]
+    pub ts_ns: Option<i64>,
     pub transaction: Option<TransactionBlock>,
 }
 
@@ -261,7 +373,7 @@ fn unwrap_payload_object(mut map: Map<String, Value>) -> Result<Map<String, Valu
     Ok(map)
 }
 
-/// A heartbeat record (topic `__ficus-heartbeat.<prefix>`).
+/// A heartbeat record (topic `__debezium-heartbeat.<prefix>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
     pub server_name: String,
@@ -279,10 +391,19 @@ impl Heartbeat {
         struct HeartbeatValue {
             ts_ms: i64,
         }
-        let key: HeartbeatKey =
-            serde_json::from_slice(key.ok_or(EventError::Shape("a heartbeat without a key"))?)?;
-        let value: HeartbeatValue =
-            serde_json::from_slice(value.ok_or(EventError::Shape("a heartbeat without a value"))?)?;
+        // Either form: bare, or Kafka Connect's `{"schema","payload"}`.
+        let unwrapped = |bytes: &[u8]| -> Result<Value, EventError> {
+            Ok(match serde_json::from_slice::<Value>(bytes)? {
+                Value::Object(map) => Value::Object(unwrap_payload_object(map)?),
+                other => other,
+            })
+        };
+        let key: HeartbeatKey = serde_json::from_value(unwrapped(
+            key.ok_or(EventError::Shape("a heartbeat without a key"))?,
+        )?)?;
+        let value: HeartbeatValue = serde_json::from_value(unwrapped(
+            value.ok_or(EventError::Shape("a heartbeat without a value"))?,
+        )?)?;
         Ok(Heartbeat {
             server_name: key.server_name,
             ts_ms: value.ts_ms,
@@ -439,11 +560,48 @@ mod tests {
     }
 
     #[test]
+    fn transaction_markers_in_both_forms() {
+        // Debezium 3.6.3's END record as JsonConverter writes it (schemas.enable=true).
+        let wrapped = concat!(
+            r#"{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"field":"status"},"#,
+            r#"{"type":"string","optional":false,"field":"id"},{"type":"int64","optional":true,"field":"event_count"},"#,
+            r#"{"type":"array","items":{"type":"struct","fields":[{"type":"string","optional":false,"field":"data_collection"},"#,
+            r#"{"type":"int64","optional":false,"field":"event_count"}],"optional":true,"name":"event.collection","version":1},"#,
+            r#""optional":true,"field":"data_collections"},{"type":"int64","optional":false,"field":"ts_ms"}],"optional":false,"#,
+            r#""name":"io.debezium.connector.common.TransactionMetadataValue","version":1},"#,
+            r#""payload":{"status":"END","id":"282820:3219117112","event_count":3,"#,
+            r#""data_collections":[{"data_collection":"public.t","event_count":2},{"data_collection":"public.u","event_count":1}],"ts_ms":1795830126629}}"#,
+        );
+        let end = TransactionMarker::decode(Some(wrapped.as_bytes())).unwrap();
+        assert_eq!(end.status, TransactionStatus::End);
+        assert_eq!(end.id, "282820:3219117112");
+        assert_eq!(end.event_count, Some(3));
+        assert_eq!(end.events_in(|c| c == "public.t"), 2);
+        assert_eq!(end.ts_ms, Some(1_795_830_126_629));
+        let schemaless =
+            serde_json::to_vec(&serde_json::from_str::<Value>(wrapped).unwrap()["payload"])
+                .unwrap();
+        assert_eq!(TransactionMarker::decode(Some(&schemaless)).unwrap(), end);
+        let begin = TransactionMarker::decode(Some(
+            br#"{"status":"BEGIN","id":"282820:3219116936","event_count":null,"data_collections":null,"ts_ms":1}"#,
+        ))
+        .unwrap();
+        assert_eq!(begin.status, TransactionStatus::Begin);
+        assert_eq!(begin.event_count, None);
+    }
+
+    #[test]
     fn heartbeats() {
         let beat = Heartbeat::decode(Some(br#"{"serverName":"ficus"}"#), Some(br#"{"ts_ms":17}"#))
             .unwrap();
         assert_eq!(beat.server_name, "ficus");
         assert_eq!(beat.ts_ms, 17);
+        let wrapped = Heartbeat::decode(
+            Some(br#"{"schema":{"type":"struct"},"payload":{"serverName":"ficus"}}"#),
+            Some(br#"{"schema":{"type":"struct"},"payload":{"ts_ms":17}}"#),
+        )
+        .unwrap();
+        assert_eq!(wrapped, beat);
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! - [`join`]: the stream-table join, a view enriched from another view of the same store
 //!   (tasks showing their assignee's name from people), joined at read time in a SQL view;
 //! - [`store`]: SQLite (default, a file) or PostgreSQL (a URL) through sqlx; a batch of changes
-//!   and its offsets in one transaction; the per-key source-position guard in the SQL;
+//!   and its offsets in one transaction (PostgreSQL: a few multi-row statements per batch); the
+//!   per-key source-position guard in the SQL;
 //! - [`consumer`]: assign, seek to the stored offsets, poll, a bounded channel, batches;
-//!   [`rebuild`];
+//!   [`rebuild`]; [`start_transactional`]: several views applied a source transaction at a
+//!   time (Debezium's transaction metadata), never half;
 //! - [`ready`]: readiness (caught up with the high watermarks seen at start) and lag;
 //! - [`telemetry`]: `/readyz` and `/metrics` (`ficus_view_*`) as an axum router.
 //!
@@ -40,9 +42,15 @@ pub mod store;
 pub mod telemetry;
 pub mod view;
 
-pub use consumer::{ConsumerConfig, Partitions, ViewHandle, rebuild, start};
+pub use consumer::{
+    ConsumerConfig, Partitions, TransactionalViews, ViewHandle, ViewsHandle, rebuild, start,
+    start_transactional,
+};
 pub use error::{EventError, ViewError};
-pub use event::{Envelope, Event, Heartbeat, Key, Op, Position, Source};
+pub use event::{
+    Envelope, Event, Heartbeat, Key, Op, Position, Source, TransactionBlock, TransactionMarker,
+    TransactionStatus,
+};
 pub use join::{Join, Taken};
 pub use ready::{StatusReport, ViewStatus};
 pub use store::Store;

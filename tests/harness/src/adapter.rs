@@ -12,6 +12,14 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::{kafka, unique_suffix};
 
+/// The settings of [`TestAdapter::start`]: the form ficus's services are fed.
+pub const SERVICE_FORM: &[(&str, &str)] = &[
+    ("CONNECT__KEY_CONVERTER_SCHEMAS_ENABLE", "false"),
+    ("CONNECT__VALUE_CONVERTER_SCHEMAS_ENABLE", "false"),
+    ("CONNECT__HEADER_CONVERTER_SCHEMAS_ENABLE", "false"),
+    ("DEBEZIUM__EXTENDED_HEADERS_ENABLED", "false"),
+];
+
 /// A running adapter. Dropping it stops it and drops its slot.
 pub struct TestAdapter {
     pub database_url: String,
@@ -26,8 +34,24 @@ pub struct TestAdapter {
 impl TestAdapter {
     /// Starts streaming `tables` (`schema.table`; empty: every table) of `database_url`
     /// (snapshot `initial`, heartbeats every second) into topics of a fresh prefix with
-    /// `partitions` partitions each.
+    /// `partitions` partitions each, in the form ficus's own services are fed (the demo's):
+    /// schemaless JSON (`[connect]` `*.converter.schemas.enable = false`) and no
+    /// `__debezium.context.*` headers. Debezium's defaults put a ~2 KB schema and four headers
+    /// on every record, which a service that knows the contract as types does not need (and
+    /// which Tansu 0.6 fetches slowly); [`TestAdapter::start_with`] sets them back.
     pub async fn start(database_url: &str, tables: &[&str], partitions: i32) -> Self {
+        Self::start_with(database_url, tables, partitions, SERVICE_FORM).await
+    }
+
+    /// [`TestAdapter::start`] with `settings` (`FICUS_CDC__` variables without the prefix, e.g.
+    /// `("CONNECT__VALUE_CONVERTER_SCHEMAS_ENABLE", "true")`) set over the defaults; `&[]` is
+    /// the adapter's own defaults (Debezium's: schema-wrapped, context headers).
+    pub async fn start_with(
+        database_url: &str,
+        tables: &[&str],
+        partitions: i32,
+        settings: &[(&str, &str)],
+    ) -> Self {
         crate::init_tracing();
         let suffix = unique_suffix();
         let mut adapter = Self {
@@ -67,6 +91,9 @@ impl TestAdapter {
         ]);
         if !tables.is_empty() {
             env.insert("FICUS_CDC__TABLES".to_owned(), tables.join(","));
+        }
+        for (key, value) in settings {
+            env.insert(format!("FICUS_CDC__{key}"), (*value).to_owned());
         }
         let config = CdcConfig::load(None, env).expect("a valid adapter configuration");
         adapter.task = Some(tokio::spawn(ficus_adapters::run_with_listener(

@@ -59,22 +59,37 @@ pub struct Msg {
 }
 
 impl Msg {
+    /// The value as JSON: the payload of a schema-wrapped record (`{"schema","payload"}`, the
+    /// adapter's default form), the value itself otherwise.
     pub fn json(&self) -> Value {
         match &self.value {
-            Some(v) => serde_json::from_slice(v).expect("a JSON value"),
+            Some(v) => payload(serde_json::from_slice(v).expect("a JSON value")),
             None => Value::Null,
         }
     }
 
+    /// The key as JSON, unwrapped like [`Msg::json`].
     pub fn key_json(&self) -> Value {
         match &self.key {
-            Some(k) => serde_json::from_slice(k).expect("a JSON key"),
+            Some(k) => payload(serde_json::from_slice(k).expect("a JSON key")),
             None => Value::Null,
         }
     }
 
     pub fn op(&self) -> String {
         self.json()["op"].as_str().unwrap_or("tombstone").to_owned()
+    }
+}
+
+/// The payload of a schema-wrapped record, or the record itself.
+pub fn payload(mut value: Value) -> Value {
+    match value.as_object_mut() {
+        Some(map)
+            if map.len() == 2 && map.contains_key("schema") && map.contains_key("payload") =>
+        {
+            map.remove("payload").unwrap_or(Value::Null)
+        }
+        _ => value,
     }
 }
 

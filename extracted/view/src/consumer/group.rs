@@ -163,7 +163,7 @@ pub(super) fn spawn(
         runtime: tokio::runtime::Handle::current(),
         running: running.clone(),
     };
-    let consumer: BaseConsumer<GroupContext> = client_config(spec, config)
+    let consumer: BaseConsumer<GroupContext> = client_config(&spec.name, config)
         .create_with_context(context)
         .map_err(ViewError::kafka("creating the group consumer"))?;
     consumer

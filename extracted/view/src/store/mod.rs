@@ -12,6 +12,7 @@
 //! its delete, see [`crate::consumer::ConsumerConfig::delete_retention_ms`]) and
 //! `ficus_view_truncates(view, commit_lsn, lsn)`.
 
+mod bulk;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -374,6 +375,21 @@ impl Store {
         statements: &Statements,
         batch: &Batch,
     ) -> Result<Outcome, ViewError> {
+        let mut outcomes = self.apply_all(&[(spec, statements, batch)], &[]).await?;
+        Ok(outcomes.pop().unwrap_or_default())
+    }
+
+    /// Writes the batches of several views of this store, their offsets and `progress` (more
+    /// offsets: `(view, topic, partitions)`, e.g. a transaction topic's) in ONE transaction:
+    /// a reader sees all of it or none. PostgreSQL gets each batch in a few multi-row
+    /// statements (`store/bulk.rs`), SQLite one statement per change (in-process, no round
+    /// trips to save). One outcome per batch.
+    pub async fn apply_all(
+        &self,
+        parts: &[(&ViewSpec, &Statements, &Batch)],
+        progress: &[(&str, &str, &BTreeMap<i32, Progress>)],
+    ) -> Result<Vec<Outcome>, ViewError> {
+        let mut outcomes = Vec::with_capacity(parts.len());
         match self {
             Store::Sqlite(pool) => {
                 let mut tx = pool
@@ -381,25 +397,44 @@ impl Store {
                     .await
                     .map_err(ViewError::store("beginning a transaction"))?;
                 let conn = &mut *tx;
-                let outcome = apply_batch!(conn, spec, statements, batch)?;
+                for (spec, statements, batch) in parts {
+                    outcomes.push(apply_batch!(conn, spec, statements, batch)?);
+                }
+                let store_offset = Statements::store_offset_sql(Dialect::Sqlite);
+                for (view, topic, partitions) in progress {
+                    for (partition, progress) in *partitions {
+                        sqlx::query(&store_offset)
+                            .bind(Some(view.to_string()))
+                            .bind(Some(topic.to_string()))
+                            .bind(*partition)
+                            .bind(progress.next_offset)
+                            .bind(progress.events)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(ViewError::store("storing offsets"))?;
+                    }
+                }
                 tx.commit()
                     .await
                     .map_err(ViewError::store("committing a batch"))?;
-                Ok(outcome)
             }
             Store::Postgres(pool) => {
                 let mut tx = pool
                     .begin()
                     .await
                     .map_err(ViewError::store("beginning a transaction"))?;
-                let conn = &mut *tx;
-                let outcome = apply_batch!(conn, spec, statements, batch)?;
+                for (spec, statements, batch) in parts {
+                    outcomes.push(bulk::apply(&mut tx, spec, statements, batch).await?);
+                }
+                for (view, topic, partitions) in progress {
+                    bulk::store_offsets(&mut tx, view, topic, partitions).await?;
+                }
                 tx.commit()
                     .await
                     .map_err(ViewError::store("committing a batch"))?;
-                Ok(outcome)
             }
         }
+        Ok(outcomes)
     }
 
     /// Drops the view's rows, deletes, truncate and offsets in one transaction: the next start

@@ -66,7 +66,7 @@ impl Dialect {
 }
 
 /// `a` supersedes `b`, positions given as SQL expressions (commit LSN, change LSN).
-fn newer(a: (&str, &str), b: (&str, &str)) -> String {
+pub(super) fn newer(a: (&str, &str), b: (&str, &str)) -> String {
     let ((ac, al), (bc, bl)) = (a, b);
     format!(
         "(CASE WHEN {ac} IS NOT NULL AND {bc} IS NOT NULL \
@@ -74,7 +74,7 @@ fn newer(a: (&str, &str), b: (&str, &str)) -> String {
     )
 }
 
-fn quote(name: &str) -> String {
+pub(super) fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
 
@@ -212,16 +212,7 @@ impl Statements {
                 )
             )
         );
-        let store_offset = format!(
-            "INSERT INTO {OFFSETS_TABLE} (view, topic, \"partition\", next_offset, events) \
-             VALUES ({}, {}, {}, {}, {}) ON CONFLICT (view, topic, \"partition\") DO UPDATE SET \
-             next_offset = excluded.next_offset, events = {OFFSETS_TABLE}.events + excluded.events",
-            d.param(1, "text"),
-            d.param(2, "text"),
-            d.param(3, "integer"),
-            d.param(4, int8),
-            d.param(5, int8),
-        );
+        let store_offset = Self::store_offset_sql(d);
         let load_offsets = format!(
             "SELECT \"partition\", next_offset, events FROM {OFFSETS_TABLE} \
              WHERE view = {} AND topic = {}",
@@ -260,6 +251,21 @@ impl Statements {
             joined_ddl: Self::joined_ddl(d, spec),
             spec: spec.clone(),
         }
+    }
+
+    /// Parameters: view, topic, partition, next offset, events (the same for every view).
+    pub fn store_offset_sql(d: Dialect) -> String {
+        let int8 = d.int8();
+        format!(
+            "INSERT INTO {OFFSETS_TABLE} (view, topic, \"partition\", next_offset, events) \
+             VALUES ({}, {}, {}, {}, {}) ON CONFLICT (view, topic, \"partition\") DO UPDATE SET \
+             next_offset = excluded.next_offset, events = {OFFSETS_TABLE}.events + excluded.events",
+            d.param(1, "text"),
+            d.param(2, "text"),
+            d.param(3, "integer"),
+            d.param(4, int8),
+            d.param(5, int8),
+        )
     }
 
     fn joined_ddl(d: Dialect, spec: &ViewSpec) -> Vec<String> {

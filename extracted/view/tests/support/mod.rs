@@ -25,6 +25,8 @@ pub struct Adapter {
     pub prefix: String,
     /// Partitions of the topics the adapter creates.
     pub partitions: i32,
+    /// Debezium's `provide.transaction.metadata` (BEGIN/END on `<prefix>.transaction`).
+    pub transaction_metadata: bool,
     task: Option<tokio::task::JoinHandle<Result<(), CdcError>>>,
     shutdown: CancellationToken,
 }
@@ -44,6 +46,7 @@ impl Adapter {
             slot: format!("ficus_v_{suffix}"),
             prefix: format!("v{suffix}"),
             partitions: 3,
+            transaction_metadata: false,
             task: None,
             shutdown: CancellationToken::new(),
         }
@@ -54,18 +57,28 @@ impl Adapter {
     }
 
     pub fn heartbeat_topic(&self) -> String {
-        format!("__ficus-heartbeat.{}", self.prefix)
+        format!("__debezium-heartbeat.{}", self.prefix)
     }
 
     /// Starts `ficus cdc` (snapshot `initial`, heartbeats every second) in this process.
     pub async fn start(&mut self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let env = HashMap::from([
+        let mut env = HashMap::from([
             ("FICUS_CDC__DATABASE_URL".to_owned(), self.db.url.clone()),
             ("FICUS_CDC__KAFKA__BROKERS".to_owned(), kafka::brokers()),
             ("FICUS_CDC__SLOT".to_owned(), self.slot.clone()),
             ("FICUS_CDC__PUBLICATION".to_owned(), self.slot.clone()),
             ("FICUS_CDC__TOPIC_PREFIX".to_owned(), self.prefix.clone()),
+            // The kit applies truncates; Debezium's default skips them.
+            (
+                "FICUS_CDC__DEBEZIUM__SKIPPED_OPERATIONS".to_owned(),
+                "none".to_owned(),
+            ),
+            // The kit reads numeric as exact strings (schemaless JSON carries no scale).
+            (
+                "FICUS_CDC__DEBEZIUM__DECIMAL_HANDLING_MODE".to_owned(),
+                "string".to_owned(),
+            ),
             (
                 "FICUS_CDC__METRICS_LISTEN".to_owned(),
                 listener.local_addr().unwrap().to_string(),
@@ -83,6 +96,12 @@ impl Adapter {
                 self.partitions.to_string(),
             ),
         ]);
+        if self.transaction_metadata {
+            env.insert(
+                "FICUS_CDC__DEBEZIUM__PROVIDE_TRANSACTION_METADATA".to_owned(),
+                "true".to_owned(),
+            );
+        }
         let config = CdcConfig::load(None, env).expect("a valid adapter configuration");
         self.task = Some(tokio::spawn(ficus_adapters::run_with_listener(
             config,

@@ -1,0 +1,395 @@
+//! Whole-transaction apply (`ficus_view::start_transactional`) over records in Debezium's
+//! exact transaction-metadata shape (`provide.transaction.metadata`: each event's
+//! `transaction` block, BEGIN/END records on `<prefix>.transaction`), produced into the real
+//! broker: a transaction that touched people and tasks is visible in both views at once, never
+//! half (a reader polling both tables in one query during the apply; a transaction whose second
+//! table's event has not arrived stays invisible); a crash between the two tables' events leaves
+//! neither, and after the restart both; a re-delivered event whose END was taken before does
+//! not stall the views. Then the same through the real adapter (`ficus cdc` with
+//! `provide.transaction.metadata`): monolith transactions touching people and tasks, a reader
+//! polling both views never sees one without the other.
+
+mod support;
+
+use std::time::Duration;
+
+use ficus_testkit::kafka;
+use ficus_view::{
+    ColumnType, ConsumerConfig, Store, TransactionalViews, ViewSpec, ViewsHandle,
+    start_transactional,
+};
+use serde_json::{Value, json};
+
+use support::{Adapter, Kind, TestStore, produce, producer, row_change};
+
+struct Topics {
+    people: String,
+    tasks: String,
+    transactions: String,
+}
+
+async fn topics() -> Topics {
+    let prefix = kafka::unique_topic("vtx");
+    let topics = Topics {
+        people: format!("{prefix}.public.people"),
+        tasks: format!("{prefix}.public.tasks"),
+        transactions: format!("{prefix}.transaction"),
+    };
+    kafka::create_topic(&topics.people, 3).await.unwrap();
+    kafka::create_topic(&topics.tasks, 3).await.unwrap();
+    kafka::create_topic(&topics.transactions, 1).await.unwrap();
+    topics
+}
+
+fn views(topics: &Topics) -> TransactionalViews {
+    TransactionalViews::new("app", &topics.transactions)
+        .view(
+            ViewSpec::new("people", &topics.people)
+                .key("id", ColumnType::BigInt)
+                .column("name", ColumnType::Text),
+        )
+        .view(
+            ViewSpec::new("tasks", &topics.tasks)
+                .key("id", ColumnType::BigInt)
+                .column("title", ColumnType::Text)
+                .column("assignee_id", ColumnType::BigInt),
+        )
+}
+
+/// A change event of a transaction, as Debezium writes it with transaction metadata.
+fn event(
+    table: &str,
+    op: &str,
+    row: Value,
+    tx: &Tx,
+    total_order: u64,
+    collection_order: u64,
+) -> (Option<String>, Option<String>) {
+    let key = json!({"id": row["id"]});
+    let (key, value) = row_change(table, op, key, row, Some(tx.commit), tx.lsn + total_order);
+    let mut value: Value = serde_json::from_str(&value.unwrap()).unwrap();
+    value["transaction"] = json!({
+        "id": tx.id(tx.lsn + total_order),
+        "total_order": total_order,
+        "data_collection_order": collection_order,
+    });
+    (key, Some(value.to_string()))
+}
+
+/// A source transaction: PostgreSQL's txid and the LSNs it sits at.
+struct Tx {
+    txid: u64,
+    commit: u64,
+    lsn: u64,
+}
+
+impl Tx {
+    fn new(n: u64) -> Self {
+        Self {
+            txid: 500 + n,
+            commit: 10_000 * n,
+            lsn: 10_000 * n + 10,
+        }
+    }
+
+    /// Debezium's PostgreSQL transaction id: `<txId>:<lsn>`, the position of the record at
+    /// hand (the BEGIN's, each event's own, the COMMIT's for the END).
+    fn id(&self, lsn: u64) -> String {
+        format!("{}:{lsn}", self.txid)
+    }
+
+    fn begin(&self) -> (Option<String>, Option<String>) {
+        (
+            Some(json!({"id": self.id(self.lsn)}).to_string()),
+            Some(
+                json!({"status": "BEGIN", "id": self.id(self.lsn), "event_count": null,
+                       "data_collections": null, "ts_ms": 1_700_000_000_000i64})
+                .to_string(),
+            ),
+        )
+    }
+
+    fn end(&self, counts: &[(&str, u64)]) -> (Option<String>, Option<String>) {
+        let collections: Vec<Value> = counts
+            .iter()
+            .map(|(c, n)| json!({"data_collection": c, "event_count": n}))
+            .collect();
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        (
+            Some(json!({"id": self.id(self.lsn + 100)}).to_string()),
+            Some(
+                json!({"status": "END", "id": self.id(self.lsn + 100), "event_count": total,
+                       "data_collections": collections, "ts_ms": 1_700_000_000_000i64})
+                .to_string(),
+            ),
+        )
+    }
+}
+
+/// Transactions `ns` (in order), each renaming person 1 and retitling task 10 to `v<n>` and
+/// touching a table no view holds; produced per topic in one go (the order across topics is
+/// the broker's, as with the real adapter).
+async fn rename_both(topics: &Topics, ns: std::ops::RangeInclusive<u64>) {
+    let (mut markers, mut people, mut tasks) = (Vec::new(), Vec::new(), Vec::new());
+    for n in ns {
+        let tx = Tx::new(n);
+        let label = format!("v{n}");
+        markers.push(tx.begin());
+        people.push(event(
+            "people",
+            "u",
+            json!({"id": 1, "name": label}),
+            &tx,
+            1,
+            1,
+        ));
+        tasks.push(event(
+            "tasks",
+            "u",
+            json!({"id": 10, "title": label, "assignee_id": 1}),
+            &tx,
+            2,
+            1,
+        ));
+        markers.push(tx.end(&[
+            ("public.people", 1),
+            ("public.tasks", 1),
+            ("public.documents", 3),
+        ]));
+    }
+    let producer = producer();
+    produce(&producer, &topics.people, &people).await;
+    produce(&producer, &topics.tasks, &tasks).await;
+    produce(&producer, &topics.transactions, &markers).await;
+}
+
+async fn start(store: Store, topics: &Topics) -> ViewsHandle {
+    let mut config = ConsumerConfig::new(kafka::brokers());
+    config.batch_max_ms = 5;
+    start_transactional(store, views(topics), config)
+        .await
+        .expect("transactional views")
+}
+
+/// Person 1's name and task 10's title, read in one statement (one snapshot).
+async fn both(store: &Store) -> (Option<String>, Option<String>) {
+    let sql =
+        "SELECT (SELECT name FROM people WHERE id = 1), (SELECT title FROM tasks WHERE id = 10)";
+    match store {
+        Store::Sqlite(pool) => sqlx::query_as(sql).fetch_one(pool).await.unwrap(),
+        Store::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await.unwrap(),
+    }
+}
+
+async fn wait_for(store: &Store, want: (&str, &str)) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = both(store).await;
+        if got == (Some(want.0.to_owned()), Some(want.1.to_owned())) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw {want:?}, last {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_transaction_is_visible_whole_or_not_at_all(kind: Kind) {
+    ficus_testkit::init_tracing();
+    let topics = topics().await;
+    let store = TestStore::new(kind).await;
+    let handle = start(store.store.clone(), &topics).await;
+
+    // A reader polls both tables (one statement, one snapshot) while 60 transactions rename
+    // person 1 and retitle task 10 together.
+    let reader_store = store.store.clone();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        let (mut reads, mut seen) = (0u64, std::collections::BTreeSet::new());
+        loop {
+            let (name, title) = both(&reader_store).await;
+            assert_eq!(
+                name, title,
+                "a reader saw one table's change without the other's"
+            );
+            if let Some(name) = name {
+                seen.insert(name);
+            }
+            reads += 1;
+            if done_rx.try_recv().is_ok() {
+                return (reads, seen.len());
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    for first in (1..=60).step_by(10) {
+        rename_both(&topics, first..=first + 9).await;
+    }
+    wait_for(&store.store, ("v60", "v60")).await;
+    let _ = done_tx.send(());
+    let (reads, distinct) = reader
+        .await
+        .expect("the reader never saw half a transaction");
+    eprintln!("{kind:?}: {reads} reads, {distinct} distinct states, none half");
+    assert!(distinct > 1, "the reader saw the views move");
+
+    // Half a transaction in the broker (people's event, not yet tasks' nor END): invisible.
+    let tx = Tx::new(61);
+    let producer = producer();
+    produce(&producer, &topics.transactions, &[tx.begin()]).await;
+    produce(
+        &producer,
+        &topics.people,
+        &[event(
+            "people",
+            "u",
+            json!({"id": 1, "name": "v61"}),
+            &tx,
+            1,
+            1,
+        )],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        both(&store.store).await,
+        (Some("v60".to_owned()), Some("v60".to_owned())),
+        "half a transaction is not visible"
+    );
+    // A crash now, between the two tables' events.
+    handle.abort();
+    produce(
+        &producer,
+        &topics.tasks,
+        &[event(
+            "tasks",
+            "u",
+            json!({"id": 10, "title": "v61", "assignee_id": 1}),
+            &tx,
+            2,
+            1,
+        )],
+    )
+    .await;
+    produce(
+        &producer,
+        &topics.transactions,
+        &[tx.end(&[("public.people", 1), ("public.tasks", 1)])],
+    )
+    .await;
+    assert_eq!(
+        both(&store.store).await,
+        (Some("v60".to_owned()), Some("v60".to_owned())),
+        "neither table's change after the crash"
+    );
+    // The restart (the store opened again) takes the transaction whole.
+    let reopened = store.reopen().await;
+    let handle = start(reopened.clone(), &topics).await;
+    wait_for(&reopened, ("v61", "v61")).await;
+
+    // An event re-delivered (as after an adapter restart) without its END again does not stall
+    // the views: the next transaction still lands, and the old event changed nothing.
+    let old = Tx::new(30);
+    produce(
+        &producer,
+        &topics.people,
+        &[event(
+            "people",
+            "u",
+            json!({"id": 1, "name": "v30"}),
+            &old,
+            1,
+            1,
+        )],
+    )
+    .await;
+    rename_both(&topics, 62..=62).await;
+    wait_for(&reopened, ("v62", "v62")).await;
+    for status in &handle.statuses {
+        assert!(status.wait_ready(Duration::from_secs(30)).await);
+    }
+    let people = handle.statuses[0].report();
+    // Since the restart: v61 and v62 applied, the re-delivered v30 stale.
+    assert_eq!(
+        (people.applied, people.stale),
+        (2, 1),
+        "{kind:?} since the restart"
+    );
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_is_visible_whole_or_not_at_all_in_sqlite() {
+    a_transaction_is_visible_whole_or_not_at_all(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_is_visible_whole_or_not_at_all_in_postgres() {
+    a_transaction_is_visible_whole_or_not_at_all(Kind::Postgres).await;
+}
+
+/// The real adapter with transaction metadata: transactions of the source database that update
+/// a person and a task together are never seen half by a reader of the views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_adapters_transactions_are_visible_whole() {
+    let mut adapter = Adapter::new(
+        "CREATE TABLE people (id bigint PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE tasks (id bigint PRIMARY KEY, title text NOT NULL, assignee_id bigint);
+         INSERT INTO people VALUES (1, 'v0');
+         INSERT INTO tasks VALUES (10, 'v0', 1);",
+    )
+    .await;
+    adapter.transaction_metadata = true;
+    // The transaction topic in one partition (commit order), the tables' topics in three.
+    let topics = Topics {
+        people: adapter.topic("people"),
+        tasks: adapter.topic("tasks"),
+        transactions: format!("{}.transaction", adapter.prefix),
+    };
+    kafka::create_topic(&topics.transactions, 1).await.unwrap();
+    adapter.start().await;
+    adapter.wait_snapshot_complete().await;
+    adapter.wait_caught_up().await;
+
+    let store = TestStore::new(Kind::Sqlite).await;
+    let handle = start(store.store.clone(), &topics).await;
+    for status in &handle.statuses {
+        assert!(status.wait_ready(Duration::from_secs(60)).await);
+    }
+    wait_for(&store.store, ("v0", "v0")).await;
+    let reader_store = store.store.clone();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        loop {
+            let (name, title) = both(&reader_store).await;
+            assert_eq!(
+                name, title,
+                "a reader saw one table's change without the other's"
+            );
+            seen.extend(name);
+            if done_rx.try_recv().is_ok() {
+                return seen.len();
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    for n in 1..=40 {
+        adapter
+            .execute(&format!(
+                "BEGIN; UPDATE people SET name = 'v{n}' WHERE id = 1; \
+                 UPDATE tasks SET title = 'v{n}' WHERE id = 10; COMMIT;"
+            ))
+            .await;
+    }
+    wait_for(&store.store, ("v40", "v40")).await;
+    let _ = done_tx.send(());
+    let distinct = reader
+        .await
+        .expect("the reader never saw half a transaction");
+    assert!(distinct > 1, "the reader saw the views move");
+    handle.stop().await.unwrap();
+    adapter.stop().await;
+}
