@@ -79,7 +79,10 @@ pub fn judge(
     inputs["compared"] = window.compared.into();
     inputs["mismatched"] = window.mismatched.into();
     inputs["candidate_failures"] = window.candidate_failures.into();
-    if matches!(step, Step::Shadow) || parity_n > 0 {
+    // In a canary step the route is judged on parity only if it is still compared, on at
+    // least the step's minimum sample (the copies still in flight when the shadow step ended
+    // finish in the canary's window: a handful that must neither block nor decide).
+    if matches!(step, Step::Shadow) || parity_n >= min_sample {
         let (verdict, low, high) = rate_verdict(parity_k, parity_n, g.max_mismatch_rate, z);
         inputs["mismatch_rate"] = rate(parity_k, parity_n).into();
         inputs["mismatch_rate_low"] = round(low).into();
@@ -395,6 +398,13 @@ gates = { max_mismatch_rate = 0.1, max_error_rate_increase = 0.1, max_p95_ratio 
             "{}",
             j.reason
         );
+        // A shadow copy that finished after the step changed does not hold the canary.
+        let straggler = Window {
+            compared: 1,
+            ..good.clone()
+        };
+        let j = judge(&p, step, &straggler, &ready(), 2000, 95.0);
+        assert_eq!(j.verdict, Verdict::Pass, "{}", j.reason);
         let few = Window {
             sides: [side(300, 0, 0.004), side(5, 5, 0.004)],
             ..Window::default()
