@@ -37,6 +37,10 @@ enum Command {
     /// Change-data capture: stream the database's changes into Kafka (run, status, check).
     #[command(subcommand)]
     Cdc(commands::cdc::Command),
+    /// Progressive rollout: move routes through a plan (rollout.toml) on parity, error,
+    /// latency and view-lag gates; a decision ledger; pause and resume.
+    #[command(subcommand)]
+    Rollout(commands::rollout::Command),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +66,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
         Command::Cdc(command) => runtime()?.block_on(commands::cdc::run(command, &env)),
+        Command::Rollout(command) => {
+            let code = runtime()?.block_on(commands::rollout::run(command))?;
+            std::process::exit(code);
+        }
     }
 }
 

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod monolith;
 pub mod parity;
 pub mod proxy;
+pub mod rollout;
 pub mod routes;
 
 /// Completes on Ctrl-C or SIGTERM.
