@@ -5,6 +5,8 @@
 //! - `GET /shadow`: per shadow or recording route, its settings and rules, the counters
 //!   (compared, matched, mismatched, skipped by reason), the noise calibration learned, the last
 //!   mismatches with their differences and `curl`s (redacted), and the recording's state;
+//! - `GET /dashboard`: a page that shows it all live, from `GET /dashboard/state`
+//!   ([`crate::dashboard`]);
 //! - `GET /metrics`, `GET /healthz`, `GET /readyz`: served by `ficus-telemetry`'s admin router
 //!   over the proxy's metrics and its [`Health`] (ready once a table is loaded and the client
 //!   listener serves; not ready once shutdown begins).
@@ -18,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ficus_telemetry::Health;
 
+use crate::dashboard::{self, Dashboard};
 use crate::handler::Proxy;
 use crate::reload::Loader;
 
@@ -28,9 +31,20 @@ pub struct Admin {
     pub loader: Arc<Loader>,
     /// Liveness and readiness (the ready flag is set once the client listener serves).
     pub health: Health,
+    /// The dashboard's samples and probe client (made by [`Admin::new`]).
+    pub dashboard: Arc<Dashboard>,
 }
 
 impl Admin {
+    pub fn new(proxy: Arc<Proxy>, loader: Arc<Loader>, health: Health) -> Self {
+        Self {
+            proxy,
+            loader,
+            health,
+            dashboard: Arc::new(Dashboard::default()),
+        }
+    }
+
     pub fn router(self) -> Router {
         let proxy = self.proxy.clone();
         let health = self.health.clone();
@@ -38,6 +52,8 @@ impl Admin {
             .route("/routes", get(routes))
             .route("/.well-known/jwks.json", get(jwks))
             .route("/shadow", get(shadow))
+            .route("/dashboard", get(dashboard::page))
+            .route("/dashboard/state", get(dashboard::state))
             .with_state(self);
         ficus_telemetry::Admin::new(health)
             .metrics(move || proxy.metrics.encode())

@@ -46,6 +46,8 @@ pub fn check(text: &str, base_dir: &Path) -> Result<CheckedFile, Problems> {
     };
     read_tls(&mut sections, base_dir);
     place_parity_files(&mut sections, base_dir);
+    // The ledger may not exist yet (no rollout ran): only its place is decided here.
+    sections.dashboard.ledger_file = base_dir.join(&sections.dashboard.ledger_file);
     let file = sections.into_file()?;
     Ok(CheckedFile { file, keys })
 }

@@ -144,6 +144,8 @@ pub struct RoutesFile {
     pub auth: Option<AuthSection>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// `[dashboard]`: what the admin listener's dashboard reads beside the proxy's own state.
+    pub dashboard: DashboardSection,
     /// Made by the check only.
     _checked: (),
 }
@@ -191,6 +193,84 @@ pub struct ProxySection {
     /// `[proxy.tls]`: the client listener terminates TLS (absent: plain HTTP/1.1 and h2c).
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+}
+
+/// `[dashboard]`: the admin listener's dashboard (`GET /dashboard`). Every key is optional; the
+/// section itself too. Read on each look at the page, so a reload applies at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSection {
+    /// The rollout ledger `ficus rollout` appends to (JSON lines), relative to the routes file's
+    /// directory. Default `rollout.ledger.jsonl`, beside the routes file.
+    pub ledger_file: PathBuf,
+    /// At most this many bytes of the ledger's end are read per look. Default 256 KiB.
+    #[serde(deserialize_with = "positive")]
+    pub ledger_tail_bytes: u64,
+    /// Request rates, error rates and latency are over this recent window. Default 60.
+    #[serde(deserialize_with = "positive")]
+    pub window_seconds: u64,
+    /// How long each status URL below gets to answer; past it, shown as unreachable. Default 500.
+    #[serde(deserialize_with = "positive")]
+    pub probe_timeout_ms: u64,
+    /// Change-data adapters: the base URL of each one's `metrics_listen` (its `/metrics` gives
+    /// the slot's lag, its `/healthz` the pipeline's state).
+    pub cdc: Vec<StatusSource>,
+    /// Extracted services: the base URL where each serves `/views` (each view's lag).
+    pub services: Vec<StatusSource>,
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        Self {
+            ledger_file: PathBuf::from("rollout.ledger.jsonl"),
+            ledger_tail_bytes: 256 * 1024,
+            window_seconds: 60,
+            probe_timeout_ms: 500,
+            cdc: Vec::new(),
+            services: Vec::new(),
+        }
+    }
+}
+
+/// One status URL the dashboard reads: `{ name = "people", url = "http://127.0.0.1:8081" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSource {
+    /// What the page calls it.
+    pub name: String,
+    /// A plain `http://` base URL (admin listeners are on private networks).
+    pub url: StatusUrl,
+}
+
+/// A status source's `url`: `http://host:port`, optionally with a path prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct StatusUrl(pub http::Uri);
+
+impl TryFrom<String> for StatusUrl {
+    type Error = String;
+    fn try_from(url: String) -> Result<Self, String> {
+        match url.parse::<http::Uri>() {
+            Ok(uri)
+                if uri.scheme_str() == Some("http")
+                    && uri.authority().is_some()
+                    && uri.query().is_none() =>
+            {
+                Ok(StatusUrl(uri))
+            }
+            _ => Err(format!(
+                "`{url}` is not an http:// URL with a host (and no query)"
+            )),
+        }
+    }
+}
+
+impl StatusUrl {
+    /// The URL of `path` (starting with `/`) under this base.
+    pub fn join(&self, path: &str) -> String {
+        let base = self.0.to_string();
+        format!("{}{path}", base.trim_end_matches('/'))
+    }
 }
 
 /// `[proxy.connections]`: every client connection has a deadline, and their number a cap. Read
@@ -1046,6 +1126,7 @@ pub(crate) struct Sections {
     pub auth: Option<AuthSection>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub dashboard: DashboardSection,
     pub problems: Vec<Problem>,
 }
 
@@ -1075,10 +1156,13 @@ impl Sections {
         };
 
         for key in root.keys() {
-            if !matches!(key.as_str(), "proxy" | "auth" | "upstreams" | "route") {
+            if !matches!(
+                key.as_str(),
+                "proxy" | "auth" | "upstreams" | "route" | "dashboard"
+            ) {
                 problems.push(Problem::new(
                     key.as_str(),
-                    "unknown section (expected proxy, auth, upstreams, route)",
+                    "unknown section (expected proxy, auth, upstreams, route, dashboard)",
                 ));
             }
         }
@@ -1098,6 +1182,9 @@ impl Sections {
             .and_then(|value| deserialize_all::<AuthSection>("auth", value, problems));
         if let Some(auth) = &sections.auth {
             check_auth(auth, problems);
+        }
+        if let Some(value) = root.get("dashboard") {
+            sections.dashboard = dashboard(value, problems);
         }
 
         match root.get("upstreams") {
@@ -1193,6 +1280,7 @@ impl Sections {
                 auth: self.auth,
                 upstreams: self.upstreams,
                 routes: self.routes,
+                dashboard: self.dashboard,
                 _checked: (),
             }),
             _ => Err(Problems(self.problems)),
@@ -1312,6 +1400,62 @@ impl Placeholders for AuthSection {
         match field {
             "issuer" => Some(toml::Value::from("-")),
             "audience" => Some(toml::Value::Array(vec![toml::Value::from("-")])),
+            _ => None,
+        }
+    }
+}
+
+impl Placeholders for DashboardSection {}
+
+/// `[dashboard]`: its lists read element by element (a bad source is reported at its index and
+/// left out, the others kept), names unique per list (the page shows sources by name).
+fn dashboard(value: &toml::Value, problems: &mut Vec<Problem>) -> DashboardSection {
+    let mut rest = value.clone();
+    let lists = match &mut rest {
+        toml::Value::Table(table) => ["cdc", "services"].map(|list| (list, table.remove(list))),
+        _ => ["cdc", "services"].map(|list| (list, None)),
+    };
+    let mut section: DashboardSection =
+        deserialize_all("dashboard", &rest, problems).unwrap_or_default();
+    for (list, items) in lists {
+        let Some(items) = items else { continue };
+        let Some(items) = items.as_array() else {
+            problems.push(Problem::new(
+                format!("dashboard.{list}"),
+                "must be a list of { name, url }",
+            ));
+            continue;
+        };
+        let mut names = HashSet::new();
+        let mut sources = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let key = format!("dashboard.{list}[{index}]");
+            let Some(source) = deserialize_all::<StatusSource>(&key, item, problems) else {
+                continue;
+            };
+            if names.insert(source.name.clone()) {
+                sources.push(source);
+            } else {
+                report(
+                    problems,
+                    join(&key, "name"),
+                    format!("\"{}\" is named twice in dashboard.{list}", source.name),
+                );
+            }
+        }
+        match list {
+            "cdc" => section.cdc = sources,
+            _ => section.services = sources,
+        }
+    }
+    section
+}
+
+impl Placeholders for StatusSource {
+    fn placeholder(field: &str) -> Option<toml::Value> {
+        match field {
+            "name" => Some(toml::Value::from("-")),
+            "url" => Some(toml::Value::from("http://placeholder.invalid")),
             _ => None,
         }
     }
@@ -1861,5 +2005,44 @@ mod tests {
             Ok(Sticky::Header(_))
         ));
         assert!(Sticky::parse("header:bad name").is_err());
+    }
+
+    #[test]
+    fn the_dashboard_section_is_optional_and_every_problem_in_it_has_its_key() {
+        let file = parse(GOOD).unwrap();
+        assert_eq!(file.dashboard.window_seconds, 60);
+        assert_eq!(
+            file.dashboard.ledger_file,
+            PathBuf::from("rollout.ledger.jsonl")
+        );
+        assert!(file.dashboard.cdc.is_empty() && file.dashboard.services.is_empty());
+
+        let good = format!(
+            "{GOOD}\n[dashboard]\nwindow_seconds = 30\ncdc = [{{ name = \"db\", url = \"http://127.0.0.1:9464/\" }}]\n"
+        );
+        let file = parse(&good).unwrap();
+        assert_eq!(file.dashboard.window_seconds, 30);
+        assert_eq!(
+            file.dashboard.cdc[0].url.join("/metrics"),
+            "http://127.0.0.1:9464/metrics"
+        );
+
+        let bad = format!(
+            "{GOOD}\n[dashboard]\nwindow_seconds = 0\nrefresh = 1\n\
+             services = [{{ name = \"p\", url = \"https://p:1\" }}, {{ name = \"q\", url = \"http://q:1\" }}, {{ name = \"q\", url = \"http://q:2\" }}]\n"
+        );
+        let keys: Vec<String> = problems(&bad).into_iter().map(|p| p.key).collect();
+        for key in [
+            "dashboard.window_seconds",
+            "dashboard.refresh",
+            "dashboard.services[0].url",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");
+        }
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with("dashboard.services[") && k.ends_with("].name")),
+            "the name used twice is not reported: {keys:?}"
+        );
     }
 }

@@ -32,7 +32,7 @@
 //! stickiness; [`handler`] the request path; [`body`] the body type; [`upstream`] connection
 //! pools; [`error`] the error type; [`tunnel`] upgrades; [`server`] the listener and graceful
 //! shutdown; [`connection`] one client connection and its deadlines; [`tls`] rustls
-//! configurations; [`reload`] loading and live reload; [`shadow`] shadow mode and recording; [`admin`] the admin API; [`metrics`] Prometheus;
+//! configurations; [`reload`] loading and live reload; [`shadow`] shadow mode and recording; [`admin`] the admin API; [`dashboard`] its live page; [`metrics`] Prometheus;
 //! [`edit`] in-place edits for `ficus routes flip`; [`path`] the canonical path; [`target`] the
 //! target read before routing (methods, Host, overrides, upgrade offers); [`start`] the one way to start it all (the
 //! CLI and the test harness both call [`start()`]).
@@ -43,6 +43,7 @@ pub mod body;
 pub mod check;
 pub mod config;
 pub mod connection;
+pub mod dashboard;
 pub mod edit;
 pub mod error;
 pub mod handler;

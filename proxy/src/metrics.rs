@@ -55,6 +55,8 @@ pub const SHADOW_CALIBRATIONS: &str = "ficus_shadow_calibrations";
 pub const SHADOW_IN_FLIGHT: &str = "ficus_shadow_in_flight";
 pub const SHADOW_RECORDED: &str = "ficus_shadow_recorded";
 pub const SHADOW_RECORD_SKIPPED: &str = "ficus_shadow_record_skipped";
+// The dashboard (`dashboard`): status URLs it read.
+pub const DASHBOARD_PROBES: &str = "ficus_proxy_dashboard_probes";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -85,6 +87,12 @@ struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    kind: &'static str,
     result: &'static str,
 }
 
@@ -141,7 +149,7 @@ pub enum Answerer {
 }
 
 impl Answerer {
-    const ALL: [Answerer; 3] = [Answerer::Monolith, Answerer::Extracted, Answerer::Proxy];
+    pub const ALL: [Answerer; 3] = [Answerer::Monolith, Answerer::Extracted, Answerer::Proxy];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -189,6 +197,7 @@ pub struct Metrics {
     /// Failed `accept` calls (out of descriptors and the like).
     pub accept_errors: Counter,
     shadow: ShadowFamilies,
+    dashboard_probes: Family<ProbeLabels, Counter>,
 }
 
 /// The families of shadow comparison and recording.
@@ -421,7 +430,14 @@ impl Default for Metrics {
             accept_errors.clone(),
         );
         let shadow = ShadowFamilies::register(&mut registry);
+        let dashboard_probes = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            DASHBOARD_PROBES,
+            "Status URLs the dashboard read, by kind (cdc, service) and result (ok, unreachable)",
+            dashboard_probes.clone(),
+        );
         Self {
+            dashboard_probes,
             shadow,
             registry: Mutex::new(registry),
             requests,
@@ -446,6 +462,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The dashboard read a status URL of `kind` (`cdc`, `service`).
+    pub fn dashboard_probe(&self, kind: &'static str, reachable: bool) {
+        let result = if reachable { "ok" } else { "unreachable" };
+        self.dashboard_probes
+            .get_or_create(&ProbeLabels { kind, result })
+            .inc();
+    }
+
     /// A client connection closed by `deadline`.
     pub fn deadline(&self, deadline: Deadline) {
         self.deadlines
@@ -603,4 +627,71 @@ impl RouteMetrics {
     pub fn fallback(&self, reason: Failure) {
         self.fallbacks[reason.index()].inc();
     }
+}
+
+/// What one side of a route has counted so far (read by the dashboard; the request path never
+/// sees it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SideCounts {
+    /// Answers sent, by status class (1xx..5xx).
+    pub answers: [u64; CLASSES.len()],
+    /// Seconds from request to response head, summed over the answers (not filled by
+    /// [`RouteMetrics::counts`]: the histogram shows its sum only in the exposition, which
+    /// [`latency_sums`] reads).
+    pub seconds: f64,
+    /// Failed attempts on the side's upstream (zero for `proxy`).
+    pub failed_attempts: u64,
+}
+
+impl SideCounts {
+    pub fn total(&self) -> u64 {
+        self.answers.iter().sum()
+    }
+
+    /// Answers in class 5xx.
+    pub fn errors(&self) -> u64 {
+        self.answers[4]
+    }
+}
+
+impl RouteMetrics {
+    /// The counts of each answerer (`Answerer::ALL` order: monolith, extracted, proxy).
+    pub fn counts(&self) -> [SideCounts; 3] {
+        Answerer::ALL.map(|by| {
+            let failed_attempts = match by {
+                Answerer::Monolith => self.upstream_errors[side_index(Side::Monolith)].iter(),
+                Answerer::Extracted => self.upstream_errors[side_index(Side::Extracted)].iter(),
+                Answerer::Proxy => [].iter(),
+            }
+            .map(Counter::get)
+            .sum();
+            SideCounts {
+                answers: self.requests[by.index()].each_ref().map(Counter::get),
+                seconds: 0.0,
+                failed_attempts,
+            }
+        })
+    }
+}
+
+/// `(route, side) -> seconds` summed by `ficus_proxy_request_duration_seconds`, read from a text
+/// exposition of these metrics ([`Metrics::encode`]).
+pub fn latency_sums(exposition: &str) -> std::collections::HashMap<(String, String), f64> {
+    let prefix = format!("{DURATION}_sum{{");
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let label = |name: &str| {
+                let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = labels[start..].find('"')? + start;
+                Some(labels[start..end].to_owned())
+            };
+            Some((
+                (label("route")?, label("side")?),
+                value.trim().parse().ok()?,
+            ))
+        })
+        .collect()
 }

@@ -7,7 +7,7 @@
 //! start(routes_file, ServerSettings, Listeners)
 //!   ├─ Loader::load ─► Proxy (table, metrics)
 //!   ├─ Loader::watch (file changes, SIGHUP) ─► Proxy::swap
-//!   ├─ admin listener: /routes, JWKS, /metrics, /healthz, /readyz (ficus-telemetry)
+//!   ├─ admin listener: /routes, JWKS, /shadow, /dashboard, /metrics, /healthz, /readyz
 //!   └─ client listener: server::serve until Shutdown, then drain
 //! ```
 
@@ -84,12 +84,7 @@ pub fn start(
 
     let health = Health::new();
     let shutdown = Shutdown::new();
-    let admin = Admin {
-        proxy: proxy.clone(),
-        loader: loader.clone(),
-        health: health.clone(),
-    }
-    .router();
+    let admin = Admin::new(proxy.clone(), loader.clone(), health.clone()).router();
     let admin_listener = listeners.admin;
     let admin_task = tokio::spawn(async move {
         if let Err(error) = axum::serve(admin_listener, admin).await {

@@ -27,6 +27,8 @@ pub struct TestAdapter {
     /// Topics are `<prefix>.public.<table>`.
     pub prefix: String,
     pub partitions: i32,
+    /// Its `metrics_listen` address: `/metrics` (lag gauges) and `/healthz`.
+    pub metrics_addr: std::net::SocketAddr,
     task: Option<tokio::task::JoinHandle<Result<(), CdcError>>>,
     shutdown: CancellationToken,
 }
@@ -54,7 +56,9 @@ impl TestAdapter {
     ) -> Self {
         crate::init_tracing();
         let suffix = unique_suffix();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut adapter = Self {
+            metrics_addr: listener.local_addr().unwrap(),
             database_url: database_url.to_owned(),
             slot: format!("ficus_t_{suffix}"),
             prefix: format!("t{suffix}"),
@@ -62,7 +66,6 @@ impl TestAdapter {
             task: None,
             shutdown: CancellationToken::new(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut env = HashMap::from([
             (
                 "FICUS_CDC__DATABASE_URL".to_owned(),
