@@ -46,6 +46,7 @@
 //!    (only `ts_ms`), so a quiet partition has no better proof. If the assumption fails (a
 //!    producer retry longer than `settle_ms`), a later transaction is visible before an
 //!    earlier one of other rows for a moment; rows never regress (the guard).
+//!
 //! A busy topic proves by 1, a quiet adapter by 2; 3 costs `settle_ms` of lag, after a restart
 //! or a transaction of tables outside the adapter's capture. With one partition the order is
 //! the topic's and nothing waits.
