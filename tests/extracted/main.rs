@@ -9,6 +9,8 @@
 //!   readiness false until caught up, then true;
 //! - [`lag`]: the convergence lag at 1,000 writes/s sustained (a benchmark, ignored unless
 //!   `scripts/bench-lag` runs it);
+//! - [`transaction`]: the tasks service applies a monolith transaction whole: a rename of the
+//!   assignee and an edit of the task in one transaction are never seen half;
 //! - [`shadow`]: the service shadowed behind the monolith (all compared, none mismatched), its
 //!   reads recorded into a corpus that `ficus parity` replays green.
 
@@ -17,3 +19,4 @@ mod parity;
 mod restore;
 mod shadow;
 mod support;
+mod transaction;

@@ -14,7 +14,9 @@
 use std::time::{Duration, Instant};
 
 use ficus_monolith::MonolithConfig;
-use ficus_testkit::{TestAdapter, TestDatabase, TestMonolith, TestProxy, unique_suffix};
+use ficus_testkit::{
+    SERVICE_FORM, TestAdapter, TestDatabase, TestMonolith, TestProxy, unique_suffix,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -165,7 +167,21 @@ async fn the_services_answer_as_the_monolith_does_after_every_write() {
     .await
     .unwrap();
     let monolith = TestMonolith::start_on(db, MonolithConfig::default()).await;
-    let adapter = TestAdapter::start(&monolith.db.url, &["public.people", "public.tasks"], 3).await;
+    // With transaction metadata: the tasks service applies a monolith transaction whole.
+    let mut settings = SERVICE_FORM.to_vec();
+    settings.push(("DEBEZIUM__PROVIDE_TRANSACTION_METADATA", "true"));
+    let adapter = TestAdapter::start_with(
+        &monolith.db.url,
+        &["public.people", "public.tasks"],
+        3,
+        &settings,
+    )
+    .await;
+    // The transaction topic (the adapter makes it at its first transaction; the tasks service
+    // waits for it).
+    ficus_testkit::kafka::create_topic(&format!("{}.transaction", adapter.prefix), 3)
+        .await
+        .unwrap();
     // The topics exist (the snapshot made them) before the services look for them.
     adapter
         .wait_snapshot_complete(Duration::from_secs(180))

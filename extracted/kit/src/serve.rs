@@ -49,6 +49,10 @@ pub struct Service {
     pub views: fn(&Settings) -> Vec<ViewSpec>,
     /// The service's API routes, served with [`Ctx`] as state.
     pub routes: fn() -> Router<Ctx>,
+    /// The default of `views.whole_transactions`: on where the service's views must agree
+    /// with each other within a monolith transaction (it then needs the adapter's transaction
+    /// metadata).
+    pub whole_transactions: bool,
 }
 
 /// What handlers share: the views' store and the proxy's identity keys.
@@ -191,10 +195,15 @@ pub async fn start(
     ));
     let mut handles = Vec::new();
     let mut group = None;
-    let views: Vec<Arc<ViewStatus>> = if settings.views.whole_transactions {
+    let whole_transactions = settings
+        .views
+        .whole_transactions
+        .unwrap_or(service.whole_transactions);
+    let views: Vec<Arc<ViewStatus>> = if whole_transactions {
         // One consumer for every view and the adapter's transaction topic: a monolith
         // transaction shows in all the service's views at once.
-        let mut views = TransactionalViews::new(service.name, settings.transaction_topic());
+        let mut views = TransactionalViews::new(service.name, settings.transaction_topic())
+            .settle_ms(settings.views.transaction_settle_ms);
         for spec in (service.views)(settings) {
             views = views.view(spec);
         }

@@ -87,9 +87,15 @@ pub struct ViewSettings {
     /// Apply each monolith transaction whole across the service's views (one consumer for
     /// all of them and `<topic_prefix>.transaction`): a transaction that touched several
     /// tables shows in the views at once, never half. Needs the adapter's transaction metadata
-    /// (Debezium's `provide.transaction.metadata`) [default: false, each view on its own].
+    /// (Debezium's `provide.transaction.metadata`) [default: the service's choice,
+    /// `Service::whole_transactions`: on for ficus-tasks, off for ficus-people].
     #[serde(default)]
-    pub whole_transactions: bool,
+    pub whole_transactions: Option<bool>,
+    /// With whole transactions over a transaction topic of several partitions: how long a quiet
+    /// partition must stay at its high watermark before a transaction waiting on it is taken
+    /// (`ficus_view::TransactionalViews::settle_ms`).
+    #[serde(default = "default_transaction_settle_ms")]
+    pub transaction_settle_ms: u64,
 }
 
 impl Default for ViewSettings {
@@ -100,7 +106,8 @@ impl Default for ViewSettings {
             batch_max_ms: default_batch_max_ms(),
             watermark_interval_ms: default_watermark_interval_ms(),
             fetch_wait_max_ms: default_fetch_wait_max_ms(),
-            whole_transactions: false,
+            whole_transactions: None,
+            transaction_settle_ms: default_transaction_settle_ms(),
         }
     }
 }
@@ -116,6 +123,9 @@ fn default_audience() -> String {
 }
 fn default_header() -> String {
     ficus_identity::DEFAULT_HEADER.to_owned()
+}
+fn default_transaction_settle_ms() -> u64 {
+    ficus_view::DEFAULT_SETTLE_MS
 }
 fn default_batch_max_events() -> usize {
     1000

@@ -22,6 +22,8 @@ fn main() -> ExitCode {
         default_listen: ([127, 0, 0, 1], 8081).into(),
         views: |settings| vec![view::people(settings)],
         routes,
+        // One view: nothing to keep in step.
+        whole_transactions: false,
     })
 }
 

@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 mod group;
 mod transaction;
 
-pub use transaction::{TransactionalViews, ViewsHandle, start_transactional};
+pub use transaction::{DEFAULT_SETTLE_MS, TransactionalViews, ViewsHandle, start_transactional};
 
 use crate::error::{EventError, ViewError};
 use crate::event::{Event, Op, Position};

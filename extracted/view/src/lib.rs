@@ -43,8 +43,8 @@ pub mod telemetry;
 pub mod view;
 
 pub use consumer::{
-    ConsumerConfig, Partitions, TransactionalViews, ViewHandle, ViewsHandle, rebuild, start,
-    start_transactional,
+    ConsumerConfig, DEFAULT_SETTLE_MS, Partitions, TransactionalViews, ViewHandle, ViewsHandle,
+    rebuild, start, start_transactional,
 };
 pub use error::{EventError, ViewError};
 pub use event::{

@@ -7,7 +7,9 @@
 //! neither, and after the restart both; a re-delivered event whose END was taken before does
 //! not stall the views. Then the same through the real adapter (`ficus cdc` with
 //! `provide.transaction.metadata`): monolith transactions touching people and tasks, a reader
-//! polling both views never sees one without the other.
+//! polling both views never sees one without the other. Both also over a transaction topic of
+//! three partitions (the adapter's and Debezium's default): ENDs delivered against commit
+//! order across its partitions are still applied in commit order.
 
 mod support;
 
@@ -18,6 +20,7 @@ use ficus_view::{
     ColumnType, ConsumerConfig, Store, TransactionalViews, ViewSpec, ViewsHandle,
     start_transactional,
 };
+use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 
 use support::{Adapter, Kind, TestStore, produce, producer, row_change};
@@ -29,6 +32,11 @@ struct Topics {
 }
 
 async fn topics() -> Topics {
+    topics_with(1).await
+}
+
+/// Change topics of three partitions, a transaction topic of `transaction_partitions`.
+async fn topics_with(transaction_partitions: i32) -> Topics {
     let prefix = kafka::unique_topic("vtx");
     let topics = Topics {
         people: format!("{prefix}.public.people"),
@@ -37,7 +45,9 @@ async fn topics() -> Topics {
     };
     kafka::create_topic(&topics.people, 3).await.unwrap();
     kafka::create_topic(&topics.tasks, 3).await.unwrap();
-    kafka::create_topic(&topics.transactions, 1).await.unwrap();
+    kafka::create_topic(&topics.transactions, transaction_partitions)
+        .await
+        .unwrap();
     topics
 }
 
@@ -164,11 +174,43 @@ async fn rename_both(topics: &Topics, ns: std::ops::RangeInclusive<u64>) {
 }
 
 async fn start(store: Store, topics: &Topics) -> ViewsHandle {
+    start_settling(store, topics, ficus_view::DEFAULT_SETTLE_MS).await
+}
+
+async fn start_settling(store: Store, topics: &Topics, settle_ms: u64) -> ViewsHandle {
     let mut config = ConsumerConfig::new(kafka::brokers());
     config.batch_max_ms = 5;
-    start_transactional(store, views(topics), config)
+    start_transactional(store, views(topics).settle_ms(settle_ms), config)
         .await
         .expect("transactional views")
+}
+
+/// Sends each record to the partition given, waiting for its acknowledgement.
+async fn produce_to(topic: &str, records: &[(i32, (Option<String>, Option<String>))]) {
+    let producer = producer();
+    for (partition, (key, value)) in records {
+        let mut record: FutureRecord<'_, str, str> = FutureRecord::to(topic).partition(*partition);
+        if let Some(key) = key {
+            record = record.key(key.as_str());
+        }
+        if let Some(value) = value {
+            record = record.payload(value.as_str());
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .expect("delivered");
+    }
+}
+
+/// People and tasks counted and their highest ids, in one statement.
+async fn counts(store: &Store) -> (i64, i64, i64, i64) {
+    let sql = "SELECT (SELECT count(*) FROM people), (SELECT coalesce(max(id), 0) FROM people), \
+               (SELECT count(*) FROM tasks), (SELECT coalesce(max(id), 0) FROM tasks)";
+    match store {
+        Store::Sqlite(pool) => sqlx::query_as(sql).fetch_one(pool).await.unwrap(),
+        Store::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await.unwrap(),
+    }
 }
 
 /// Person 1's name and task 10's title, read in one statement (one snapshot).
@@ -330,6 +372,150 @@ async fn a_transaction_is_visible_whole_or_not_at_all_in_postgres() {
     a_transaction_is_visible_whole_or_not_at_all(Kind::Postgres).await;
 }
 
+/// A transaction topic of three partitions with its ENDs delivered against commit order
+/// across partitions (each partition in commit order, as the adapter writes them): transaction
+/// `n` inserts person `n` and task `n`, its BEGIN and END go to partition `(n - 1) % 3`, and
+/// of each three the latest END is produced first, the earliest last, 300 ms apart. A reader
+/// (one statement) must only ever see transactions 1..=k, whole: people and tasks both counting
+/// k with k the highest id. Then a lone transaction with the other partitions quiet is applied
+/// once they settled at their high watermarks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_apply_in_commit_order_across_transaction_partitions() {
+    ficus_testkit::init_tracing();
+    let topics = topics_with(3).await;
+    let store = TestStore::new(Kind::Sqlite).await;
+    // Longer than the adversarial delays below (600 ms between a group's first and last END).
+    let handle = start_settling(store.store.clone(), &topics, 2000).await;
+    for status in &handle.statuses {
+        assert!(status.wait_ready(Duration::from_secs(30)).await);
+    }
+    let reader_store = store.store.clone();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        loop {
+            let (people, max_person, tasks, max_task) = counts(&reader_store).await;
+            assert!(
+                people == max_person && tasks == people && max_task == people,
+                "a reader saw transactions out of commit order or half: {people} people \
+                 (highest {max_person}), {tasks} tasks (highest {max_task})"
+            );
+            seen.insert(people);
+            if done_rx.try_recv().is_ok() {
+                return seen.len();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    const LAST: u64 = 12;
+    let (mut people, mut tasks) = (Vec::new(), Vec::new());
+    for n in 1..=LAST {
+        let tx = Tx::new(n);
+        let id = n as i64;
+        people.push(event(
+            "people",
+            "c",
+            json!({"id": id, "name": format!("p{n}")}),
+            &tx,
+            1,
+            1,
+        ));
+        tasks.push(event(
+            "tasks",
+            "c",
+            json!({"id": id, "title": format!("t{n}"), "assignee_id": id}),
+            &tx,
+            2,
+            1,
+        ));
+    }
+    let producer = producer();
+    produce(&producer, &topics.people, &people).await;
+    produce(&producer, &topics.tasks, &tasks).await;
+    for group in 0..LAST / 3 {
+        for n in (3 * group + 1..=3 * group + 3).rev() {
+            let tx = Tx::new(n);
+            let partition = ((n - 1) % 3) as i32;
+            produce_to(
+                &topics.transactions,
+                &[
+                    (partition, tx.begin()),
+                    (
+                        partition,
+                        tx.end(&[("public.people", 1), ("public.tasks", 1)]),
+                    ),
+                ],
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while counts(&store.store).await.0 < LAST as i64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "every transaction applied, got {:?}",
+            counts(&store.store).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = done_tx.send(());
+    let distinct = reader.await.expect("the reader saw commit order, whole");
+    eprintln!("{distinct} distinct states seen, all in commit order");
+    assert!(distinct > 3, "the reader saw the views move");
+
+    // A lone transaction, the other partitions quiet: applied after they settle.
+    let n = LAST + 1;
+    let tx = Tx::new(n);
+    let id = n as i64;
+    produce(
+        &producer,
+        &topics.people,
+        &[event(
+            "people",
+            "c",
+            json!({"id": id, "name": "lone"}),
+            &tx,
+            1,
+            1,
+        )],
+    )
+    .await;
+    produce(
+        &producer,
+        &topics.tasks,
+        &[event(
+            "tasks",
+            "c",
+            json!({"id": id, "title": "lone", "assignee_id": id}),
+            &tx,
+            2,
+            1,
+        )],
+    )
+    .await;
+    let sent = tokio::time::Instant::now();
+    produce_to(
+        &topics.transactions,
+        &[(1, tx.end(&[("public.people", 1), ("public.tasks", 1)]))],
+    )
+    .await;
+    while counts(&store.store).await.0 < id {
+        assert!(
+            sent.elapsed() < Duration::from_secs(30),
+            "the lone transaction applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("the lone transaction took {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1900),
+        "a lone END waits for the quiet partitions to settle"
+    );
+    assert_eq!(counts(&store.store).await, (id, id, id, id));
+    handle.stop().await.unwrap();
+}
+
 /// The real adapter with transaction metadata: transactions of the source database that update
 /// a person and a task together are never seen half by a reader of the views.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,13 +528,15 @@ async fn the_real_adapters_transactions_are_visible_whole() {
     )
     .await;
     adapter.transaction_metadata = true;
-    // The transaction topic in one partition (commit order), the tables' topics in three.
+    // The transaction topic with three partitions, as the adapter creates it
+    // (`kafka.topic_partitions`), made beforehand: the adapter creates it at its first
+    // transaction, and the views wait for it.
     let topics = Topics {
         people: adapter.topic("people"),
         tasks: adapter.topic("tasks"),
         transactions: format!("{}.transaction", adapter.prefix),
     };
-    kafka::create_topic(&topics.transactions, 1).await.unwrap();
+    kafka::create_topic(&topics.transactions, 3).await.unwrap();
     adapter.start().await;
     adapter.wait_snapshot_complete().await;
     adapter.wait_caught_up().await;
@@ -359,15 +547,33 @@ async fn the_real_adapters_transactions_are_visible_whole() {
         assert!(status.wait_ready(Duration::from_secs(60)).await);
     }
     wait_for(&store.store, ("v0", "v0")).await;
+    // Transaction n renames person 1 and task 10 to v<n> and adds task 100 + n: a reader sees
+    // v<k> in both and exactly tasks 101..=100 + k.
+    let read = |store: Store| async move {
+        let sql = "SELECT (SELECT name FROM people WHERE id = 1), \
+                   (SELECT title FROM tasks WHERE id = 10), \
+                   (SELECT count(*) FROM tasks WHERE id > 100), \
+                   (SELECT coalesce(max(id), 100) - 100 FROM tasks WHERE id > 100)";
+        let row: (Option<String>, Option<String>, i64, i64) = match &store {
+            Store::Sqlite(pool) => sqlx::query_as(sql).fetch_one(pool).await.unwrap(),
+            Store::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await.unwrap(),
+        };
+        row
+    };
     let reader_store = store.store.clone();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
         let mut seen = std::collections::BTreeSet::new();
         loop {
-            let (name, title) = both(&reader_store).await;
+            let (name, title, added, highest) = read(reader_store.clone()).await;
             assert_eq!(
                 name, title,
                 "a reader saw one table's change without the other's"
+            );
+            assert!(
+                added == highest && name == Some(format!("v{added}")),
+                "a reader saw transactions out of commit order: {name:?}, {added} tasks added \
+                 (highest {highest})"
             );
             seen.extend(name);
             if done_rx.try_recv().is_ok() {
@@ -376,19 +582,25 @@ async fn the_real_adapters_transactions_are_visible_whole() {
             tokio::task::yield_now().await;
         }
     });
+    let started = tokio::time::Instant::now();
     for n in 1..=40 {
         adapter
             .execute(&format!(
                 "BEGIN; UPDATE people SET name = 'v{n}' WHERE id = 1; \
-                 UPDATE tasks SET title = 'v{n}' WHERE id = 10; COMMIT;"
+                 UPDATE tasks SET title = 'v{n}' WHERE id = 10; \
+                 INSERT INTO tasks VALUES ({}, 'added', 1); COMMIT;",
+                100 + n
             ))
             .await;
     }
     wait_for(&store.store, ("v40", "v40")).await;
+    // 40 transactions spread over three partitions: without the adapter's chain
+    // (`sequence[0]` naming the END taken last) most would wait the settle second.
+    eprintln!("40 transactions visible after {:?}", started.elapsed());
     let _ = done_tx.send(());
     let distinct = reader
         .await
-        .expect("the reader never saw half a transaction");
+        .expect("the reader never saw half a transaction nor one out of commit order");
     assert!(distinct > 1, "the reader saw the views move");
     handle.stop().await.unwrap();
     adapter.stop().await;

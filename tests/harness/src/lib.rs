@@ -31,7 +31,7 @@ pub mod raw;
 pub mod tls;
 pub mod upstream;
 
-pub use adapter::TestAdapter;
+pub use adapter::{SERVICE_FORM, TestAdapter};
 pub use db::TestDatabase;
 pub use monolith::{TestMonolith, shared_signing_key};
 pub use proxy::TestProxy;

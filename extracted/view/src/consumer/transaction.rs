@@ -15,8 +15,7 @@
 //! (`data_collections`); once the heads of the partition queues hold that many events of it
 //! (`transaction.id`, `<txId>:<lsn>`: the same `txId`) for the views' tables, they are taken
 //! together (with the tombstones
-//! right behind its deletes). Transactions are taken in the order of their END records (commit
-//! order), and a partition's events are taken in offset order, so the offsets stored are always
+//! right behind its deletes). Transactions are taken in commit order (below), and a partition's events are taken in offset order, so the offsets stored are always
 //! a transaction boundary: a crash anywhere leaves each transaction in the store whole or not at
 //! all, and the restart (data topics and the transaction topic resume at their stored offsets)
 //! takes it again whole. Events without a `transaction` block (snapshot reads, an adapter
@@ -26,11 +25,36 @@
 //! too: the guard makes it a no-op. The guard, deletes, truncates and pruning are the single view's
 //! ([`crate::store`]).
 //!
+//! **Commit order** over a transaction topic of several partitions (the adapter and Debezium
+//! create it with `kafka.topic_partitions` partitions, records keyed by id): each partition is
+//! in the order the adapter wrote it, which is commit order, but the partitions are not ordered
+//! with each other. An END's id is `<txId>:<lsn>`, the LSN its commit's (the adapter: the
+//! commit record's end, which the next transaction's events carry as `sequence[0]`); the next
+//! END to complete is the earliest at the head of a partition, taken only once no partition
+//! can still deliver an earlier one. A partition is proven when
+//! 1. it delivered a record (BEGIN or END) positioned after that END: its earlier records came
+//!    before (a BEGIN's position is below its own commit, so a later BEGIN is a later
+//!    transaction); or
+//! 2. the END's events name the last END taken as their previous commit (`sequence[0]`):
+//!    nothing committed in between, so no partition holds an earlier one (the adapter's
+//!    chain; an END of a transaction the adapter filtered out, or Debezium's other
+//!    conventions, break it and fall back to 1 and 3); or
+//! 3. it stayed at its high watermark, nothing later received, for `settle_ms`
+//!    ([`TransactionalViews::settle_ms`], 1 s by default) after the END came to the head:
+//!    the adapter wrote the earlier END before, so it is in the broker unless its producer is
+//!    late by more than that. Neither the adapter's nor Debezium's heartbeats carry a position
+//!    (only `ts_ms`), so a quiet partition has no better proof. If the assumption fails (a
+//!    producer retry longer than `settle_ms`), a later transaction is visible before an
+//!    earlier one of other rows for a moment; rows never regress (the guard).
+//!
+//! A busy topic proves by 1, a quiet adapter by 2; 3 costs `settle_ms` of lag, after a restart
+//! or a transaction of tables outside the adapter's capture. With one partition the order is
+//! the topic's and nothing waits.
+//!
 //! The price: a transaction waits until its END and its last event arrived, so the views
 //! lag by that much more; and the events of a transaction wait in memory until it is whole
 //! (bounded by the largest transaction). Global mode only ([`super::Partitions::All`]): a
-//! transaction is whole only where every partition of every topic is held; the transaction
-//! topic must have one partition (its order is commit order).
+//! transaction is whole only where every partition of every topic is held.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -61,7 +85,14 @@ pub struct TransactionalViews {
     /// The adapter's transaction topic (`<prefix>.transaction`).
     pub transaction_topic: String,
     pub views: Vec<ViewSpec>,
+    /// With several partitions of the transaction topic: how long a partition must stay at its
+    /// high watermark, with nothing later received in it, before it counts as holding nothing
+    /// earlier than the transaction waiting (see the module doc, "Commit order").
+    pub settle_ms: u64,
 }
+
+/// The default [`TransactionalViews::settle_ms`].
+pub const DEFAULT_SETTLE_MS: u64 = 1000;
 
 impl TransactionalViews {
     pub fn new(name: impl Into<String>, transaction_topic: impl Into<String>) -> Self {
@@ -69,7 +100,13 @@ impl TransactionalViews {
             name: name.into(),
             transaction_topic: transaction_topic.into(),
             views: Vec::new(),
+            settle_ms: DEFAULT_SETTLE_MS,
         }
+    }
+
+    pub fn settle_ms(mut self, ms: u64) -> Self {
+        self.settle_ms = ms;
+        self
     }
 
     pub fn view(mut self, spec: ViewSpec) -> Self {
@@ -296,13 +333,6 @@ async fn consume(
         marks.push(found);
     }
     let marker_marks = marks.pop().unwrap_or_default();
-    if marker_marks.len() != 1 {
-        return Err(ViewError::Declaration(format!(
-            "the transaction topic {} has {} partitions; whole transactions need its order: one",
-            group.transaction_topic,
-            marker_marks.len()
-        )));
-    }
     let mut assignment = TopicPartitionList::new();
     for (member, marks) in views.iter().zip(&marks) {
         let mut start = BTreeMap::new();
@@ -315,18 +345,22 @@ async fn consume(
         }
         member.status.start(start);
     }
-    let (&marker_partition, _) = marker_marks.iter().next().expect("one partition");
-    let marker_stored = marker_progress
-        .get(&marker_partition)
-        .copied()
-        .unwrap_or_default();
-    assignment
-        .add_partition_offset(
-            &group.transaction_topic,
-            marker_partition,
-            resume_at(marker_stored),
-        )
-        .map_err(ViewError::kafka("assigning partitions"))?;
+    // Every partition of the transaction topic, each from its stored offset; what it has
+    // delivered so far starts there (or at its log start).
+    let mut marker_partitions = BTreeMap::new();
+    for (&partition, &(low, _)) in &marker_marks {
+        let stored = marker_progress.get(&partition).copied().unwrap_or_default();
+        assignment
+            .add_partition_offset(&group.transaction_topic, partition, resume_at(stored))
+            .map_err(ViewError::kafka("assigning partitions"))?;
+        marker_partitions.insert(
+            partition,
+            MarkerPartition {
+                received: stored.next_offset.max(low),
+                ..MarkerPartition::default()
+            },
+        );
+    }
     consumer
         .assign(&assignment)
         .map_err(ViewError::kafka("assigning partitions"))?;
@@ -351,7 +385,7 @@ async fn consume(
     let _poller = AbortOnDrop(tokio::spawn(
         poll(consumer.clone(), index, sender).in_current_span(),
     ));
-    let mut applier = Applier::new(group, views, config, marker_partition);
+    let mut applier = Applier::new(group, views, config, marker_partitions, consumer);
     applier.apply(store, receiver, stop).await
 }
 
@@ -408,22 +442,56 @@ struct Unit {
     events: Vec<(usize, Pending)>,
 }
 
+/// One partition of the transaction topic at the applier.
+#[derive(Default)]
+struct MarkerPartition {
+    /// Markers received, not taken yet, in offset order: (offset, marker, its LSN).
+    queue: VecDeque<(i64, TransactionMarker, Option<u64>)>,
+    /// The offset after the last record received (everything before it was received).
+    received: i64,
+    /// The latest position of any marker received in it: nothing earlier can still come in
+    /// this partition.
+    latest: Option<u64>,
+    /// Progress not yet stored (the markers taken since the last batch).
+    progress: Progress,
+}
+
+/// The END waiting for the transaction topic's other partitions to prove that nothing
+/// earlier can still come in them.
+struct Waiting {
+    /// The END's position.
+    lsn: u64,
+    /// When the partitions still unproven are checked against their high watermarks.
+    check_at: tokio::time::Instant,
+    /// Partitions found at their high watermark after waiting `settle`: they count as holding
+    /// nothing earlier than `lsn`.
+    settled: HashSet<i32>,
+}
+
+/// The position in a transaction record's id (`<txId>:<lsn>`): for an END, its commit's.
+fn marker_lsn(id: &str) -> Option<u64> {
+    id.split_once(':').and_then(|(_, lsn)| lsn.parse().ok())
+}
+
 struct Applier {
     views: Vec<Member>,
     columns: Vec<Vec<Column>>,
     queues: BTreeMap<(usize, i32), VecDeque<Pending>>,
-    markers: VecDeque<(i64, TransactionMarker)>,
+    markers: BTreeMap<i32, MarkerPartition>,
     marker_topic: String,
-    marker_partition: i32,
     group_name: String,
-    /// The transaction topic's progress not yet stored (the markers taken since).
-    marker_progress: Progress,
+    consumer: Arc<StreamConsumer>,
     batch_max_events: usize,
     batch_max_ms: u64,
     pruning: Vec<Pruning>,
     /// Transactions taken lately, to recognize their re-delivered events.
     taken: HashSet<String>,
     taken_order: VecDeque<String>,
+    /// The position of the last END taken (in commit order): a transaction whose events name
+    /// it as the previous commit (`sequence[0]`) is the next one.
+    last_end: Option<u64>,
+    settle: Duration,
+    waiting: Option<Waiting>,
 }
 
 /// How many taken transactions are remembered.
@@ -434,7 +502,8 @@ impl Applier {
         group: &TransactionalViews,
         views: Vec<Member>,
         config: &ConsumerConfig,
-        marker_partition: i32,
+        markers: BTreeMap<i32, MarkerPartition>,
+        consumer: Arc<StreamConsumer>,
     ) -> Self {
         Self {
             columns: views.iter().map(|m| m.spec.columns.clone()).collect(),
@@ -444,15 +513,17 @@ impl Applier {
                 .collect(),
             views,
             queues: BTreeMap::new(),
-            markers: VecDeque::new(),
+            markers,
             marker_topic: group.transaction_topic.clone(),
-            marker_partition,
             group_name: group.name.clone(),
-            marker_progress: Progress::default(),
+            consumer,
             batch_max_events: config.batch_max_events.max(1),
             batch_max_ms: config.batch_max_ms,
             taken: HashSet::new(),
             taken_order: VecDeque::new(),
+            last_end: None,
+            settle: Duration::from_millis(group.settle_ms),
+            waiting: None,
         }
     }
 
@@ -469,7 +540,19 @@ impl Applier {
                         source,
                     }
                 })?;
-                self.markers.push_back((raw.offset, marker));
+                let lsn = marker_lsn(&marker.id);
+                if lsn.is_none() && self.markers.len() > 1 {
+                    return Err(ViewError::Declaration(format!(
+                        "transaction topic {} partition {} offset {}: the id {:?} carries no \
+                         position (`<txId>:<lsn>`); with several partitions the commit order \
+                         comes from it",
+                        self.marker_topic, raw.partition, raw.offset, marker.id
+                    )));
+                }
+                let partition = self.markers.entry(raw.partition).or_default();
+                partition.received = partition.received.max(raw.offset + 1);
+                partition.latest = partition.latest.max(lsn);
+                partition.queue.push_back((raw.offset, marker, lsn));
             }
             Some(v) => {
                 let spec = &self.views[v].spec;
@@ -503,9 +586,102 @@ impl Applier {
         }
     }
 
-    fn marker_taken(&mut self, offset: i64) {
-        self.marker_progress.next_offset = offset + 1;
-        self.marker_progress.events += 1;
+    /// Takes the head marker of `partition`.
+    fn take_marker(&mut self, partition: i32) -> Option<(TransactionMarker, Option<u64>)> {
+        let markers = self.markers.get_mut(&partition)?;
+        let (offset, marker, lsn) = markers.queue.pop_front()?;
+        markers.progress.next_offset = offset + 1;
+        markers.progress.events += 1;
+        Some((marker, lsn))
+    }
+
+    /// The END to complete next: the earliest (by position) at the head of a partition, once
+    /// no partition can still deliver an earlier one (see the module doc, "Commit order").
+    /// BEGIN records at the heads are taken on the way (they only mark positions).
+    fn next_end(&mut self) -> Option<i32> {
+        let begins: Vec<i32> = self
+            .markers
+            .iter()
+            .filter(|(_, m)| {
+                m.queue
+                    .front()
+                    .is_some_and(|(_, marker, _)| marker.status == TransactionStatus::Begin)
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        for partition in begins {
+            while self.markers[&partition]
+                .queue
+                .front()
+                .is_some_and(|(_, marker, _)| marker.status == TransactionStatus::Begin)
+            {
+                self.take_marker(partition);
+            }
+        }
+        if self.markers.len() == 1 {
+            let (&partition, markers) = self.markers.iter().next()?;
+            return markers.queue.front().map(|_| partition);
+        }
+        // Several partitions: every head END carries a position (checked on receipt).
+        let (partition, lsn) = self
+            .markers
+            .iter()
+            .filter_map(|(&p, m)| m.queue.front().and_then(|(_, _, lsn)| lsn.map(|l| (p, l))))
+            .min_by_key(|&(_, lsn)| lsn)?;
+        if self.waiting.as_ref().is_none_or(|w| w.lsn != lsn) {
+            self.waiting = Some(Waiting {
+                lsn,
+                check_at: tokio::time::Instant::now() + self.settle,
+                settled: HashSet::new(),
+            });
+        }
+        Some(partition)
+    }
+
+    /// Partitions of the transaction topic that might still deliver an END earlier than
+    /// `lsn`: nothing later than it received there, and not settled at the high watermark.
+    fn unproven(&self, lsn: u64) -> Vec<i32> {
+        let settled = self.waiting.as_ref().filter(|w| w.lsn == lsn);
+        self.markers
+            .iter()
+            .filter(|&(p, m)| {
+                m.latest.is_none_or(|latest| latest < lsn)
+                    && settled.is_none_or(|w| !w.settled.contains(p))
+            })
+            .map(|(&p, _)| p)
+            .collect()
+    }
+
+    /// Checks the partitions still unproven for the waiting END against their high
+    /// watermarks (called once `settle` passed): one at its high watermark, with nothing later
+    /// than the END received, settles.
+    async fn settle_check(&mut self) {
+        let Some(waiting) = &self.waiting else { return };
+        let lsn = waiting.lsn;
+        for partition in self.unproven(lsn) {
+            let (consumer, topic) = (self.consumer.clone(), self.marker_topic.clone());
+            let high = tokio::task::spawn_blocking(move || {
+                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5))
+            })
+            .await;
+            let received = self.markers[&partition].received;
+            if let Ok(Ok((_, high))) = high
+                && high <= received
+                && let Some(waiting) = &mut self.waiting
+            {
+                tracing::debug!(partition, lsn, "settled at the high watermark");
+                waiting.settled.insert(partition);
+            }
+        }
+        if let Some(waiting) = &mut self.waiting {
+            waiting.check_at = tokio::time::Instant::now() + self.settle;
+        }
+    }
+
+    /// When the waiting END's partitions are checked next, if it waits on any.
+    fn settle_deadline(&self) -> Option<tokio::time::Instant> {
+        let waiting = self.waiting.as_ref()?;
+        (!self.unproven(waiting.lsn).is_empty()).then_some(waiting.check_at)
     }
 
     /// The next unit the queues hold, if one is whole.
@@ -524,43 +700,58 @@ impl Applier {
             });
         }
         loop {
-            let (offset, marker) = self.markers.front()?;
-            let offset = *offset;
-            if marker.status == TransactionStatus::Begin {
-                self.markers.pop_front();
-                self.marker_taken(offset);
-                continue;
-            }
+            let partition = self.next_end();
+            let Some(partition) = partition else {
+                return self.stale_head(None, None);
+            };
+            let (_, marker, lsn) = self.markers[&partition].queue.front()?;
+            let lsn = *lsn;
             let needed: u64 = marker.events_in(|named| {
                 self.views
                     .iter()
                     .any(|m| same_collection(named, &m.collection))
             });
-            if needed == 0 {
-                // A transaction of other tables only.
-                self.markers.pop_front();
-                self.marker_taken(offset);
-                continue;
-            }
             let id = transaction_key(&marker.id).to_owned();
             let mut found = 0u64;
             let mut oldest: Option<Position> = None;
+            // Its events name the previous commit (`sequence[0]`): the last END taken.
+            let mut follows_last = false;
             for queue in self.queues.values() {
                 for pending in queue
                     .iter()
                     .take_while(|p| p.transaction.as_deref() == Some(id.as_str()))
                 {
                     found += 1;
-                    if let Some((position, _)) = pending.source
-                        && oldest.is_none_or(|o| position.compare(&o).is_lt())
-                    {
-                        oldest = Some(position);
+                    if let Some((position, _)) = pending.source {
+                        follows_last |=
+                            position.commit_lsn.is_some() && position.commit_lsn == self.last_end;
+                        if oldest.is_none_or(|o| position.compare(&o).is_lt()) {
+                            oldest = Some(position);
+                        }
                     }
                 }
             }
+            let in_order = match lsn {
+                Some(lsn) if self.markers.len() > 1 => {
+                    follows_last || self.unproven(lsn).iter().all(|&p| p == partition)
+                }
+                _ => true,
+            };
+            if !in_order {
+                // An earlier END may still come: only heads of transactions taken before go
+                // meanwhile (a head older than this one may be of that earlier transaction).
+                return self.stale_head(Some(&id), None);
+            }
+            if needed == 0 {
+                // A transaction of other tables only.
+                self.take_marker(partition);
+                self.last_end = lsn.or(self.last_end);
+                continue;
+            }
             if found >= needed {
-                self.markers.pop_front();
-                self.marker_taken(offset);
+                self.take_marker(partition);
+                self.last_end = lsn.or(self.last_end);
+                self.waiting = None;
                 self.remember(&id);
                 let mut events = Vec::new();
                 for (&(v, _), queue) in self.queues.iter_mut() {
@@ -581,30 +772,34 @@ impl Applier {
                 }
                 return Some(Unit { events });
             }
-            // Not whole yet. A head of a transaction taken before (a re-delivery whose END
-            // was taken already), or older than this one, would wait forever: it goes alone
-            // (a no-op by the guard).
-            let stale = self.queues.iter().find_map(|(&at, queue)| {
-                queue
-                    .front()
-                    .filter(|p| {
-                        p.transaction.as_deref() != Some(id.as_str())
-                            && (p
-                                .transaction
-                                .as_ref()
-                                .is_some_and(|t| self.taken.contains(t))
-                                || p.source.zip(oldest).is_some_and(|((position, _), oldest)| {
-                                    position.compare(&oldest).is_lt()
-                                }))
-                    })
-                    .map(|_| at)
-            });
-            let at = stale?;
-            let pending = self.queues.get_mut(&at)?.pop_front()?;
-            return Some(Unit {
-                events: vec![(at.0, pending)],
-            });
+            return self.stale_head(Some(&id), oldest);
         }
+    }
+
+    /// A head that would wait forever goes alone (a no-op by the guard): one of a transaction
+    /// taken before (a re-delivery whose END was taken already), or older than the
+    /// transaction `id` being completed (its oldest event at `oldest`).
+    fn stale_head(&mut self, id: Option<&str>, oldest: Option<Position>) -> Option<Unit> {
+        let stale = self.queues.iter().find_map(|(&at, queue)| {
+            queue
+                .front()
+                .filter(|p| {
+                    p.transaction.as_deref() != id
+                        && (p
+                            .transaction
+                            .as_ref()
+                            .is_some_and(|t| self.taken.contains(t))
+                            || p.source.zip(oldest).is_some_and(|((position, _), oldest)| {
+                                position.compare(&oldest).is_lt()
+                            }))
+                })
+                .map(|_| at)
+        });
+        let at = stale?;
+        let pending = self.queues.get_mut(&at)?.pop_front()?;
+        Some(Unit {
+            events: vec![(at.0, pending)],
+        })
     }
 
     async fn apply(
@@ -614,15 +809,9 @@ impl Applier {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), ViewError> {
         loop {
-            let first = tokio::select! {
-                item = receiver.recv() => item,
-                _ = stop.changed() => return Ok(()),
-            };
-            let Some(first) = first else { return Ok(()) };
-            self.receive(first)?;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(self.batch_max_ms);
             let mut units = Vec::new();
             let mut events = 0usize;
+            let mut deadline = None;
             loop {
                 while events < self.batch_max_events {
                     match self.next_unit() {
@@ -636,21 +825,36 @@ impl Applier {
                 if events >= self.batch_max_events {
                     break;
                 }
+                if !units.is_empty() && deadline.is_none() {
+                    deadline = Some(
+                        tokio::time::Instant::now() + Duration::from_millis(self.batch_max_ms),
+                    );
+                }
                 let item = match receiver.try_recv() {
                     Ok(item) => item,
+                    Err(mpsc::error::TryRecvError::Disconnected) if units.is_empty() => {
+                        return Ok(());
+                    }
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                     Err(mpsc::error::TryRecvError::Empty) if units.is_empty() => {
-                        // Nothing whole yet: wait for more, however long.
+                        // Nothing whole yet: wait for more, however long, checking the
+                        // transaction topic's quiet partitions when an END waits on them.
+                        let settle = self.settle_deadline();
                         tokio::select! {
                             item = receiver.recv() => match item {
                                 Some(item) => item,
                                 None => return Ok(()),
                             },
+                            _ = tokio::time::sleep_until(settle.unwrap_or_else(tokio::time::Instant::now)), if settle.is_some() => {
+                                self.settle_check().await;
+                                continue;
+                            }
                             _ = stop.changed() => return Ok(()),
                         }
                     }
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        let until = deadline.unwrap_or_else(tokio::time::Instant::now);
+                        match tokio::time::timeout_at(until, receiver.recv()).await {
                             Ok(Some(item)) => item,
                             _ => break,
                         }
@@ -693,11 +897,12 @@ impl Applier {
         for ((pruning, raws), batch) in self.pruning.iter_mut().zip(&raws).zip(&mut batches) {
             pruning.schedule(raws, batch);
         }
-        let marker_offsets: BTreeMap<i32, Progress> = if self.marker_progress.events > 0 {
-            BTreeMap::from([(self.marker_partition, self.marker_progress)])
-        } else {
-            BTreeMap::new()
-        };
+        let marker_offsets: BTreeMap<i32, Progress> = self
+            .markers
+            .iter()
+            .filter(|(_, m)| m.progress.events > 0)
+            .map(|(&p, m)| (p, m.progress))
+            .collect();
         let parts: Vec<(&ViewSpec, &Statements, &Batch)> = self
             .views
             .iter()
@@ -725,10 +930,9 @@ impl Applier {
                 }
             }
         };
-        self.marker_progress = Progress {
-            next_offset: self.marker_progress.next_offset,
-            events: 0,
-        };
+        for markers in self.markers.values_mut() {
+            markers.progress.events = 0;
+        }
         let mut outcomes = outcomes.into_iter();
         for (v, batch) in batches.iter().enumerate() {
             if batch.changes.is_empty() {
