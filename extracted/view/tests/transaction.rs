@@ -186,7 +186,10 @@ async fn start_settling(store: Store, topics: &Topics, settle_ms: u64) -> ViewsH
 }
 
 /// Sends each record to the partition given, waiting for its acknowledgement.
-async fn produce_to(topic: &str, records: &[(i32, (Option<String>, Option<String>))]) {
+/// A record to produce: its partition, then its key and value (`None`: null).
+type Placed = (i32, (Option<String>, Option<String>));
+
+async fn produce_to(topic: &str, records: &[Placed]) {
     let producer = producer();
     for (partition, (key, value)) in records {
         let mut record: FutureRecord<'_, str, str> = FutureRecord::to(topic).partition(*partition);
