@@ -13,6 +13,7 @@ use ficus_telemetry::Env;
 use serde::Deserialize;
 
 use crate::error::CdcError;
+use crate::regex_list::{KeyColumns, Selection, SelectionError};
 
 /// Configuration of one `ficus cdc run`: one database, one slot, one publication.
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +176,23 @@ pub struct DebeziumProperties {
     /// `table.exclude.list`: the tables not captured (not with an include list).
     #[serde(default, alias = "table.exclude.list")]
     pub table_exclude_list: Option<String>,
+    /// `schema.include.list`: the schemas whose tables are captured, comma-separated regular
+    /// expressions matched against the whole schema name, case-insensitive. Combined with the
+    /// table lists as Debezium does: a table is captured when its schema passes the schema
+    /// list and `schema.table` passes the table list.
+    #[serde(default, alias = "schema.include.list")]
+    pub schema_include_list: Option<String>,
+    /// `schema.exclude.list`: the schemas whose tables are not captured (not with an include
+    /// list).
+    #[serde(default, alias = "schema.exclude.list")]
+    pub schema_exclude_list: Option<String>,
+    /// `message.key.columns`: the columns that key a table's records instead of its primary
+    /// key (or that give a table without one a key), as `<table>:<column>,<column>;...`, each
+    /// table a regular expression matched against the whole `schema.table` and each column
+    /// against the column's name (case-insensitive). The key's columns come in the order
+    /// listed; a table none of whose columns match keeps its primary key.
+    #[serde(default, alias = "message.key.columns")]
+    pub message_key_columns: Option<String>,
     /// `column.include.list`: the columns in `before`/`after`, regular expressions matched
     /// against the whole `schema.table.column`. The key keeps its columns.
     #[serde(default, alias = "column.include.list")]
@@ -230,6 +248,9 @@ impl Default for DebeziumProperties {
             message_prefix_include_list: None,
             table_include_list: None,
             table_exclude_list: None,
+            schema_include_list: None,
+            schema_exclude_list: None,
+            message_key_columns: None,
             column_include_list: None,
             column_exclude_list: None,
             message_prefix_exclude_list: None,
@@ -643,19 +664,23 @@ impl CdcConfig {
                 ));
             }
         }
-        if let Err(problem) = self.table_filter() {
-            problems.push(format!(
-                "debezium.table.include.list / debezium.table.exclude.list: {problem}"
-            ));
+        for filter in [
+            self.schema_filter(),
+            self.table_filter(),
+            self.column_filter(),
+            self.message_filter(),
+        ] {
+            if let Err(error) = filter {
+                problems.push(format!("debezium.{error}"));
+            }
         }
-        if let Err(problem) = self.column_filter() {
+        if let Err(problem) = self.key_columns() {
             problems.push(format!(
-                "debezium.column.include.list / debezium.column.exclude.list: {problem}"
-            ));
-        }
-        if let Err(problem) = self.message_filter() {
-            problems.push(format!(
-                "debezium.message.prefix.include.list / debezium.message.prefix.exclude.list: {problem}"
+                "debezium.message.key.columns: {problem}, got {:?}",
+                self.debezium
+                    .message_key_columns
+                    .as_deref()
+                    .unwrap_or_default()
             ));
         }
         for (i, outbox) in self.outbox.iter().enumerate() {
@@ -729,28 +754,69 @@ impl CdcConfig {
         })
     }
 
-    /// Which tables are captured, by `schema.table`.
-    pub fn table_filter(&self) -> Result<crate::regex_list::Selection, String> {
-        crate::regex_list::Selection::new(
-            self.debezium.table_include_list.as_deref(),
-            self.debezium.table_exclude_list.as_deref(),
+    /// Which schemas are captured, by name.
+    pub fn schema_filter(&self) -> Result<Selection, SelectionError> {
+        Selection::new(
+            (
+                "schema.include.list",
+                self.debezium.schema_include_list.as_deref(),
+            ),
+            (
+                "schema.exclude.list",
+                self.debezium.schema_exclude_list.as_deref(),
+            ),
+        )
+    }
+
+    /// Which tables are captured, by `schema.table` (within the schemas of
+    /// [`CdcConfig::schema_filter`]).
+    pub fn table_filter(&self) -> Result<Selection, SelectionError> {
+        Selection::new(
+            (
+                "table.include.list",
+                self.debezium.table_include_list.as_deref(),
+            ),
+            (
+                "table.exclude.list",
+                self.debezium.table_exclude_list.as_deref(),
+            ),
         )
     }
 
     /// Which columns are in `before`/`after`, by `schema.table.column`.
-    pub fn column_filter(&self) -> Result<crate::regex_list::Selection, String> {
-        crate::regex_list::Selection::new(
-            self.debezium.column_include_list.as_deref(),
-            self.debezium.column_exclude_list.as_deref(),
+    pub fn column_filter(&self) -> Result<Selection, SelectionError> {
+        Selection::new(
+            (
+                "column.include.list",
+                self.debezium.column_include_list.as_deref(),
+            ),
+            (
+                "column.exclude.list",
+                self.debezium.column_exclude_list.as_deref(),
+            ),
         )
     }
 
     /// Which logical decoding messages are sent, by prefix.
-    pub fn message_filter(&self) -> Result<crate::regex_list::Selection, String> {
-        crate::regex_list::Selection::new(
-            self.debezium.message_prefix_include_list.as_deref(),
-            self.debezium.message_prefix_exclude_list.as_deref(),
+    pub fn message_filter(&self) -> Result<Selection, SelectionError> {
+        Selection::new(
+            (
+                "message.prefix.include.list",
+                self.debezium.message_prefix_include_list.as_deref(),
+            ),
+            (
+                "message.prefix.exclude.list",
+                self.debezium.message_prefix_exclude_list.as_deref(),
+            ),
         )
+    }
+
+    /// `message.key.columns`, parsed (none set: every table keyed by its primary key).
+    pub fn key_columns(&self) -> Result<KeyColumns, String> {
+        match &self.debezium.message_key_columns {
+            None => Ok(KeyColumns::default()),
+            Some(list) => KeyColumns::parse(list),
+        }
     }
 
     /// The logical decoding message topic, `<topic_prefix>.message`.
@@ -1003,6 +1069,61 @@ brokers = "127.0.0.1:9092"
             "{text}"
         );
         assert!(text.contains("\"x\""), "{text}");
+    }
+
+    #[test]
+    fn schema_and_table_lists_combine_as_debeziums() {
+        use crate::decode::relation::is_captured;
+        let load = |lists: &str| {
+            let file = write(&format!("{MINIMAL}\n[debezium]\n{lists}\n"));
+            CdcConfig::load(Some(&file.0), HashMap::new())
+        };
+        let config = load(r#""schema.include.list" = "app.*,Billing""#).unwrap();
+        assert!(is_captured(&config, "app", "t") && is_captured(&config, "billing", "t"));
+        assert!(!is_captured(&config, "public", "t"));
+        // A table must pass both lists.
+        let config = load(
+            r#""schema.exclude.list" = "audit"
+"table.include.list" = "(audit|app)\\.keep.*""#,
+        )
+        .unwrap();
+        assert!(is_captured(&config, "app", "keep_me"));
+        assert!(!is_captured(&config, "audit", "keep_me"), "schema excluded");
+        assert!(!is_captured(&config, "app", "other"), "table not included");
+    }
+
+    #[test]
+    fn debezium_list_errors_name_the_property_and_its_value() {
+        let file = write(&format!(
+            r#"{MINIMAL}
+[debezium]
+"schema.include.list" = "app"
+"schema.exclude.list" = "audit"
+"table.exclude.list" = "public.(t"
+"message.key.columns" = "public.t:id;public.u"
+"#
+        ));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            r#"debezium.schema.exclude.list: "schema.include.list" is already specified (set one of the two), got "audit""#,
+            r#"debezium.table.exclude.list: "public.(t" is not a regular expression"#,
+            r#"debezium.message.key.columns: "public.u" has an invalid format"#,
+            r#"got "public.t:id;public.u""#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        let file = write(&format!(
+            "{MINIMAL}\n[debezium]\n\"decimal.handling.mode\" = \"exact\"\n"
+        ));
+        let text = CdcConfig::load(Some(&file.0), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("decimal.handling.mode") && text.contains("exact"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -43,17 +43,31 @@ pub enum Selection {
 }
 
 impl Selection {
-    /// From the two properties; `None` when both are set.
-    pub fn new(include: Option<&str>, exclude: Option<&str>) -> Result<Self, String> {
+    /// From an include and an exclude property, each `(name, value)`; the error names the
+    /// property at fault (the exclude one when both are set, as Debezium reports it) and its
+    /// value.
+    pub fn new(
+        (include_name, include): (&str, Option<&str>),
+        (exclude_name, exclude): (&str, Option<&str>),
+    ) -> Result<Self, SelectionError> {
         fn blank(s: Option<&str>) -> Option<&str> {
             s.map(str::trim).filter(|s| !s.is_empty())
         }
+        let error = |property: &str, problem: String| SelectionError {
+            property: property.to_owned(),
+            problem,
+        };
         match (blank(include), blank(exclude)) {
-            (Some(_), Some(_)) => {
-                Err("an include list and an exclude list cannot both be set".to_owned())
-            }
-            (Some(list), None) => Ok(Self::Include(RegexList::parse(list)?)),
-            (None, Some(list)) => Ok(Self::Exclude(RegexList::parse(list)?)),
+            (Some(_), Some(list)) => Err(error(
+                exclude_name,
+                format!("{include_name:?} is already specified (set one of the two), got {list:?}"),
+            )),
+            (Some(list), None) => RegexList::parse(list)
+                .map(Self::Include)
+                .map_err(|problem| error(include_name, problem)),
+            (None, Some(list)) => RegexList::parse(list)
+                .map(Self::Exclude)
+                .map_err(|problem| error(exclude_name, problem)),
             (None, None) => Ok(Self::All),
         }
     }
@@ -67,9 +81,142 @@ impl Selection {
     }
 }
 
+/// Debezium's `message.key.columns`: `<table>:<column>,<column>;<table>:<column>...`, each
+/// table a regular expression matched against the whole `schema.table`, each column a
+/// regular expression matched against the column's name (Debezium joins the two into one
+/// pattern over `schema.table.column`, case-insensitive). A table's message key is the
+/// columns matched, in the order the list names them (several columns matched by one name
+/// in the table's order); a table none of whose columns match keeps its primary key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyColumns {
+    /// One pattern per `table.column`, in the order listed.
+    patterns: Vec<Regex>,
+}
+
+/// `message.key.columns`'s format, as the errors name it.
+pub const KEY_COLUMNS_FORMAT: &str =
+    "<schema.table regex>:<column>[,<column>...], entries separated by ';'";
+
+impl KeyColumns {
+    /// Parses the property (Debezium's `CustomKeyMapper` and its validation: an empty value
+    /// and an entry that is not `table:columns` are refused, each named).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        if list.trim().is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        let mut entries: Vec<&str> = list.split(';').collect();
+        // Java's String.split drops trailing empty entries: `a:b;` is one entry.
+        while entries.last().is_some_and(|e| e.is_empty()) {
+            entries.pop();
+        }
+        let mut patterns = Vec::new();
+        let mut problems = Vec::new();
+        for entry in entries {
+            let parsed = entry
+                .split_once(':')
+                .filter(|(table, columns)| {
+                    !table.trim().is_empty()
+                        && !columns.contains(':')
+                        && columns.split(',').all(|c| !c.trim().is_empty())
+                })
+                .ok_or_else(|| format!("{entry:?} has an invalid format (expected {KEY_COLUMNS_FORMAT})"))
+                .and_then(|(table, columns)| {
+                    columns
+                        .split(',')
+                        .map(|column| {
+                            let pattern = format!("{}.{}", table.trim(), column.trim());
+                            RegexBuilder::new(&format!("^(?:{pattern})$"))
+                                .case_insensitive(true)
+                                .build()
+                                .map_err(|error| {
+                                    format!("{pattern:?} (of {entry:?}) is not a regular expression: {error}")
+                                })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                });
+            match parsed {
+                Ok(list) => patterns.extend(list),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { patterns })
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// The indexes of `columns` (of table `schema.table`) that form its message key, in the
+    /// list's order; empty when none match (the table keeps its primary key).
+    pub fn key_of<'a>(
+        &self,
+        schema: &str,
+        table: &str,
+        columns: impl Iterator<Item = &'a str> + Clone,
+    ) -> Vec<usize> {
+        let mut key = Vec::new();
+        for pattern in &self.patterns {
+            for (i, column) in columns.clone().enumerate() {
+                if !key.contains(&i) && pattern.is_match(&format!("{schema}.{table}.{column}")) {
+                    key.push(i);
+                }
+            }
+        }
+        key
+    }
+}
+
+/// A refused include or exclude list: the property and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectionError {
+    pub property: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for SelectionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.property, self.problem)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_key_columns_in_the_order_listed() {
+        let keys = KeyColumns::parse(r"public\.ord.*:code, region ; Public.Lines:B;").unwrap();
+        let cols = ["id", "region", "code", "v"];
+        assert_eq!(
+            keys.key_of("public", "orders", cols.iter().copied()),
+            [2, 1]
+        );
+        assert_eq!(keys.key_of("public", "lines", ["a", "b"].into_iter()), [1]);
+        // No column matched: the primary key stays.
+        assert!(keys.key_of("public", "lines", ["a"].into_iter()).is_empty());
+        assert!(
+            keys.key_of("other", "orders", cols.iter().copied())
+                .is_empty()
+        );
+        // A column regex matching several columns takes them in the table's order.
+        let keys = KeyColumns::parse("public.t:c.*").unwrap();
+        assert_eq!(
+            keys.key_of("public", "t", ["cb", "x", "ca"].into_iter()),
+            [0, 2]
+        );
+    }
+
+    #[test]
+    fn message_key_columns_refuse_what_debezium_refuses() {
+        assert_eq!(KeyColumns::parse(" ").unwrap_err(), "must not be empty");
+        let text = KeyColumns::parse("public.a:id;public.b;public.c:x,,y;:z").unwrap_err();
+        for bad in [r#""public.b""#, r#""public.c:x,,y""#, r#"":z""#] {
+            assert!(text.contains(bad), "{bad} missing from {text}");
+        }
+        assert!(!text.contains("public.a"), "{text}");
+        let text = KeyColumns::parse("public.(a:id").unwrap_err();
+        assert!(text.contains("not a regular expression"), "{text}");
+    }
 
     #[test]
     fn whole_names_case_insensitively() {
@@ -84,11 +231,23 @@ mod tests {
 
     #[test]
     fn include_or_exclude() {
-        assert!(Selection::new(None, Some("")).unwrap().includes("x"));
-        let include = Selection::new(Some("a.*"), None).unwrap();
+        let new = |include, exclude| Selection::new(("x.include", include), ("x.exclude", exclude));
+        assert!(new(None, Some("")).unwrap().includes("x"));
+        let include = new(Some("a.*"), None).unwrap();
         assert!(include.includes("ab") && !include.includes("b"));
-        let exclude = Selection::new(None, Some("a.*")).unwrap();
+        let exclude = new(None, Some("a.*")).unwrap();
         assert!(!exclude.includes("ab") && exclude.includes("b"));
-        assert!(Selection::new(Some("a"), Some("b")).is_err());
+        assert_eq!(
+            new(Some("a"), Some("b")).unwrap_err().to_string(),
+            r#"x.exclude: "x.include" is already specified (set one of the two), got "b""#
+        );
+        let error = new(None, Some("ok,(bad")).unwrap_err();
+        assert_eq!(error.property, "x.exclude");
+        assert!(
+            error
+                .problem
+                .starts_with(r#""(bad" is not a regular expression"#),
+            "{error}"
+        );
     }
 }

@@ -520,6 +520,55 @@ async fn ficus_emits_what_debezium_emits_schemaless_with_base64_strings() {
     .await;
 }
 
+/// `message.key.columns`: tables keyed by named columns (a table regex, columns in the listed
+/// order, nullable key columns), key changes of those columns under every replica identity, a
+/// primary-key change that leaves the message key as it was, a table without a primary key.
+const KEYS_SCHEMA: &str = r#"
+CREATE TABLE orders (id int PRIMARY KEY, region text NOT NULL, code int, v text);
+ALTER TABLE orders REPLICA IDENTITY FULL;
+CREATE TABLE lines (a int NOT NULL, b int, v text);
+ALTER TABLE lines REPLICA IDENTITY FULL;
+CREATE TABLE plain (id int PRIMARY KEY, tag text, v text);
+CREATE TABLE untouched (id int PRIMARY KEY, v text);
+CREATE TABLE zz_end (id int PRIMARY KEY);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_keys_records_as_debezium_with_message_key_columns() {
+    conform(Case {
+        schema: KEYS_SCHEMA,
+        before_snapshot: vec![
+            "INSERT INTO orders VALUES (1, 'eu', 10, 'x')".to_owned(),
+            "INSERT INTO lines VALUES (1, 2, 'x')".to_owned(),
+            "INSERT INTO plain VALUES (1, 't1', 'x')".to_owned(),
+            "INSERT INTO untouched VALUES (1, 'x')".to_owned(),
+        ],
+        streamed: vec![
+            "INSERT INTO orders VALUES (2, 'us', 20, 'y')".to_owned(),
+            "UPDATE orders SET v = 'z' WHERE id = 2".to_owned(),
+            "UPDATE orders SET region = 'ap' WHERE id = 2".to_owned(),
+            "UPDATE orders SET id = 3 WHERE id = 2".to_owned(),
+            "UPDATE orders SET code = NULL WHERE id = 3".to_owned(),
+            "DELETE FROM orders WHERE id = 1".to_owned(),
+            "INSERT INTO lines VALUES (3, 4, 'y'); UPDATE lines SET b = 5 WHERE a = 3; \
+             UPDATE lines SET v = 'w' WHERE a = 3; DELETE FROM lines WHERE a = 1"
+                .to_owned(),
+            "UPDATE plain SET tag = 't2' WHERE id = 1".to_owned(),
+            "UPDATE plain SET id = 2 WHERE id = 1".to_owned(),
+            "DELETE FROM plain WHERE id = 2".to_owned(),
+            "UPDATE untouched SET v = 'y' WHERE id = 1".to_owned(),
+        ],
+        tables: &["orders", "lines", "plain", "untouched"],
+        messages: 0,
+        properties: &[(
+            "message.key.columns",
+            r"public.orders:code,region;public\.li.*:b,a;PUBLIC.plain:tag",
+        )],
+        gaps: &[],
+    })
+    .await;
+}
+
 /// Adds a difference when the BEGIN and END records of the transactions `xids` differ.
 async fn compare_transactions(
     test: &CdcTest,
@@ -598,7 +647,10 @@ async fn conform(case: Case) {
     } = case;
     let transactions = properties.contains(&("provide.transaction.metadata", "true"));
     let mut test = CdcTest::new(schema).await;
-    test.set("HEARTBEAT__INTERVAL_MS", 0);
+    // Heartbeats every second on both sides, compared below; ficus's heartbeat table write is
+    // off (Debezium writes nothing to the database without `heartbeat.action.query`).
+    test.set("HEARTBEAT__INTERVAL_MS", 1000);
+    test.set("HEARTBEAT__WRITE_TABLE", false);
     // Debezium's default, off in the other tests (see support.rs).
     test.set("DEBEZIUM__EXTENDED_HEADERS_ENABLED", true);
     // One row per chunk: the snapshot's look-ahead for the last row of a table is exercised.
@@ -616,14 +668,18 @@ async fn conform(case: Case) {
             test.set(&format!("DEBEZIUM__{key}"), value);
         }
     }
-    let dbz_properties: Vec<(&str, &str)> = std::iter::once(("schema.include.list", "public"))
-        .chain(
-            properties
-                .iter()
-                .filter(|(k, _)| !k.contains("converter"))
-                .copied(),
-        )
-        .collect();
+    let dbz_properties: Vec<(&str, &str)> = [
+        ("schema.include.list", "public"),
+        ("heartbeat.interval.ms", "1000"),
+    ]
+    .into_iter()
+    .chain(
+        properties
+            .iter()
+            .filter(|(k, _)| !k.contains("converter"))
+            .copied(),
+    )
+    .collect();
     for statement in before_snapshot {
         test.pool.execute(statement.as_str()).await.unwrap();
     }
@@ -679,6 +735,15 @@ async fn conform(case: Case) {
             records.iter().any(|r| r.topic == end_topic)
         })
         .await;
+    let heartbeat_topic = format!("__debezium-heartbeat.{}", test.prefix);
+    debezium
+        .wait("a heartbeat", WAIT, |records| {
+            records.iter().any(|r| r.topic == heartbeat_topic)
+        })
+        .await;
+    let ficus_heartbeats = test
+        .wait_messages(&heartbeat_topic, WAIT, |m| !m.is_empty())
+        .await;
     let dbz_records = debezium.stop().await;
     adapter.stop().await;
 
@@ -718,6 +783,17 @@ async fn conform(case: Case) {
             .collect()
     };
     compare("message", &dbz, &ficus, &mut differences);
+
+    // Heartbeats: how many depends on time; the first of each is compared (its `ts_ms` is a
+    // processing time).
+    let dbz: Vec<Value> = dbz_records
+        .iter()
+        .filter(|r| r.topic == heartbeat_topic)
+        .take(1)
+        .map(dbz_shape)
+        .collect();
+    let ficus: Vec<Value> = ficus_heartbeats.iter().take(1).map(ficus_shape).collect();
+    compare("heartbeat", &dbz, &ficus, &mut differences);
 
     // The transaction topic: BEGIN and END of each streamed transaction, compared whole, the
     // schemas included (its `ts_ms` is the commit time, not a processing time). Debezium also

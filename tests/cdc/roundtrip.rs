@@ -423,20 +423,25 @@ async fn outbox_rows_are_routed_by_their_columns() {
     adapter.stop().await;
 }
 
-/// Debezium's `table.exclude.list` and `column.exclude.list` (regular expressions, whole
-/// names, case-insensitive): an excluded table is neither snapshotted nor streamed, an excluded
-/// column is in neither `before` nor `after`, the key keeps its columns.
+/// Debezium's `schema.exclude.list`, `table.exclude.list` and `column.exclude.list` (regular
+/// expressions, whole names, case-insensitive): a table of an excluded schema or an excluded
+/// table is neither snapshotted nor streamed, an excluded column is in neither `before` nor
+/// `after`, the key keeps its columns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn table_and_column_lists_choose_what_is_captured() {
+async fn schema_table_and_column_lists_choose_what_is_captured() {
     let mut test = CdcTest::new(
         "CREATE TABLE kept (id int PRIMARY KEY, v text, secret text);
          ALTER TABLE kept REPLICA IDENTITY FULL;
          CREATE TABLE dropped (id int PRIMARY KEY, v text);
          CREATE TABLE dropped_too (id int PRIMARY KEY, v text);
+         CREATE SCHEMA audit;
+         CREATE TABLE audit.kept (id int PRIMARY KEY, v text);
          INSERT INTO kept VALUES (1, 'snapshot', 's1');
-         INSERT INTO dropped VALUES (1, 'snapshot');",
+         INSERT INTO dropped VALUES (1, 'snapshot');
+         INSERT INTO audit.kept VALUES (1, 'snapshot');",
     )
     .await;
+    test.set("DEBEZIUM__SCHEMA_EXCLUDE_LIST", "AUDIT");
     test.set("DEBEZIUM__TABLE_EXCLUDE_LIST", r"public\.drop.*");
     test.set(
         "DEBEZIUM__COLUMN_EXCLUDE_LIST",
@@ -447,6 +452,7 @@ async fn table_and_column_lists_choose_what_is_captured() {
     for statement in [
         "INSERT INTO dropped VALUES (2, 'streamed')",
         "INSERT INTO dropped_too VALUES (1, 'streamed')",
+        "INSERT INTO audit.kept VALUES (2, 'streamed')",
         "INSERT INTO kept VALUES (2, 'streamed', 's2')",
         "UPDATE kept SET v = 'updated', secret = 's3' WHERE id = 2",
     ] {
@@ -465,6 +471,11 @@ async fn table_and_column_lists_choose_what_is_captured() {
     test.wait_caught_up(WAIT).await;
     assert!(test.messages(&test.topic("dropped")).await.is_empty());
     assert!(test.messages(&test.topic("dropped_too")).await.is_empty());
+    assert!(
+        test.messages(&format!("{}.audit.kept", test.prefix))
+            .await
+            .is_empty()
+    );
     adapter.stop().await;
 }
 

@@ -145,7 +145,8 @@ pub fn write_row(buf: &mut Vec<u8>, relation: &Relation, row: RowRef<'_>, placeh
 }
 
 /// The key as the record carries it: the payload, wrapped in `{"schema","payload"}` when
-/// keys are schema-wrapped; `None` for a table without a primary key.
+/// keys are schema-wrapped; `None` for a table without a primary key or
+/// `message.key.columns`.
 pub fn key(relation: &Relation, row: RowRef<'_>, placeholder: &str) -> Option<Vec<u8>> {
     let head = relation.key_head.as_deref().unwrap_or_default();
     let mut buf = write_key(relation, row, placeholder, head)?;
@@ -155,7 +156,7 @@ pub fn key(relation: &Relation, row: RowRef<'_>, placeholder: &str) -> Option<Ve
     Some(buf)
 }
 
-/// The key's payload (`{"id":42}`), or `None` for a table without a primary key.
+/// The key's payload (`{"id":42}`), or `None` for a table without a key.
 pub fn key_payload(relation: &Relation, row: RowRef<'_>, placeholder: &str) -> Option<Vec<u8>> {
     write_key(relation, row, placeholder, b"")
 }
@@ -166,13 +167,13 @@ fn write_key(
     placeholder: &str,
     head: &[u8],
 ) -> Option<Vec<u8>> {
-    if relation.key.is_empty() {
+    if relation.message_key.is_empty() {
         return None;
     }
-    let mut buf = Vec::with_capacity(head.len() + 16 * relation.key.len());
+    let mut buf = Vec::with_capacity(head.len() + 16 * relation.message_key.len());
     buf.extend_from_slice(head);
     buf.push(b'{');
-    for (n, &i) in relation.key.iter().enumerate() {
+    for (n, &i) in relation.message_key.iter().enumerate() {
         if n > 0 {
             buf.push(b',');
         }
@@ -205,10 +206,11 @@ pub fn key_text(relation: &Relation, row: RowRef<'_>) -> Option<Vec<String>> {
     )
 }
 
-/// Whether the primary key's values differ between two rows.
+/// Whether the record key's values (the primary key's, or `message.key.columns`') differ
+/// between two rows.
 pub fn key_changed(relation: &Relation, old: RowRef<'_>, new: RowRef<'_>) -> bool {
     relation
-        .key
+        .message_key
         .iter()
         .any(|&i| match (old.cell(i), new.cell(i)) {
             (Cell::Text(a), Cell::Text(b)) => a != b,

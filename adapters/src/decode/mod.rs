@@ -306,7 +306,7 @@ impl Decoder {
             },
         };
         if let Some(old_ref) = old_ref
-            && relation.has_primary_key()
+            && relation.has_message_key()
             && envelope::key_changed(relation, old_ref, new_ref)
         {
             // Debezium's headers link the two: the delete names the new key, the create the old.
@@ -776,6 +776,7 @@ mod tests {
         assert_eq!(newkey["schema"]["name"], "pfx.public.people.Key");
         // Without a key there is no key schema.
         rel.key.clear();
+        rel.message_key.clear();
         rel.key_schema = None;
         rel.key_head = None;
         out.clear();
@@ -925,10 +926,57 @@ mod tests {
     }
 
     #[test]
+    fn message_key_columns_key_the_records_and_their_key_changes() {
+        let mut config = (*wrapped_config(true)).clone();
+        config.debezium.message_key_columns = Some("public.peo.*:name,id".to_owned());
+        let decoder = Decoder::new(Arc::new(config.clone()));
+        let rel = relation_in("people", true, &config);
+        assert_eq!(
+            (rel.key.clone(), rel.message_key.clone()),
+            (vec![0], vec![1, 0])
+        );
+        let other = relation_in("other", true, &config);
+        assert_eq!(
+            other.message_key,
+            vec![0],
+            "an unmatched table keeps its primary key"
+        );
+        let key = |record: &Record| -> Value {
+            serde_json::from_slice(record.key.as_ref().unwrap()).unwrap()
+        };
+        let mut out = Vec::new();
+        let old = tuple(&[Some("1"), Some("Ada"), None, None]);
+        decoder.insert(&rel, &old, 1, &TX, false, &mut out);
+        assert_eq!(key(&out[0])["payload"], json!({"name": "Ada", "id": 1}));
+        let first_key = key(&out[0]);
+        let fields: Vec<&str> = first_key["schema"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["name", "id"]);
+        assert_eq!(key(&out[0])["schema"]["name"], "pfx.public.people.Key");
+        // The primary key stays, a key column changes: delete, tombstone, create.
+        out.clear();
+        let new = tuple(&[Some("1"), Some("Grace"), None, None]);
+        decoder.update(&rel, Some(&old), &new, 2, &TX, false, &mut out);
+        let ops: Vec<Op> = out.iter().map(|r| r.op).collect();
+        assert_eq!(ops, [Op::Delete, Op::Tombstone, Op::Create]);
+        assert_eq!(key(&out[0])["payload"]["name"], "Ada");
+        assert_eq!(key(&out[2])["payload"]["name"], "Grace");
+        // The same change of a table keyed by its primary key: an update.
+        out.clear();
+        decoder.update(&other, Some(&old), &new, 3, &TX, false, &mut out);
+        assert_eq!(out.iter().map(|r| r.op).collect::<Vec<_>>(), [Op::Update]);
+    }
+
+    #[test]
     fn tables_without_a_primary_key_are_keyed_null() {
         let decoder = Decoder::new(config());
         let mut rel = relation("nokey", false);
         rel.key.clear();
+        rel.message_key.clear();
         let mut out = Vec::new();
         decoder.insert(
             &rel,

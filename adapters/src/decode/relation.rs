@@ -59,8 +59,12 @@ pub struct Relation {
     pub full_name: Arc<str>,
     pub topic: Arc<str>,
     pub columns: Vec<Column>,
-    /// Indexes of the primary key's columns, in key order; empty when there is none.
+    /// Indexes of the primary key's columns, in key order; empty when there is none. The
+    /// snapshot reads in this order and the snapshot filter compares these columns.
     pub key: Vec<usize>,
+    /// Indexes of the columns of the records' key: `message.key.columns`' for this table, else
+    /// the primary key's; empty: records keyed null.
+    pub message_key: Vec<usize>,
     /// `REPLICA IDENTITY FULL`: old rows carry every column.
     pub identity_full: bool,
     pub role: Role,
@@ -148,6 +152,17 @@ impl Relation {
         } else {
             Vec::new()
         };
+        // Validated with the configuration.
+        let custom_key = config.key_columns().unwrap_or_default().key_of(
+            schema,
+            table,
+            columns.iter().map(|c| &*c.name),
+        );
+        let message_key = if custom_key.is_empty() {
+            key.clone()
+        } else {
+            custom_key
+        };
         let role = role_of(schema, table, config, &columns);
         let mut source_names = Vec::new();
         json::push_key(&mut source_names, "schema");
@@ -171,8 +186,9 @@ impl Relation {
             optional: !spec.columns[i].facts.not_null,
             default: defaults[i].as_deref(),
         };
-        let key_schema = (!key.is_empty()).then(|| {
-            let fields: Vec<ColumnSchema<'_>> = key.iter().map(|&i| column_schema(i)).collect();
+        let key_schema = (!message_key.is_empty()).then(|| {
+            let fields: Vec<ColumnSchema<'_>> =
+                message_key.iter().map(|&i| column_schema(i)).collect();
             schema::key_schema(&topic, &fields)
         });
         let key_head = key_schema
@@ -191,6 +207,7 @@ impl Relation {
             topic: Arc::from(topic.as_str()),
             columns,
             key,
+            message_key,
             identity_full: spec.identity_full,
             role,
             source_names,
@@ -202,6 +219,11 @@ impl Relation {
 
     pub fn has_primary_key(&self) -> bool {
         !self.key.is_empty()
+    }
+
+    /// Whether its records have a key (a primary key or `message.key.columns`).
+    pub fn has_message_key(&self) -> bool {
+        !self.message_key.is_empty()
     }
 }
 
@@ -239,13 +261,16 @@ fn role_of(schema: &str, table: &str, config: &CdcConfig, columns: &[Column]) ->
     Role::Table
 }
 
-/// Whether `table.include.list`/`table.exclude.list` capture `schema.table`.
+/// Whether Debezium's lists capture `schema.table`: its schema passes
+/// `schema.include.list`/`schema.exclude.list` and `schema.table` passes
+/// `table.include.list`/`table.exclude.list` (Debezium's `Selectors`: both must hold).
 pub fn is_captured(config: &CdcConfig, schema: &str, table: &str) -> bool {
     // Validated with the configuration.
-    config
-        .table_filter()
-        .unwrap_or_default()
-        .includes(&format!("{schema}.{table}"))
+    config.schema_filter().unwrap_or_default().includes(schema)
+        && config
+            .table_filter()
+            .unwrap_or_default()
+            .includes(&format!("{schema}.{table}"))
 }
 
 /// `<prefix>.<schema>.<table>`, with characters Kafka does not allow replaced by `_`.

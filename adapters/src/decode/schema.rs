@@ -68,6 +68,20 @@ pub const TRANSACTION_VALUE_SCHEMA: &str = concat!(
     r#"],"optional":false,"name":"io.debezium.connector.common.TransactionMetadataValue","version":1}"#,
 );
 
+/// The key schema of a heartbeat record (`{"serverName": <topic prefix>}`), Debezium's
+/// `SchemaFactory.heartbeatKeySchema`.
+pub const HEARTBEAT_KEY_SCHEMA: &str = concat!(
+    r#"{"type":"struct","fields":[{"type":"string","optional":false,"field":"serverName"}],"#,
+    r#""optional":false,"name":"io.debezium.connector.common.ServerNameKey","version":1}"#,
+);
+
+/// The value schema of a heartbeat record (`{"ts_ms": <when it was sent>}`), Debezium's
+/// `SchemaFactory.heartbeatValueSchema`.
+pub const HEARTBEAT_VALUE_SCHEMA: &str = concat!(
+    r#"{"type":"struct","fields":[{"type":"int64","optional":false,"field":"ts_ms"}],"#,
+    r#""optional":false,"name":"io.debezium.connector.common.Heartbeat","version":1}"#,
+);
+
 /// The key schema of a `<prefix>.message` record (a logical decoding message).
 pub const MESSAGE_KEY_SCHEMA: &str = concat!(
     r#"{"type":"struct","fields":[{"type":"string","optional":true,"field":"prefix"}],"#,

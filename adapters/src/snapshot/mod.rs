@@ -317,7 +317,8 @@ impl Snapshotter<'_> {
         let relation = Relation::build(&info.spec, kinds, config);
         if !relation.has_primary_key() {
             tracing::warn!(
-                "table has no primary key: its snapshot cannot be chunked by key (read through a cursor, restarted whole after a crash) and its events are keyed null"
+                keyed_null = !relation.has_message_key(),
+                "table has no primary key: its snapshot cannot be chunked by key (read through a cursor, restarted whole after a crash); without message.key.columns its events are keyed null"
             );
         }
         let segment = previous.iter().map(|p| p.segment).max().unwrap_or(0) + 1;

@@ -57,7 +57,10 @@ pub struct Streamer<'a> {
     last_keepalive: Instant,
     last_heartbeat: Instant,
     heartbeat_topic: Arc<str>,
+    /// The heartbeat's key, and what goes before its value's `{"ts_ms":..}` (the
+    /// `{"schema":..,"payload":` of Debezium's heartbeat schemas when schema-wrapped).
     heartbeat_key: Vec<u8>,
+    heartbeat_value_head: Vec<u8>,
     records: Vec<Record>,
     /// The position last handed to the feedback (fail point bookkeeping).
     last_pushed: std::sync::atomic::AtomicU64,
@@ -141,11 +144,8 @@ impl<'a> Streamer<'a> {
         let config_message_topic = config.message_topic();
         let message_filter = config
             .message_filter()
-            .map_err(|e| CdcError::Config(vec![e]))?;
-        let mut heartbeat_key = Vec::new();
-        heartbeat_key.extend_from_slice(b"{\"serverName\":");
-        crate::decode::json::push_str(&mut heartbeat_key, &config.topic_prefix);
-        heartbeat_key.push(b'}');
+            .map_err(|e| CdcError::Config(vec![format!("debezium.{e}")]))?;
+        let (heartbeat_key, heartbeat_value_head) = heartbeat_parts(&config);
         Ok(Self {
             decoder: Decoder::new(config.clone()),
             config,
@@ -166,6 +166,7 @@ impl<'a> Streamer<'a> {
             last_heartbeat: Instant::now(),
             heartbeat_topic,
             heartbeat_key,
+            heartbeat_value_head,
             records: Vec::with_capacity(16),
             last_pushed: std::sync::atomic::AtomicU64::new(confirmed),
             tx_meta: None,
@@ -279,9 +280,14 @@ impl<'a> Streamer<'a> {
         let interval = self.config.heartbeat.interval_ms;
         if interval > 0 && self.last_heartbeat.elapsed() >= Duration::from_millis(interval) {
             self.last_heartbeat = Instant::now();
-            let mut value = b"{\"ts_ms\":".to_vec();
+            let mut value = Vec::with_capacity(self.heartbeat_value_head.len() + 32);
+            value.extend_from_slice(&self.heartbeat_value_head);
+            value.extend_from_slice(b"{\"ts_ms\":");
             crate::decode::json::push_i64(&mut value, now_ms());
             value.push(b'}');
+            if !self.heartbeat_value_head.is_empty() {
+                value.push(b'}');
+            }
             let record = Record {
                 topic: self.heartbeat_topic.clone(),
                 key: Some(self.heartbeat_key.clone()),
@@ -556,7 +562,7 @@ impl<'a> Streamer<'a> {
                 .collect();
             tracing::info!(?added, ?dropped, "schema change picked up");
         }
-        if matches!(relation.role, Role::Table) && !relation.has_primary_key() {
+        if matches!(relation.role, Role::Table) && !relation.has_message_key() {
             tracing::warn!(
                 "table has no primary key: its events are keyed null (no per-row ordering across partitions); updates and deletes need REPLICA IDENTITY FULL to carry the old row"
             );
@@ -719,6 +725,25 @@ impl<'a> Streamer<'a> {
         }
         Ok(())
     }
+}
+
+/// The heartbeat's key (`{"serverName": <topic prefix>}`) and the head of its value, each
+/// schema-wrapped as the `[connect]` converters say (Debezium's `ServerNameKey` and
+/// `Heartbeat` schemas).
+fn heartbeat_parts(config: &CdcConfig) -> (Vec<u8>, Vec<u8>) {
+    use crate::decode::schema;
+    let mut key = b"{\"serverName\":".to_vec();
+    crate::decode::json::push_str(&mut key, &config.topic_prefix);
+    key.push(b'}');
+    if config.connect.key_converter_schemas_enable {
+        key = schema::wrap(schema::HEARTBEAT_KEY_SCHEMA.as_bytes(), &key);
+    }
+    let value_head = if config.connect.value_converter_schemas_enable {
+        schema::head(schema::HEARTBEAT_VALUE_SCHEMA.as_bytes())
+    } else {
+        Vec::new()
+    };
+    (key, value_head)
 }
 
 /// A table whose changes are events (not one of ficus's own).
