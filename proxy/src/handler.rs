@@ -311,7 +311,7 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         prepare_headers(
             &mut parts.headers,
-            ctx.client,
+            &client_ip(ctx.client),
             ctx.upgrade_offer.as_ref(),
             ctx.trusted,
         );
@@ -617,41 +617,65 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
 /// gets `Connection: upgrade` and `Upgrade: <upgrade>` (the protocols the route tunnels), which
 /// the next hop needs; anything else loses both.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Per request: one pass over the names, the hashed removes only when one is there.
+    if headers.keys().any(is_hop_by_hop) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        for name in [
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+            &header::TE,
+            &header::TRAILER,
+            &header::TRANSFER_ENCODING,
+            &header::PROXY_AUTHENTICATE,
+            &header::PROXY_AUTHORIZATION,
+            &HTTP2_SETTINGS,
+        ] {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &HTTP2_SETTINGS,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove(header::CONNECTION);
-    headers.remove(header::UPGRADE);
     if let Some(upgrade) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade.clone());
     }
 }
 
+/// Whether `name` is one [`strip_hop_by_hop`] always removes (RFC 9110 §7.6.1 and the
+/// non-standard ones clients still send): compared in place, no hashing.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::UPGRADE
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+        || *name == HTTP2_SETTINGS
+}
+
+/// The client's address as `X-Forwarded-For` carries it (made once per connection by the lean
+/// path, per request by the hyper path).
+pub(crate) fn client_ip(client: SocketAddr) -> HeaderValue {
+    HeaderValue::try_from(client.ip().to_string()).expect("an IP address is a valid header value")
+}
+
 /// Hop-by-hop headers out, `X-Forwarded-*` in. Forwarding headers a client sent are kept only
-/// from trusted proxies; from anyone else they are replaced.
+/// from trusted proxies; from anyone else they are replaced. `client_ip` is [`client_ip`]'s.
 pub(crate) fn prepare_headers(
     headers: &mut HeaderMap,
-    client: SocketAddr,
+    client_ip: &HeaderValue,
     upgrade: Option<&HeaderValue>,
     trusted: bool,
 ) {
@@ -659,13 +683,24 @@ pub(crate) fn prepare_headers(
     if !trusted {
         crate::authz::headers::strip(headers, &[], false);
     }
-    let ip = client.ip().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+    // One lookup: the client's address appended to a trusted chain, or the only one.
+    match headers.entry(X_FORWARDED_FOR.clone()) {
+        header::Entry::Occupied(mut chain) => {
+            let appended = match chain.get().to_str() {
+                Ok(prior) => HeaderValue::try_from(format!(
+                    "{prior}, {}",
+                    client_ip.to_str().unwrap_or_default()
+                ))
+                .ok(),
+                Err(_) => Some(client_ip.clone()),
+            };
+            if let Some(value) = appended {
+                chain.insert(value);
+            }
+        }
+        header::Entry::Vacant(none) => {
+            none.insert(client_ip.clone());
+        }
     }
     headers
         .entry(X_FORWARDED_PROTO.clone())

@@ -114,12 +114,21 @@ pub fn reconcile_host(
     let Some(authority) = authority else {
         return Ok(None);
     };
-    let canonical = authority.to_ascii_lowercase();
+    // Authority's grammar ignores case: checked before lower-casing, so that a Host header
+    // already in canonical form (nearly every request's) is kept without a copy.
     let valid =
-        !canonical.is_empty() && !canonical.contains('@') && canonical.parse::<Authority>().is_ok();
+        !authority.is_empty() && !authority.contains('@') && authority.parse::<Authority>().is_ok();
     if !valid {
         return Err(refuse("the Host header is not a host[:port]"));
     }
+    let canonical_already = !authority.bytes().any(|b| b.is_ascii_uppercase())
+        && host
+            .as_ref()
+            .is_some_and(|h| h.as_bytes() == authority.as_bytes());
+    if canonical_already {
+        return Ok(host);
+    }
+    let canonical = authority.to_ascii_lowercase();
     let value =
         HeaderValue::from_str(&canonical).map_err(|_| refuse("the Host header is not a host"))?;
     headers.insert(header::HOST, value.clone());
@@ -143,8 +152,11 @@ pub fn method_override(headers: &HeaderMap) -> Option<&HeaderName> {
 
 /// Refuses a method override unless the route allows it.
 pub fn check_method_override(headers: &HeaderMap, allowed: bool) -> Result<(), ProxyError> {
+    if allowed {
+        return Ok(());
+    }
     match method_override(headers) {
-        Some(name) if !allowed => Err(ProxyError::bad_request(
+        Some(name) => Err(ProxyError::bad_request(
             BadRequest::MethodOverride,
             format!("`{name}` is not accepted on this route: send the method itself"),
         )),

@@ -166,3 +166,59 @@ timeout_ms = 5000
     );
     drop(listener);
 }
+
+/// A head over the hard limit on a kept-alive connection is refused with 431 and nothing else:
+/// the request served before it is not served again (on the lean path the connection then
+/// goes to hyper, with only the bytes not yet served).
+#[tokio::test]
+async fn an_oversize_head_after_a_kept_alive_request_is_refused_and_nothing_is_replayed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (monolith, people) = upstreams().await;
+    let proxy = crate::start_proxy_with(
+        &routes_file(&monolith.url(), &people.url(), LIMITED),
+        ServerSettings {
+            max_header_bytes_hard: 8192,
+            ..ServerSettings::default()
+        },
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 16384];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the first answer");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let first = String::from_utf8_lossy(&seen).into_owned();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Let the first body arrive whole before the next request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut rest = Vec::new();
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+        rest.extend_from_slice(&buf[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&rest).contains("HTTP/1.1"), "{rest:?}");
+
+    // Past the limit before its end: the lean path hands the connection to hyper, which
+    // answers 431 (the rest of the head never comes).
+    let oversize = format!("GET /second HTTP/1.1\r\nhost: x\r\nx-big: {}", "h".repeat(9000));
+    stream.write_all(oversize.as_bytes()).await.unwrap();
+    let mut after = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => after.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("still open 5 s after an oversize head"),
+        }
+    }
+    let after = String::from_utf8_lossy(&after);
+    assert!(!after.contains("HTTP/1.1 200"), "the first request was served again: {after}");
+    if crate::HTTP1 == ficus_proxy::Http1Path::Lean {
+        assert!(after.starts_with("HTTP/1.1 431"), "{after}");
+    }
+}

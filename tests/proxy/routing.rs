@@ -289,3 +289,40 @@ async fn header_case_reaches_the_upstream_as_the_client_wrote_it() {
     assert!(head.contains("CONTENT-type: text/plain\r\n"), "{head}");
     assert!(head.contains("Host: legacy.example\r\n"), "{head}");
 }
+
+#[tokio::test]
+async fn response_hop_by_hop_headers_and_those_connection_names_stop_at_the_proxy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw upstream whose answer lists a header of its own in `Connection`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).await.unwrap();
+            head.extend_from_slice(&buffer[..n]);
+        }
+        stream
+            .write_all(
+                b"HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Upstream-Hop\r\n\
+                  X-Upstream-Hop: secret\r\nKeep-Alive: timeout=5\r\nTrailer: x-t\r\n\
+                  X-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
+            )
+            .await
+            .unwrap();
+    });
+    let proxy = crate::start_proxy(&format!(
+        "[proxy]\ndefault = \"monolith\"\n[upstreams.monolith]\nurl = \"http://{upstream}\"\n"
+    ))
+    .await;
+    let response = reqwest::get(proxy.url("/hop")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers.get("x-kept").unwrap(), "yes");
+    for hop in ["x-upstream-hop", "keep-alive", "trailer"] {
+        assert!(!headers.contains_key(hop), "{hop} passed: {headers:?}");
+    }
+    assert_eq!(response.text().await.unwrap(), "ok");
+}

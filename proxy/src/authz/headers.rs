@@ -100,30 +100,37 @@ fn same_prefix(name: &str, normalized: &str) -> bool {
         })
 }
 
-/// Forwarding headers only a trusted proxy may send.
-fn is_forwarding(normalized: &str) -> bool {
-    normalized.starts_with("x-forwarded-")
-        || matches!(
-            normalized,
-            "forwarded"
-                | "x-real-ip"
-                | "x-original-url"
-                | "x-original-uri"
-                | "x-rewrite-url"
-                | "x-client-ip"
-                | "true-client-ip"
-        )
+/// Forwarding headers only a trusted proxy may send (`name` in any case, `_` or `-`), compared
+/// in place: this runs on every header of every request.
+fn is_forwarding(name: &str) -> bool {
+    same_prefix(name, "x-forwarded-")
+        || [
+            "forwarded",
+            "x-real-ip",
+            "x-original-url",
+            "x-original-uri",
+            "x-rewrite-url",
+            "x-client-ip",
+            "true-client-ip",
+        ]
+        .iter()
+        .any(|forwarding| same_name(name, forwarding))
 }
 
 /// Removes every header whose normalized name is in `protected` (already normalized), and,
 /// unless `trusted`, every forwarding header. Returns how many were removed.
 pub fn strip(headers: &mut HeaderMap, protected: &[String], trusted: bool) -> usize {
+    // Per request, on every header: compared in place, a list made only when one is found.
+    let is_doomed = |name: &HeaderName| {
+        let name = name.as_str();
+        protected.iter().any(|p| same_name(name, p)) || (!trusted && is_forwarding(name))
+    };
+    if !headers.keys().any(is_doomed) {
+        return 0;
+    }
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            let normalized = normalize(name.as_str());
-            protected.contains(&normalized) || (!trusted && is_forwarding(&normalized))
-        })
+        .filter(|name| is_doomed(name))
         .cloned()
         .collect();
     let count = doomed.len();

@@ -137,22 +137,19 @@ pub fn trim(value: &[u8]) -> &[u8] {
 /// and those the proxy replaces (`x-request-id`) or frames itself (`content-length`,
 /// `transfer-encoding`: written by the caller from the framing).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 11] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"http2-settings",
-        b"upgrade",
-        b"content-length",
-    ];
-    NAMES
-        .iter()
-        .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+    // By length first: most names a response carries are ruled out without a comparison.
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        14 => is(b"content-length") || is(b"http2-settings"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// Why a chunked body could not be read.
@@ -322,6 +319,38 @@ mod tests {
         httparse::Header {
             name,
             value: value.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_names_in_any_case_and_no_others() {
+        for name in [
+            "Connection",
+            "KEEP-ALIVE",
+            "proxy-connection",
+            "TE",
+            "Trailer",
+            "transfer-encoding",
+            "Proxy-Authenticate",
+            "proxy-authorization",
+            "HTTP2-Settings",
+            "upgrade",
+            "Content-Length",
+        ] {
+            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "content-type",
+            "server",
+            "date",
+            "x-te",
+            "tee",
+            "trailers",
+            "connections",
+            "x-request-id",
+            "",
+        ] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
         }
     }
 

@@ -130,12 +130,14 @@ pub(crate) async fn serve(
     let mut conn = Conn {
         io,
         buf,
-        head: Vec::new(),
+        head: Bytes::new(),
         upstream_head: Vec::new(),
         out: Vec::new(),
         client,
+        client_ip: crate::handler::client_ip(client),
         proxy,
         settings,
+        upstream_timer: None,
     };
     conn.io.prefix = Bytes::new();
     match conn.run(idle, stop).await {
@@ -155,15 +157,20 @@ struct Conn {
     io: Prefixed,
     /// Bytes read from the client, not yet used.
     buf: BytesMut,
-    /// The head of the request being served.
-    head: Vec<u8>,
+    /// The head of the request being served (split off `buf`: the header map's values are
+    /// slices of it, not copies).
+    head: Bytes,
     /// The head written upstream (kept for a fallback's replay).
     upstream_head: Vec<u8>,
     /// What is written next (to either side).
     out: Vec<u8>,
     client: SocketAddr,
+    /// `client`'s address as `X-Forwarded-For` carries it, made once.
+    client_ip: HeaderValue,
     proxy: Arc<Proxy>,
     settings: Settings,
+    /// The route timeout's timer, kept armed across requests (see [`Conn::send`]).
+    upstream_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// What follows a request.
@@ -188,34 +195,56 @@ struct Answer {
     conn: pool::Conn,
     head_len: usize,
     status: u16,
+    /// The reason phrase's bytes in `conn.buf` (the header lines' are `conn.fields`).
+    reason: std::ops::Range<usize>,
     framing: Framing,
     /// The upstream keeps the connection open after this response.
     keep_alive: bool,
 }
 
 impl Conn {
-    async fn run(&mut self, idle: Duration, stop: &mut watch::Receiver<bool>) -> Ended {
+    async fn run(&mut self, idle: Duration, stop: &watch::Receiver<bool>) -> Ended {
+        // Between requests the header read timeout runs too (as hyper's header timer): the
+        // shorter one closes the connection; only the idle deadline is counted.
+        let wait = idle.min(self.settings.header_read_timeout);
+        // One timer for the connection's life, not one per request: armed for the first wait,
+        // it fires at most once per `wait` and is moved on to the deadline of the wait in
+        // progress then (registering a timer and removing it again cost every request more
+        // than the request's own header edits).
+        let mut timer = std::pin::pin!(tokio::time::sleep(wait));
+        // The same for the shutdown signal: one waiter for the connection's life.
+        let mut watch = stop.clone();
+        let mut stopping = std::pin::pin!(async move {
+            let _ = watch.changed().await;
+        });
         loop {
             if self.buf.is_empty() {
                 self.buf.clear();
                 self.buf.reserve(READ_BYTES);
-                // Between requests the header read timeout runs too (as hyper's header timer):
-                // the shorter one closes the connection; only the idle deadline is counted.
-                let wait = idle.min(self.settings.header_read_timeout);
-                tokio::select! {
-                    biased;
-                    _ = stop.changed() => return Ended::Closed,
-                    read = tokio::time::timeout(wait, self.io.read_buf(&mut self.buf)) => match read {
-                        Err(_) => {
-                            if idle <= self.settings.header_read_timeout {
-                                self.proxy.metrics.deadline(Deadline::Idle);
-                            }
-                            tracing::debug!(client = %self.client, "idle past the deadline; closing");
-                            return Ended::Closed;
+                let deadline = tokio::time::Instant::now() + wait;
+                let read = loop {
+                    // The read first: a request that came is served unless shutdown had
+                    // begun (checked after the read), and the stop waiter is not polled then.
+                    tokio::select! {
+                        biased;
+                        read = self.io.read_buf(&mut self.buf) => break Some(read),
+                        () = stopping.as_mut() => return Ended::Closed,
+                        () = timer.as_mut() => match rearm(timer.as_mut(), deadline) {
+                            Timer::Expired => break None,
+                            Timer::Rearmed => {}
+                        },
+                    }
+                };
+                match read {
+                    None => {
+                        if idle <= self.settings.header_read_timeout {
+                            self.proxy.metrics.deadline(Deadline::Idle);
                         }
-                        Ok(Ok(0) | Err(_)) => return Ended::Closed,
-                        Ok(Ok(_)) => {}
-                    },
+                        tracing::debug!(client = %self.client, "idle past the deadline; closing");
+                        return Ended::Closed;
+                    }
+                    Some(Ok(0) | Err(_)) => return Ended::Closed,
+                    Some(Ok(_)) => {}
                 }
             }
             if *stop.borrow() {
@@ -227,9 +256,7 @@ impl Conn {
             let Ok(len) = len else {
                 return Ended::Hyper;
             };
-            self.head.clear();
-            self.head.extend_from_slice(&self.buf[..len]);
-            self.buf.advance(len);
+            self.head = self.buf.split_to(len).freeze();
             match self.request(stop).await {
                 Next::KeepAlive => {}
                 Next::Close => {
@@ -282,14 +309,18 @@ impl Conn {
         let table = self.proxy.table();
         let head = std::mem::take(&mut self.head);
         let next = self.serve_head(&table, &head, stop).await;
-        self.head = head;
+        // Kept only for a hand-off to hyper; otherwise let go, so that `buf` is the only owner
+        // of its memory again and reuses it.
+        if matches!(next, Next::Hyper) {
+            self.head = head;
+        }
         next
     }
 
     async fn serve_head(
         &mut self,
         table: &Arc<Table>,
-        head: &[u8],
+        head: &Bytes,
         stop: &watch::Receiver<bool>,
     ) -> Next {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -322,7 +353,7 @@ impl Conn {
         for header in request.headers.iter() {
             let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(header.name.as_bytes()),
-                HeaderValue::from_bytes(header.value),
+                HeaderValue::from_maybe_shared(head.slice_ref(header.value)),
             ) else {
                 return Next::Hyper;
             };
@@ -353,13 +384,18 @@ impl Conn {
             status = tracing::field::Empty,
         );
         let exchange = Exchange {
+            span: span.clone(),
             table,
             route,
             start: Instant::now(),
-            request_id: request_id(&mut headers),
+            request_id: RequestId::read(&mut headers),
             trusted: table.is_trusted(self.client.ip()),
             idempotent: crate::handler::is_idempotent(&method),
-            declared_length: crate::handler::content_length(&headers),
+            // The length `request_framing` read (none for a chunked body, 0 as none).
+            declared_length: match heads.framing {
+                Framing::Length(n) => Some(n),
+                _ => None,
+            },
             head_request: method == Method::HEAD,
             framing: heads.framing,
             client_close: heads.close,
@@ -369,9 +405,13 @@ impl Conn {
         };
         let raw = request.headers;
         let pq_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
-        self.exchange(exchange, method_text, &target, raw, headers, pq_len, stop)
-            .instrument(span)
-            .await
+        let exchange = self.exchange(exchange, method_text, &target, raw, headers, pq_len, stop);
+        // Off (the default: its target is off unless asked for), the span is not entered.
+        if span.is_disabled() {
+            exchange.await
+        } else {
+            exchange.instrument(span).await
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -392,7 +432,12 @@ impl Conn {
                     // Phase 2, choose the side.
                     ex.side = ex.route.side(&headers, self.client.ip());
                     // Phase 3, the head upstream: as the hyper path's plan_body.
-                    crate::handler::prepare_headers(&mut headers, self.client, None, ex.trusted);
+                    crate::handler::prepare_headers(
+                        &mut headers,
+                        &self.client_ip,
+                        None,
+                        ex.trusted,
+                    );
                     if let (Some(authz), Some(identity)) = (&ex.table.authz, &identity) {
                         authz.forward(&mut headers, identity, &ex.route.name);
                     }
@@ -402,6 +447,7 @@ impl Conn {
                         target.path_and_query.as_str(),
                         raw,
                         &headers,
+                        ex.request_id.made(),
                         ex.framing == Framing::Chunked,
                     );
                 })?;
@@ -516,13 +562,34 @@ impl Conn {
     ) -> Result<Answer, ProxyError> {
         let route = ex.route;
         let upstream = route.upstream(side);
-        let result =
-            tokio::time::timeout(route.timeout, self.attempt(ex, upstream, side, send)).await;
-        let outcome = match result {
-            Err(elapsed) => {
-                Err(ProxyError::timeout(side, route.timeout, ex.idempotent).with_source(elapsed))
+        // The connection's timer, moved on lazily as the client's (see `run`): armed earlier
+        // than this deadline it fires and is moved on; armed later, it is moved back now.
+        let deadline = tokio::time::Instant::now() + route.timeout;
+        let mut timer = self
+            .upstream_timer
+            .take()
+            .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        let result = {
+            let attempt = self.attempt(ex, upstream, side, send);
+            let mut attempt = std::pin::pin!(attempt);
+            loop {
+                tokio::select! {
+                    biased;
+                    outcome = &mut attempt => break Some(outcome),
+                    () = timer.as_mut() => match rearm(timer.as_mut(), deadline) {
+                        Timer::Expired => break None,
+                        Timer::Rearmed => {}
+                    },
+                }
             }
-            Ok(outcome) => outcome,
+        };
+        self.upstream_timer = Some(timer);
+        let outcome = match result {
+            None => Err(ProxyError::timeout(side, route.timeout, ex.idempotent)),
+            Some(outcome) => outcome,
         };
         if let Err(error) = &outcome
             && let Some(failure) = error.failure()
@@ -702,9 +769,8 @@ impl Conn {
     /// proxy's in, written once with the body bytes in hand; the rest streamed.
     async fn pass_on(&mut self, ex: &Exchange<'_>, mut answer: Answer, close: bool) -> Next {
         let answerer = Answerer::from(ex.responding_side());
-        let span = tracing::Span::current();
-        span.record("side", answerer.as_str());
-        span.record("status", answer.status);
+        ex.span.record("side", answerer.as_str());
+        ex.span.record("status", answer.status);
         ex.route
             .metrics
             .answered(answerer, answer.status, ex.start.elapsed().as_secs_f64());
@@ -803,9 +869,8 @@ impl Conn {
         close: bool,
     ) -> Next {
         let status = response.status();
-        let span = tracing::Span::current();
-        span.record("side", Answerer::Proxy.as_str());
-        span.record("status", status.as_u16());
+        ex.span.record("side", Answerer::Proxy.as_str());
+        ex.span.record("status", status.as_u16());
         ex.route.metrics.answered(
             Answerer::Proxy,
             status.as_u16(),
@@ -821,7 +886,7 @@ impl Conn {
         status_line(
             out,
             status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
+            status.canonical_reason().unwrap_or("").as_bytes(),
         );
         for (name, value) in &parts.headers {
             header_line(out, name.as_str().as_bytes(), value.as_bytes());
@@ -845,6 +910,24 @@ impl Conn {
     }
 }
 
+/// What a lazily moved timer that fired means.
+enum Timer {
+    /// The deadline passed.
+    Expired,
+    /// It fired for an earlier deadline and now waits for `deadline`.
+    Rearmed,
+}
+
+/// A connection's timer fired: the wait whose deadline is `deadline` is over, or the timer was
+/// armed for an earlier wait and is moved on to this one.
+fn rearm(timer: std::pin::Pin<&mut tokio::time::Sleep>, deadline: tokio::time::Instant) -> Timer {
+    if tokio::time::Instant::now() >= deadline {
+        return Timer::Expired;
+    }
+    timer.reset(deadline);
+    Timer::Rearmed
+}
+
 /// The length of the head at the front of `buf` (through the empty line that ends it: `\n\n`
 /// or `\n\r\n`, the line endings httparse accepts), or where to resume looking once more bytes
 /// came. What the head holds is httparse's to judge, after.
@@ -864,7 +947,7 @@ fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
 }
 
 /// `HTTP/1.1 <status> <reason>\r\n`.
-fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut code = [b'0'; 3];
     code[0] += (status / 100 % 10) as u8;
@@ -872,7 +955,7 @@ fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     code[2] += (status % 10) as u8;
     out.extend_from_slice(&code);
     out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -905,29 +988,32 @@ fn write_response_head(
     answerer: Answerer,
     close: bool,
 ) {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let head = &answer.conn.buf[..answer.head_len];
-    let _ = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        head,
-        &mut slots,
-    );
-    status_line(out, answer.status, response.reason.unwrap_or(""));
-    let named: Vec<&[u8]> = response
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|b| *b == b','))
-        .map(codec::trim)
-        .filter(|t| !t.is_empty())
-        .collect();
+    let buf = &answer.conn.buf;
+    let fields = &answer.conn.fields;
+    status_line(out, answer.status, &buf[answer.reason.clone()]);
+    // Names the upstream's `Connection` header lists end at this hop too (looked for only when
+    // it lists one besides `keep-alive`, a hop-by-hop name anyway: nearly never).
+    let lists_names = fields.iter().any(|f| {
+        buf[f.name.clone()].eq_ignore_ascii_case(b"connection")
+            && buf[f.value.clone()].split(|b| *b == b',').any(|token| {
+                let token = codec::trim(token);
+                !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive")
+            })
+    });
+    let listed = |name: &[u8]| {
+        fields.iter().any(|f| {
+            buf[f.name.clone()].eq_ignore_ascii_case(b"connection")
+                && buf[f.value.clone()]
+                    .split(|b| *b == b',')
+                    .any(|token| codec::trim(token).eq_ignore_ascii_case(name))
+        })
+    };
     let mut dated = false;
     let mut length: Option<&[u8]> = None;
-    for header in response.headers.iter() {
-        let name = header.name.as_bytes();
+    for field in fields {
+        let (name, value) = (&buf[field.name.clone()], &buf[field.value.clone()]);
         if name.eq_ignore_ascii_case(b"content-length") {
-            length = Some(header.value);
+            length = Some(value);
         }
         let skip = codec::is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(X_REQUEST_ID)
@@ -935,12 +1021,12 @@ fn write_response_head(
                 && (name.eq_ignore_ascii_case(X_FICUS_ROUTE)
                     || name.eq_ignore_ascii_case(X_FICUS_SIDE)
                     || name.eq_ignore_ascii_case(X_FICUS_TABLE)))
-            || named.iter().any(|n| n.eq_ignore_ascii_case(name));
+            || (lists_names && listed(name));
         if skip {
             continue;
         }
         dated |= name.eq_ignore_ascii_case(b"date");
-        header_line(out, name, header.value);
+        header_line(out, name, value);
     }
     proxy_headers(out, ex, answerer);
     match answer.framing {
@@ -1029,27 +1115,44 @@ async fn read_response_head(mut conn: pool::Conn, head_request: bool) -> Result<
                                     .split(|b| *b == b',')
                                     .any(|t| codec::trim(t).eq_ignore_ascii_case(b"close"))
                         });
-                    Some((len, status, framing, keep_alive))
+                    // Where the lines lie, for the head written to the client: parsed once.
+                    let start = conn.buf.as_ptr() as usize;
+                    let at = |part: &[u8]| match part.len() {
+                        0 => 0..0,
+                        n => {
+                            let from = part.as_ptr() as usize - start;
+                            from..from + n
+                        }
+                    };
+                    conn.fields.clear();
+                    conn.fields
+                        .extend(response.headers.iter().map(|h| pool::Field {
+                            name: at(h.name.as_bytes()),
+                            value: at(h.value),
+                        }));
+                    let reason = at(response.reason.unwrap_or("").as_bytes());
+                    Some((len, status, framing, keep_alive, reason))
                 }
                 Ok(httparse::Status::Partial) => None,
                 Err(_) => return Err(HeadError::Malformed("malformed response head")),
             }
         };
         match parsed {
-            Some((len, status, _, _)) if (100..200).contains(&status) && status != 101 => {
+            Some((len, status, _, _, _)) if (100..200).contains(&status) && status != 101 => {
                 conn.buf.advance(len);
                 continue;
             }
-            Some((head_len, status, Some(framing), keep_alive)) => {
+            Some((head_len, status, Some(framing), keep_alive, reason)) => {
                 return Ok(Answer {
                     conn,
                     head_len,
                     status,
+                    reason,
                     framing,
                     keep_alive,
                 });
             }
-            Some((_, _, None, _)) => {
+            Some((_, _, None, _, _)) => {
                 return Err(HeadError::Malformed("ambiguous response framing"));
             }
             None => {}
@@ -1073,10 +1176,12 @@ async fn read_response_head(mut conn: pool::Conn, head_request: bool) -> Result<
 
 /// What one request carries (the hyper path's `Ctx`).
 struct Exchange<'t> {
+    /// The request's span (disabled unless `ficus_proxy::request` is on).
+    span: tracing::Span,
     table: &'t Table,
     route: &'t Route,
     start: Instant,
-    request_id: HeaderValue,
+    request_id: RequestId,
     trusted: bool,
     idempotent: bool,
     declared_length: Option<u64>,
@@ -1155,25 +1260,49 @@ async fn admit(
     }
 }
 
-/// The request's `x-request-id`, made (random, 128 bits, 32 hex digits) when the client sent
-/// none: the hyper path's rule (`handler::ensure_request_id`), without formatting machinery.
-fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    static NAME: HeaderName = HeaderName::from_static("x-request-id");
-    if let Some(id) = headers
-        .get(&NAME)
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-    {
-        return id.clone();
+/// The request's `x-request-id`: the client's, or made (random, 128 bits, 32 hex digits) when
+/// the client sent none: the hyper path's rule (`handler::ensure_request_id`), without
+/// formatting machinery or allocations. A made one is not in the header map: the upstream head
+/// gets it after the map's headers ([`write_request_head`]).
+enum RequestId {
+    Sent(HeaderValue),
+    Made([u8; 32]),
+}
+
+impl RequestId {
+    /// The client's id when it sent a usable one (it stays in `headers`, where the client put
+    /// it), else a new one (an unusable one the client sent is removed from `headers`).
+    fn read(headers: &mut HeaderMap) -> Self {
+        static NAME: HeaderName = HeaderName::from_static("x-request-id");
+        if let Some(id) = headers.get(&NAME) {
+            if !id.is_empty() && id.len() <= 200 {
+                return Self::Sent(id.clone());
+            }
+            headers.remove(&NAME);
+        }
+        let random = rand::random::<u128>();
+        let mut hex = [0u8; 32];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            let nibble = (random >> (124 - 4 * i)) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+        Self::Made(hex)
     }
-    let random = rand::random::<u128>();
-    let mut hex = [0u8; 32];
-    for (i, digit) in hex.iter_mut().enumerate() {
-        let nibble = (random >> (124 - 4 * i)) & 0xf;
-        *digit = b"0123456789abcdef"[nibble as usize];
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Sent(id) => id.as_bytes(),
+            Self::Made(hex) => hex,
+        }
     }
-    let id = HeaderValue::from_bytes(&hex).expect("hex is a valid header value");
-    headers.insert(NAME.clone(), id.clone());
-    id
+
+    /// The id the proxy made, which the upstream head must carry besides the map.
+    fn made(&self) -> Option<&[u8]> {
+        match self {
+            Self::Sent(_) => None,
+            Self::Made(hex) => Some(hex.as_slice()),
+        }
+    }
 }
 
 /// Whether the lean path serves a route: monolith, canary and extracted modes over `http://`
@@ -1190,14 +1319,16 @@ fn serves(route: &Route) -> bool {
 }
 
 /// The upstream head: the request line with the canonical target, then the headers of `map`
-/// (what the hyper path forwards), each name in the case the client wrote it (names the proxy
-/// added in lower case), then `transfer-encoding: chunked` when the body is chunked.
+/// (what the hyper path forwards), each name in a case the client wrote it in (names the
+/// proxy added in lower case), then the `x-request-id` the proxy made (if it made one), then
+/// `transfer-encoding: chunked` when the body is chunked.
 fn write_request_head(
     out: &mut Vec<u8>,
     method: &str,
     path_and_query: &str,
     raw: &[httparse::Header<'_>],
     map: &HeaderMap,
+    request_id: Option<&[u8]>,
     chunked: bool,
 ) {
     out.clear();
@@ -1205,24 +1336,39 @@ fn write_request_head(
     out.push(b' ');
     out.extend_from_slice(path_and_query.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (i, header) in raw.iter().enumerate() {
-        if raw[..i]
-            .iter()
-            .any(|earlier| earlier.name.eq_ignore_ascii_case(header.name))
-        {
-            continue;
-        }
-        for value in map.get_all(header.name) {
-            header_line(out, header.name.as_bytes(), value.as_bytes());
-        }
-    }
+    // The map yields a name's values one after the other (in the order they came); each name
+    // is spelled as the client first wrote it, or as the proxy did (lower case) when it is the
+    // proxy's. The order of different names is the map's (RFC 9110 §5.3: not significant).
+    // The map's order is mostly the client's (the map was built in it; a removal moves the
+    // last name into the gap): the client's lines are searched from after the last one found.
+    let mut spelled: Option<(&HeaderName, &[u8])> = None;
+    let mut cursor = 0;
     for (name, value) in map {
-        if !raw
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case(name.as_str()))
-        {
-            header_line(out, name.as_str().as_bytes(), value.as_bytes());
-        }
+        let spelling = match spelled {
+            Some((last, spelling)) if std::ptr::eq(last, name) => spelling,
+            _ => {
+                let text = name.as_str();
+                let same = |h: &httparse::Header<'_>| {
+                    h.name.len() == text.len() && h.name.eq_ignore_ascii_case(text)
+                };
+                let found = (cursor..raw.len())
+                    .chain(0..cursor)
+                    .find(|&i| same(&raw[i]));
+                let spelling = match found {
+                    Some(i) => {
+                        cursor = i + 1;
+                        raw[i].name
+                    }
+                    None => text,
+                };
+                spelled = Some((name, spelling.as_bytes()));
+                spelling.as_bytes()
+            }
+        };
+        header_line(out, spelling, value.as_bytes());
+    }
+    if let Some(id) = request_id {
+        header_line(out, X_REQUEST_ID, id);
     }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -1237,16 +1383,25 @@ mod tests {
     #[test]
     fn a_request_id_is_kept_or_made() {
         let mut headers = HeaderMap::new();
-        let made = request_id(&mut headers);
-        assert_eq!(made.len(), 32);
+        let made = RequestId::read(&mut headers);
+        assert_eq!(made.as_bytes().len(), 32);
         assert!(made.as_bytes().iter().all(u8::is_ascii_hexdigit));
-        assert_eq!(headers.get("x-request-id"), Some(&made));
-        assert_ne!(request_id(&mut HeaderMap::new()), made);
+        assert_eq!(made.made(), Some(made.as_bytes()));
+        assert!(headers.is_empty());
+        assert_ne!(
+            RequestId::read(&mut HeaderMap::new()).as_bytes(),
+            made.as_bytes()
+        );
         let mut sent = HeaderMap::new();
         sent.insert("x-request-id", HeaderValue::from_static("abc"));
-        assert_eq!(request_id(&mut sent), "abc");
+        let kept = RequestId::read(&mut sent);
+        assert_eq!((kept.as_bytes(), kept.made()), (&b"abc"[..], None));
+        assert_eq!(sent.get("x-request-id").unwrap(), "abc");
+        // An empty one is replaced, not forwarded beside the new one.
         sent.insert("x-request-id", HeaderValue::from_static(""));
-        assert_eq!(request_id(&mut sent).len(), 32);
+        let replaced = RequestId::read(&mut sent);
+        assert_eq!(replaced.made().map(<[u8]>::len), Some(32));
+        assert!(!sent.contains_key("x-request-id"));
     }
 
     #[test]

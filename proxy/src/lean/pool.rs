@@ -24,6 +24,9 @@ pub const BUFFER_BYTES: usize = 8 * 1024;
 pub struct Conn {
     pub stream: TcpStream,
     pub buf: BytesMut,
+    /// Where the header lines of the response head at the front of `buf` lie (read once, by
+    /// the head's reader; the list kept with the connection, so it is not allocated again).
+    pub fields: Vec<Field>,
     idle_since: Instant,
     reused: bool,
 }
@@ -33,6 +36,13 @@ impl Conn {
     pub fn reused(&self) -> bool {
         self.reused
     }
+}
+
+/// One header line of a response head: its name's and its value's byte ranges in the buffer.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: std::ops::Range<usize>,
+    pub value: std::ops::Range<usize>,
 }
 
 /// The idle connections of one upstream.
@@ -90,6 +100,7 @@ impl Pool {
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(BUFFER_BYTES),
+            fields: Vec::new(),
             idle_since: Instant::now(),
             reused: false,
         })
