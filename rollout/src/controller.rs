@@ -326,7 +326,16 @@ impl Controller {
         Ok(())
     }
 
-    /// Runs until `shutdown` completes.
+    /// Whether every planned route reached `done` (nothing is left for this controller: a
+    /// paused route is not finished, a person may resume it).
+    pub fn finished(&self) -> bool {
+        self.plan
+            .routes
+            .iter()
+            .all(|r| self.ledger.states.get(&r.name).is_some_and(|s| s.done))
+    }
+
+    /// Runs until `shutdown` completes, or every planned route is done.
     pub async fn run(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
@@ -339,6 +348,10 @@ impl Controller {
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 _ = tick.tick() => self.poll().await?,
+            }
+            if self.finished() {
+                info!("every route of the plan is done; the controller stops");
+                return Ok(());
             }
         }
     }

@@ -450,6 +450,24 @@ async fn people_read_rolls_out_from_shadow_to_extracted() {
         .wait_for("done", Duration::from_secs(120), |l| l["action"] == "done")
         .await;
     let took = started.elapsed();
+    // Every route of the plan done: the controller exits by itself, successfully.
+    let mut controller = controller;
+    let exited = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = controller.child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the controller did not exit after the plan was done: {exited:?}"
+    );
     // A little more load on the extracted route, then stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (sent, sides) = load.stop().await;
