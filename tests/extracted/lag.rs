@@ -72,6 +72,12 @@ async fn convergence_lag_under_sustained_writes() {
         let committed = committed_tx.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = PgConnection::connect(&url).await.unwrap();
+            // As production databases commit (the test cluster runs with it off): a walsender
+            // sends only flushed WAL, so with it off a commit waits for the WAL writer's round.
+            sqlx::query("SET synchronous_commit = on")
+                .execute(&mut conn)
+                .await
+                .unwrap();
             for k in (w..total).step_by(writers as usize) {
                 tokio::time::sleep_until(start + period * k as u32).await;
                 let (id,): (i64,) = sqlx::query_as(
