@@ -250,10 +250,12 @@ async fn h2c_clients_are_served_and_upstreams_get_http_1_1() {
     }
 }
 
-#[tokio::test]
-async fn header_case_reaches_the_upstream_as_the_client_wrote_it() {
+/// A raw upstream for one request: sends the request head's bytes to the receiver, answers
+/// `answer` as written.
+async fn raw_upstream(
+    answer: &'static [u8],
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // A raw upstream: records the request head's bytes, answers 200.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
     let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
@@ -266,11 +268,15 @@ async fn header_case_reaches_the_upstream_as_the_client_wrote_it() {
             head.extend_from_slice(&buffer[..n]);
         }
         let _ = seen_tx.send(String::from_utf8_lossy(&head).into_owned());
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            .await
-            .unwrap();
+        stream.write_all(answer).await.unwrap();
     });
+    (upstream, seen_rx)
+}
+
+#[tokio::test]
+async fn header_case_reaches_the_upstream_as_the_client_wrote_it() {
+    use tokio::io::AsyncWriteExt;
+    let (upstream, seen_rx) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
     let proxy = crate::start_proxy(&format!(
         "[proxy]\ndefault = \"monolith\"\n[upstreams.monolith]\nurl = \"http://{upstream}\"\n"
     ))
@@ -292,27 +298,13 @@ async fn header_case_reaches_the_upstream_as_the_client_wrote_it() {
 
 #[tokio::test]
 async fn response_hop_by_hop_headers_and_those_connection_names_stop_at_the_proxy() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A raw upstream whose answer lists a header of its own in `Connection`.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buffer).await.unwrap();
-            head.extend_from_slice(&buffer[..n]);
-        }
-        stream
-            .write_all(
-                b"HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Upstream-Hop\r\n\
-                  X-Upstream-Hop: secret\r\nKeep-Alive: timeout=5\r\nTrailer: x-t\r\n\
-                  X-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
-            )
-            .await
-            .unwrap();
-    });
+    let (upstream, _seen) = raw_upstream(
+        b"HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Upstream-Hop\r\n\
+          X-Upstream-Hop: secret\r\nKeep-Alive: timeout=5\r\nTrailer: x-t\r\n\
+          X-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
     let proxy = crate::start_proxy(&format!(
         "[proxy]\ndefault = \"monolith\"\n[upstreams.monolith]\nurl = \"http://{upstream}\"\n"
     ))
