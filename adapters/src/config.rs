@@ -13,7 +13,7 @@ use ficus_telemetry::Env;
 use serde::Deserialize;
 
 use crate::error::CdcError;
-use crate::regex_list::{KeyColumns, Selection, SelectionError};
+use crate::regex_list::{KeyColumns, Lists, Selection};
 
 /// Configuration of one `ficus cdc run`: one database, one slot, one publication.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +71,10 @@ pub struct CdcConfig {
     /// How keys, values and headers are serialized, by Kafka Connect's converter properties.
     #[serde(default)]
     pub connect: ConnectProperties,
+    /// `[debezium]`'s regex lists, compiled once by [`CdcConfig::validate`] (not a setting;
+    /// every list empty, capturing everything, until validated).
+    #[serde(skip)]
+    lists: std::sync::Arc<Lists>,
 }
 
 /// `[connect]`: Kafka Connect's `JsonConverter` settings, under Connect's own names
@@ -537,7 +541,7 @@ impl CdcConfig {
 
     /// [`CdcConfig::load`] from any [`Env`] (`&ficus_telemetry::ProcessEnv` in production).
     pub fn load_from(file: Option<&Path>, env: &dyn Env) -> Result<Self, CdcError> {
-        let config: CdcConfig = ficus_telemetry::Loader::new("cdc")
+        let mut config: CdcConfig = ficus_telemetry::Loader::new("cdc")
             .file(file)
             .env(env)
             .load()
@@ -546,8 +550,10 @@ impl CdcConfig {
         Ok(config)
     }
 
-    /// Every problem at once, each naming its dotted key.
-    pub fn validate(&self) -> Result<(), CdcError> {
+    /// Every problem at once, each naming its dotted key. What it parses to check is kept:
+    /// Debezium's regex lists, compiled ([`CdcConfig::lists`]); a configuration changed after
+    /// loading is validated again before use.
+    pub fn validate(&mut self) -> Result<(), CdcError> {
         let mut problems = Vec::new();
         let url = self.database_url.trim();
         if url.is_empty() {
@@ -664,25 +670,13 @@ impl CdcConfig {
                 ));
             }
         }
-        for filter in [
-            self.schema_filter(),
-            self.table_filter(),
-            self.column_filter(),
-            self.message_filter(),
-        ] {
-            if let Err(error) = filter {
-                problems.push(format!("debezium.{error}"));
+        let lists = match self.compile_lists() {
+            Ok(lists) => Some(lists),
+            Err(list_problems) => {
+                problems.extend(list_problems);
+                None
             }
-        }
-        if let Err(problem) = self.key_columns() {
-            problems.push(format!(
-                "debezium.message.key.columns: {problem}, got {:?}",
-                self.debezium
-                    .message_key_columns
-                    .as_deref()
-                    .unwrap_or_default()
-            ));
-        }
+        };
         for (i, outbox) in self.outbox.iter().enumerate() {
             if split_table(&outbox.table).is_none() {
                 problems.push(format!(
@@ -730,11 +724,77 @@ impl CdcConfig {
                 "kafka.properties.message.max.bytes: must be a number of bytes (at least 1000), got {value:?}"
             ));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(CdcError::Config(problems))
+        match lists {
+            Some(lists) if problems.is_empty() => {
+                self.lists = std::sync::Arc::new(lists);
+                Ok(())
+            }
+            _ => Err(CdcError::Config(problems)),
         }
+    }
+
+    /// Debezium's include/exclude lists and `message.key.columns`, each parsed once; a problem
+    /// names the property (`debezium.<Debezium's name>`) and its value.
+    fn compile_lists(&self) -> Result<Lists, Vec<String>> {
+        let d = &self.debezium;
+        let mut problems = Vec::new();
+        let mut selection = |include: (&str, &Option<String>), exclude: (&str, &Option<String>)| {
+            Selection::new(
+                (include.0, include.1.as_deref()),
+                (exclude.0, exclude.1.as_deref()),
+            )
+            .unwrap_or_else(|error| {
+                problems.push(format!("debezium.{error}"));
+                Selection::All
+            })
+        };
+        let schemas = selection(
+            ("schema.include.list", &d.schema_include_list),
+            ("schema.exclude.list", &d.schema_exclude_list),
+        );
+        let tables = selection(
+            ("table.include.list", &d.table_include_list),
+            ("table.exclude.list", &d.table_exclude_list),
+        );
+        let columns = selection(
+            ("column.include.list", &d.column_include_list),
+            ("column.exclude.list", &d.column_exclude_list),
+        );
+        let message_prefixes = selection(
+            (
+                "message.prefix.include.list",
+                &d.message_prefix_include_list,
+            ),
+            (
+                "message.prefix.exclude.list",
+                &d.message_prefix_exclude_list,
+            ),
+        );
+        let key_columns = match &d.message_key_columns {
+            None => KeyColumns::default(),
+            Some(list) => KeyColumns::parse(list).unwrap_or_else(|problem| {
+                problems.push(format!(
+                    "debezium.message.key.columns: {problem}, got {list:?}"
+                ));
+                KeyColumns::default()
+            }),
+        };
+        if problems.is_empty() {
+            Ok(Lists {
+                schemas,
+                tables,
+                columns,
+                message_prefixes,
+                key_columns,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// `[debezium]`'s regex lists as [`CdcConfig::validate`] compiled them.
+    pub fn lists(&self) -> &Lists {
+        &self.lists
     }
 
     /// The metrics listener (validated).
@@ -752,71 +812,6 @@ impl CdcConfig {
                 self.debezium.topic_heartbeat_prefix, self.topic_prefix
             )
         })
-    }
-
-    /// Which schemas are captured, by name.
-    pub fn schema_filter(&self) -> Result<Selection, SelectionError> {
-        Selection::new(
-            (
-                "schema.include.list",
-                self.debezium.schema_include_list.as_deref(),
-            ),
-            (
-                "schema.exclude.list",
-                self.debezium.schema_exclude_list.as_deref(),
-            ),
-        )
-    }
-
-    /// Which tables are captured, by `schema.table` (within the schemas of
-    /// [`CdcConfig::schema_filter`]).
-    pub fn table_filter(&self) -> Result<Selection, SelectionError> {
-        Selection::new(
-            (
-                "table.include.list",
-                self.debezium.table_include_list.as_deref(),
-            ),
-            (
-                "table.exclude.list",
-                self.debezium.table_exclude_list.as_deref(),
-            ),
-        )
-    }
-
-    /// Which columns are in `before`/`after`, by `schema.table.column`.
-    pub fn column_filter(&self) -> Result<Selection, SelectionError> {
-        Selection::new(
-            (
-                "column.include.list",
-                self.debezium.column_include_list.as_deref(),
-            ),
-            (
-                "column.exclude.list",
-                self.debezium.column_exclude_list.as_deref(),
-            ),
-        )
-    }
-
-    /// Which logical decoding messages are sent, by prefix.
-    pub fn message_filter(&self) -> Result<Selection, SelectionError> {
-        Selection::new(
-            (
-                "message.prefix.include.list",
-                self.debezium.message_prefix_include_list.as_deref(),
-            ),
-            (
-                "message.prefix.exclude.list",
-                self.debezium.message_prefix_exclude_list.as_deref(),
-            ),
-        )
-    }
-
-    /// `message.key.columns`, parsed (none set: every table keyed by its primary key).
-    pub fn key_columns(&self) -> Result<KeyColumns, String> {
-        match &self.debezium.message_key_columns {
-            None => Ok(KeyColumns::default()),
-            Some(list) => KeyColumns::parse(list),
-        }
     }
 
     /// The logical decoding message topic, `<topic_prefix>.message`.
@@ -1090,6 +1085,36 @@ brokers = "127.0.0.1:9092"
         assert!(is_captured(&config, "app", "keep_me"));
         assert!(!is_captured(&config, "audit", "keep_me"), "schema excluded");
         assert!(!is_captured(&config, "app", "other"), "table not included");
+        // An escaped comma belongs to its expression (Debezium's `RegExSplitter`).
+        let config = load(r#""table.include.list" = "app\\.t{1\\,2}, app\\.u""#).unwrap();
+        assert!(is_captured(&config, "app", "tt") && is_captured(&config, "app", "u"));
+        assert!(!is_captured(&config, "app", "ttt"));
+    }
+
+    #[test]
+    fn the_lists_are_compiled_by_validation() {
+        let file = write(&format!(
+            "{MINIMAL}\n[debezium]\n\"column.exclude.list\" = \"public\\\\.t\\\\.secret\"\n\"message.prefix.include.list\" = \"audit.*\"\n"
+        ));
+        let mut config = CdcConfig::load(Some(&file.0), HashMap::new()).unwrap();
+        assert!(!config.lists().columns.includes("public.t.secret"));
+        assert!(config.lists().columns.includes("public.t.name"));
+        assert!(config.lists().message_prefixes.includes("AUDIT-1"));
+        assert!(!config.lists().message_prefixes.includes("ops"));
+        // Changed after loading: the compiled form follows only once validated again.
+        config.debezium.message_prefix_include_list = Some("ops".to_owned());
+        config.validate().unwrap();
+        assert!(config.lists().message_prefixes.includes("ops"));
+        // A refused change keeps the lists validated before.
+        config.debezium.message_prefix_include_list = Some("(ops".to_owned());
+        let text = config.validate().unwrap_err().to_string();
+        assert!(
+            text.contains(
+                r#"debezium.message.prefix.include.list: "(ops" is not a regular expression"#
+            ) && text.contains(r#"got "(ops""#),
+            "{text}"
+        );
+        assert!(config.lists().message_prefixes.includes("ops"));
     }
 
     #[test]
@@ -1101,6 +1126,7 @@ brokers = "127.0.0.1:9092"
 "schema.exclude.list" = "audit"
 "table.exclude.list" = "public.(t"
 "message.key.columns" = "public.t:id;public.u"
+"column.include.list" = 'public.t.a,public.t.b\'
 "#
         ));
         let text = CdcConfig::load(Some(&file.0), HashMap::new())
@@ -1111,6 +1137,9 @@ brokers = "127.0.0.1:9092"
             r#"debezium.table.exclude.list: "public.(t" is not a regular expression"#,
             r#"debezium.message.key.columns: "public.u" has an invalid format"#,
             r#"got "public.t:id;public.u""#,
+            r#"got "public.(t""#,
+            r#"debezium.column.include.list: unterminated escape sequence"#,
+            r#"got "public.t.a,public.t.b\\""#,
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }

@@ -37,20 +37,30 @@ impl Drop for AbortOnDrop {
 
 /// Runs the adapter until `shutdown` is cancelled: binds the metrics listener from the
 /// configuration, then [`run_with_listener`].
-pub async fn run(config: CdcConfig, shutdown: CancellationToken) -> Result<(), CdcError> {
+pub async fn run(mut config: CdcConfig, shutdown: CancellationToken) -> Result<(), CdcError> {
     config.validate()?;
     let listener = metrics::bind(config.metrics_addr()).await?;
-    run_with_listener(config, listener, Arc::new(Metrics::default()), shutdown).await
+    run_validated(config, listener, Arc::new(Metrics::default()), shutdown).await
 }
 
 /// Runs the adapter with a metrics listener the caller bound (tests bind `127.0.0.1:0`).
 pub async fn run_with_listener(
-    config: CdcConfig,
+    mut config: CdcConfig,
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), CdcError> {
     config.validate()?;
+    run_validated(config, listener, metrics, shutdown).await
+}
+
+/// [`run_with_listener`] with `config` validated (its lists compiled) once.
+async fn run_validated(
+    config: CdcConfig,
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), CdcError> {
     // pg_walstream's driver on a current-thread runtime drops frames it already read when a
     // read is cancelled, which the stream does every feedback interval: refuse it.
     if tokio::runtime::Handle::current().runtime_flavor()
@@ -196,7 +206,7 @@ async fn attempt(
         *sink_slot = Some(Sink::new(config, metrics.clone())?);
     }
     let sink = sink_slot.as_mut().expect("a sink");
-    // The dead-letter topic exists before the first record may need it.
+    // The dead-letter and transaction topics exist before the first record may need them.
     sink.prepare(Duration::from_secs(5)).await?;
     let mut catalog = Catalog::new(pool.clone());
     if snapshot::needed(&pool, config, slot_created).await? {

@@ -1,5 +1,7 @@
 //! Debezium's include and exclude lists (`message.prefix.include.list`, ...), parsed once at
-//! configuration: comma-separated regular expressions, each matched against the whole name,
+//! configuration (by `CdcConfig::validate`, which keeps the compiled [`Lists`]): comma-separated
+//! regular expressions, a comma escaped with a backslash (`\,`) being part of its expression
+//! (Debezium's `Strings.RegExSplitter`), each matched against the whole name,
 //! case-insensitively (Debezium's `Predicates.includes`/`excludes`).
 
 use regex::{Regex, RegexBuilder};
@@ -10,13 +12,46 @@ pub struct RegexList {
     patterns: Vec<Regex>,
 }
 
+/// Splits a list of regular expressions as Debezium's `Strings.RegExSplitter` does: at each
+/// comma not escaped by a backslash (a backslash escapes whatever follows it, so `\\,` is an
+/// escaped backslash, then a separator), each part trimmed (Java's `trim`: characters up to
+/// U+0020) and its `\,` turned into `,`; empty parts are dropped. A backslash ending the list
+/// escapes nothing and is refused, as Debezium refuses it.
+pub fn split_regex_list(list: &str) -> Result<Vec<String>, String> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut chars = list.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            // A backslash escapes the character after it (the guard consumes that character,
+            // so an escaped comma does not split); at the end it escapes nothing.
+            '\\' if chars.next().is_none() => {
+                return Err(
+                    "unterminated escape sequence at the end of the list (a '\\' escapes the character after it)"
+                        .to_owned(),
+                );
+            }
+            ',' => {
+                parts.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&list[start..]);
+    Ok(parts
+        .into_iter()
+        .map(|part| part.trim_matches(|c: char| c <= ' ').replace("\\,", ","))
+        .filter(|part| !part.is_empty())
+        .collect())
+}
+
 impl RegexList {
-    /// Parses `list`; the error names the pattern that is not a regular expression.
+    /// Parses `list` (see [`split_regex_list`]); the error names the pattern that is not a
+    /// regular expression.
     pub fn parse(list: &str) -> Result<Self, String> {
-        let patterns = list
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
+        let patterns = split_regex_list(list)?
+            .into_iter()
             .map(|pattern| {
                 RegexBuilder::new(&format!("^(?:{pattern})$"))
                     .case_insensitive(true)
@@ -64,10 +99,10 @@ impl Selection {
             )),
             (Some(list), None) => RegexList::parse(list)
                 .map(Self::Include)
-                .map_err(|problem| error(include_name, problem)),
+                .map_err(|problem| error(include_name, format!("{problem}, got {list:?}"))),
             (None, Some(list)) => RegexList::parse(list)
                 .map(Self::Exclude)
-                .map_err(|problem| error(exclude_name, problem)),
+                .map_err(|problem| error(exclude_name, format!("{problem}, got {list:?}"))),
             (None, None) => Ok(Self::All),
         }
     }
@@ -78,6 +113,31 @@ impl Selection {
             Self::Include(list) => list.matches(name),
             Self::Exclude(list) => !list.matches(name),
         }
+    }
+}
+
+/// Debezium's list properties of one configuration, compiled once (by
+/// `CdcConfig::validate`, which names the property and its value when one is refused).
+#[derive(Debug, Clone, Default)]
+pub struct Lists {
+    /// `schema.include.list` / `schema.exclude.list`, over schema names.
+    pub schemas: Selection,
+    /// `table.include.list` / `table.exclude.list`, over `schema.table`.
+    pub tables: Selection,
+    /// `column.include.list` / `column.exclude.list`, over `schema.table.column`.
+    pub columns: Selection,
+    /// `message.prefix.include.list` / `message.prefix.exclude.list`, over the prefixes of
+    /// logical decoding messages.
+    pub message_prefixes: Selection,
+    /// `message.key.columns`.
+    pub key_columns: KeyColumns,
+}
+
+impl Lists {
+    /// Whether `schema.table` is captured: its schema passes the schema lists and
+    /// `schema.table` the table lists (Debezium's `Selectors`: both must hold).
+    pub fn captures(&self, schema: &str, table: &str) -> bool {
+        self.schemas.includes(schema) && self.tables.includes(&format!("{schema}.{table}"))
     }
 }
 
@@ -219,6 +279,32 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_comma_belongs_to_its_expression() {
+        let split = |list| split_regex_list(list).unwrap();
+        assert_eq!(split(r"a\,b, c ,,d"), ["a,b", "c", "d"]);
+        assert_eq!(split(r"public\.t{1\,3}"), [r"public\.t{1,3}"]);
+        // An escaped backslash, then a separator; an escaped dot stays for the regex.
+        assert_eq!(split(r"a\\,b\.c"), [r"a\\", r"b\.c"]);
+        assert_eq!(split(r"a\\\,b"), [r"a\\,b"]);
+        assert_eq!(split(" , "), Vec::<String>::new());
+        assert!(
+            split_regex_list(r"a,b\")
+                .unwrap_err()
+                .contains("unterminated escape sequence")
+        );
+        // A repetition with a comma in one table pattern: `t{1,2}` matches t and tt.
+        let list = RegexList::parse(r"public\.t{1\,2}, public\.other").unwrap();
+        assert!(list.matches("public.t") && list.matches("public.tt"));
+        assert!(list.matches("public.other"));
+        assert!(!list.matches("public.ttt"));
+        // A comma inside a character class.
+        let list = RegexList::parse(r"a[\,;]b").unwrap();
+        assert!(list.matches("a,b") && list.matches("a;b") && !list.matches("a"));
+        // Unescaped, the same comma splits the expression (and `{1` is not a regex).
+        assert!(RegexList::parse(r"public\.t{1,2}").is_err());
+    }
+
+    #[test]
     fn whole_names_case_insensitively() {
         let list = RegexList::parse("audit.*, Ops").unwrap();
         assert!(list.matches("audit"));
@@ -247,6 +333,14 @@ mod tests {
             error
                 .problem
                 .starts_with(r#""(bad" is not a regular expression"#),
+            "{error}"
+        );
+        assert!(error.problem.ends_with(r#", got "ok,(bad""#), "{error}");
+        let error = new(Some(r"a,b\"), None).unwrap_err();
+        assert_eq!(error.property, "x.include");
+        assert!(
+            error.problem.starts_with("unterminated escape sequence")
+                && error.problem.ends_with(r#"got "a,b\\""#),
             "{error}"
         );
     }

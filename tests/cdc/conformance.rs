@@ -569,6 +569,39 @@ async fn ficus_keys_records_as_debezium_with_message_key_columns() {
     .await;
 }
 
+/// Regex lists with an escaped comma (`\,`, part of its expression: Debezium's
+/// `Strings.RegExSplitter`): `t{1\,2}` captures `t` and `tt`, not `ttt`; the column list drops
+/// `tt.v` only.
+const ESCAPED_COMMA_SCHEMA: &str = r#"
+CREATE TABLE t (id int PRIMARY KEY, v text);
+CREATE TABLE tt (id int PRIMARY KEY, v text);
+CREATE TABLE ttt (id int PRIMARY KEY, v text);
+CREATE TABLE zz_end (id int PRIMARY KEY);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_splits_regex_lists_as_debezium_with_escaped_commas() {
+    let rows = |n: i32| {
+        ["t", "tt", "ttt"].map(|table| format!("INSERT INTO {table} VALUES ({n}, 'v{n}')"))
+    };
+    conform(Case {
+        schema: ESCAPED_COMMA_SCHEMA,
+        before_snapshot: rows(1).to_vec(),
+        streamed: vec![
+            rows(2).join("; "),
+            "UPDATE t SET v = 'w'; UPDATE tt SET v = 'w'; UPDATE ttt SET v = 'w'".to_owned(),
+        ],
+        tables: &["t", "tt"],
+        messages: 0,
+        properties: &[
+            ("table.include.list", r"public\.t{1\,2},public\.zz_end"),
+            ("column.exclude.list", r"public\.t{2\,2}\.v"),
+        ],
+        gaps: &[],
+    })
+    .await;
+}
+
 /// Adds a difference when the BEGIN and END records of the transactions `xids` differ.
 async fn compare_transactions(
     test: &CdcTest,

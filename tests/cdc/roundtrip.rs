@@ -348,6 +348,48 @@ async fn transactions_arrive_in_commit_order_with_their_statements_in_order() {
     adapter.stop().await;
 }
 
+/// With `provide.transaction.metadata`, `<prefix>.transaction` exists from the start, like the
+/// tables' topics (made at the snapshot), before any transaction was written: a consumer that
+/// applies whole transactions subscribes to both and never waits on a missing topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transaction_topic_exists_from_the_start() {
+    let mut test = CdcTest::new("CREATE TABLE quiet (id int PRIMARY KEY);").await;
+    test.set("DEBEZIUM__PROVIDE_TRANSACTION_METADATA", true);
+    test.set("KAFKA__TOPIC_PARTITIONS", 3);
+    let transaction_topic = format!("{}.transaction", test.prefix);
+    assert_eq!(
+        ficus_testkit::kafka::topic_partitions(&test.brokers, &transaction_topic),
+        None,
+        "a fresh prefix"
+    );
+    let adapter = test.start_streaming().await;
+    assert_eq!(
+        ficus_testkit::kafka::topic_partitions(&test.brokers, &test.topic("quiet")),
+        Some(3),
+        "the table's topic, made at the snapshot"
+    );
+    assert_eq!(
+        ficus_testkit::kafka::topic_partitions(&test.brokers, &transaction_topic),
+        Some(3),
+        "the transaction topic before any transaction"
+    );
+    assert!(test.messages(&transaction_topic).await.is_empty());
+    // The first transaction's records go to the topic made at start.
+    sqlx::query("INSERT INTO quiet VALUES (1)")
+        .execute(&test.pool)
+        .await
+        .unwrap();
+    let records = test
+        .wait_messages(&transaction_topic, WAIT, |m| m.len() >= 2)
+        .await;
+    let statuses: Vec<String> = records
+        .iter()
+        .map(|m| m.json()["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["BEGIN", "END"]);
+    adapter.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_without_a_primary_key_are_keyed_null() {
     let test = CdcTest::new(

@@ -929,6 +929,8 @@ mod tests {
     fn message_key_columns_key_the_records_and_their_key_changes() {
         let mut config = (*wrapped_config(true)).clone();
         config.debezium.message_key_columns = Some("public.peo.*:name,id".to_owned());
+        // The lists are compiled by validation, once.
+        config.validate().unwrap();
         let decoder = Decoder::new(Arc::new(config.clone()));
         let rel = relation_in("people", true, &config);
         assert_eq!(

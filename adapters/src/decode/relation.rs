@@ -125,8 +125,7 @@ impl Relation {
             interval: config.debezium.interval_handling_mode,
             hstore: config.debezium.hstore_handling_mode,
         };
-        // Validated with the configuration.
-        let column_filter = config.column_filter().unwrap_or_default();
+        let lists = config.lists();
         let columns: Vec<Column> = spec
             .columns
             .iter()
@@ -141,7 +140,9 @@ impl Relation {
                     kind,
                     type_oid: spec.type_oid,
                     type_modifier: spec.type_modifier,
-                    excluded: !column_filter.includes(&format!("{schema}.{table}.{}", spec.name)),
+                    excluded: !lists
+                        .columns
+                        .includes(&format!("{schema}.{table}.{}", spec.name)),
                 }
             })
             .collect();
@@ -152,12 +153,9 @@ impl Relation {
         } else {
             Vec::new()
         };
-        // Validated with the configuration.
-        let custom_key = config.key_columns().unwrap_or_default().key_of(
-            schema,
-            table,
-            columns.iter().map(|c| &*c.name),
-        );
+        let custom_key = lists
+            .key_columns
+            .key_of(schema, table, columns.iter().map(|c| &*c.name));
         let message_key = if custom_key.is_empty() {
             key.clone()
         } else {
@@ -265,12 +263,7 @@ fn role_of(schema: &str, table: &str, config: &CdcConfig, columns: &[Column]) ->
 /// `schema.include.list`/`schema.exclude.list` and `schema.table` passes
 /// `table.include.list`/`table.exclude.list` (Debezium's `Selectors`: both must hold).
 pub fn is_captured(config: &CdcConfig, schema: &str, table: &str) -> bool {
-    // Validated with the configuration.
-    config.schema_filter().unwrap_or_default().includes(schema)
-        && config
-            .table_filter()
-            .unwrap_or_default()
-            .includes(&format!("{schema}.{table}"))
+    config.lists().captures(schema, table)
 }
 
 /// `<prefix>.<schema>.<table>`, with characters Kafka does not allow replaced by `_`.

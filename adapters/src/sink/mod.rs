@@ -143,6 +143,8 @@ pub struct Sink {
     /// `errors.tolerance`.
     tolerance: ErrorTolerance,
     dead_letter_topic: Arc<str>,
+    /// `<prefix>.transaction` when `provide.transaction.metadata` is on.
+    transaction_topic: Option<Arc<str>>,
     toast_placeholder: String,
     /// The producer's `message.max.bytes`.
     producer_limit: usize,
@@ -204,6 +206,10 @@ impl Sink {
             replication: config.kafka.topic_replication_factor,
             tolerance: config.errors.tolerance,
             dead_letter_topic: Arc::from(config.dead_letter_topic().as_str()),
+            transaction_topic: config
+                .debezium
+                .provide_transaction_metadata
+                .then(|| Arc::from(config.transaction_topic().as_str())),
             toast_placeholder: config.toast_placeholder.clone(),
             producer_limit: config.producer_max_message_bytes(),
             topic_limits: HashMap::new(),
@@ -211,11 +217,18 @@ impl Sink {
         })
     }
 
-    /// Makes the dead-letter topic ready when `errors.tolerance = "all"` (one attempt).
+    /// Makes the topics that exist whatever the tables hold ready at start (one attempt each):
+    /// the dead-letter topic when `errors.tolerance = "all"` (before the first record may need
+    /// it), the transaction topic when `provide.transaction.metadata` is on (a consumer that
+    /// applies whole transactions subscribes to it before the first transaction is written).
     pub async fn prepare(&mut self, timeout: Duration) -> Result<(), CdcError> {
         if self.tolerance == ErrorTolerance::All {
             let topic = self.dead_letter_topic.clone();
             self.ensure_topic(&topic, &Arc::from("dead letters"), timeout)
+                .await?;
+        }
+        if let Some(topic) = self.transaction_topic.clone() {
+            self.ensure_topic(&topic, &Arc::from("transaction"), timeout)
                 .await?;
         }
         Ok(())

@@ -142,9 +142,7 @@ impl<'a> Streamer<'a> {
         let heartbeat_topic: Arc<str> = Arc::from(config.heartbeat_topic().as_str());
         let config_transaction_topic = config.transaction_topic();
         let config_message_topic = config.message_topic();
-        let message_filter = config
-            .message_filter()
-            .map_err(|e| CdcError::Config(vec![format!("debezium.{e}")]))?;
+        let message_filter = config.lists().message_prefixes.clone();
         let (heartbeat_key, heartbeat_value_head) = heartbeat_parts(&config);
         Ok(Self {
             decoder: Decoder::new(config.clone()),
@@ -280,14 +278,7 @@ impl<'a> Streamer<'a> {
         let interval = self.config.heartbeat.interval_ms;
         if interval > 0 && self.last_heartbeat.elapsed() >= Duration::from_millis(interval) {
             self.last_heartbeat = Instant::now();
-            let mut value = Vec::with_capacity(self.heartbeat_value_head.len() + 32);
-            value.extend_from_slice(&self.heartbeat_value_head);
-            value.extend_from_slice(b"{\"ts_ms\":");
-            crate::decode::json::push_i64(&mut value, now_ms());
-            value.push(b'}');
-            if !self.heartbeat_value_head.is_empty() {
-                value.push(b'}');
-            }
+            let value = heartbeat_value(&self.heartbeat_value_head, now_ms());
             let record = Record {
                 topic: self.heartbeat_topic.clone(),
                 key: Some(self.heartbeat_key.clone()),
@@ -744,6 +735,20 @@ fn heartbeat_parts(config: &CdcConfig) -> (Vec<u8>, Vec<u8>) {
         Vec::new()
     };
     (key, value_head)
+}
+
+/// A heartbeat's value, `{"ts_ms": ts_ms}` after `head` (from [`heartbeat_parts`]: empty, or
+/// the schema-wrapped form's `{"schema":..,"payload":`, closed here).
+fn heartbeat_value(head: &[u8], ts_ms: i64) -> Vec<u8> {
+    let mut value = Vec::with_capacity(head.len() + 32);
+    value.extend_from_slice(head);
+    value.extend_from_slice(b"{\"ts_ms\":");
+    crate::decode::json::push_i64(&mut value, ts_ms);
+    value.push(b'}');
+    if !head.is_empty() {
+        value.push(b'}');
+    }
+    value
 }
 
 /// A table whose changes are events (not one of ficus's own).

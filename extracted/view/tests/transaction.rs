@@ -9,7 +9,8 @@
 //! `provide.transaction.metadata`): monolith transactions touching people and tasks, a reader
 //! polling both views never sees one without the other. Both also over a transaction topic of
 //! three partitions (the adapter's and Debezium's default): ENDs delivered against commit
-//! order across its partitions are still applied in commit order.
+//! order across its partitions are still applied in commit order, and after a restart the
+//! first transaction follows the last END stored, without waiting for quiet partitions.
 
 mod support;
 
@@ -99,6 +100,15 @@ impl Tx {
             txid: 500 + n,
             commit: 10_000 * n,
             lsn: 10_000 * n + 10,
+        }
+    }
+
+    /// Transaction `n` committed right after `previous`: its events name `previous`'s commit
+    /// (its END's position) as theirs (`sequence[0]`), as the adapter's do.
+    fn after(n: u64, previous: &Tx) -> Self {
+        Self {
+            commit: previous.lsn + 100,
+            ..Self::new(n)
         }
     }
 
@@ -519,6 +529,104 @@ async fn transactions_apply_in_commit_order_across_transaction_partitions() {
     handle.stop().await.unwrap();
 }
 
+/// Transaction `tx` creating person and task `id`, its BEGIN and END on `partition` of the
+/// transaction topic; how long until a reader sees it.
+async fn create_both(topics: &Topics, store: &Store, tx: &Tx, id: i64, partition: i32) -> Duration {
+    let producer = producer();
+    let person = event("people", "c", json!({"id": id, "name": "p"}), tx, 1, 1);
+    let task = event(
+        "tasks",
+        "c",
+        json!({"id": id, "title": "t", "assignee_id": id}),
+        tx,
+        2,
+        1,
+    );
+    produce(&producer, &topics.people, &[person]).await;
+    produce(&producer, &topics.tasks, &[task]).await;
+    let sent = tokio::time::Instant::now();
+    produce_to(
+        &topics.transactions,
+        &[
+            (partition, tx.begin()),
+            (
+                partition,
+                tx.end(&[("public.people", 1), ("public.tasks", 1)]),
+            ),
+        ],
+    )
+    .await;
+    while counts(store).await != (id, id, id, id) {
+        assert!(
+            sent.elapsed() < Duration::from_secs(30),
+            "transaction {} applied, got {:?}",
+            tx.txid,
+            counts(store).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sent.elapsed()
+}
+
+/// The last END applied is stored with the rows and offsets: after a crash and a restart, the
+/// first transaction (its events naming that END as their previous commit) is applied at once,
+/// not after the transaction topic's quiet partitions settled. A fresh store, which has no END
+/// to chain to, shows the wait it saves.
+async fn the_first_transaction_after_a_restart_does_not_wait_to_settle(kind: Kind) {
+    ficus_testkit::init_tracing();
+    const SETTLE_MS: u64 = 6000;
+    let topics = topics_with(3).await;
+    let store = TestStore::new(kind).await;
+    let handle = start_settling(store.store.clone(), &topics, SETTLE_MS).await;
+    for status in &handle.statuses {
+        assert!(status.wait_ready(Duration::from_secs(30)).await);
+    }
+    let first = Tx::new(1);
+    let fresh = create_both(&topics, &store.store, &first, 1, 0).await;
+    eprintln!("{kind:?}: the first transaction of a fresh store took {fresh:?}");
+    assert!(
+        fresh >= Duration::from_millis(SETTLE_MS - 100),
+        "a fresh store waits for the quiet partitions ({fresh:?})"
+    );
+    assert_eq!(
+        store.store.last_end("app").await.unwrap(),
+        Some(first.lsn + 100),
+        "the END's position, stored with the rows"
+    );
+    // A crash right after the rows became visible: the END's position is in the same store
+    // transaction.
+    handle.abort();
+
+    let store_again = store.reopen().await;
+    let handle = start_settling(store_again.clone(), &topics, SETTLE_MS).await;
+    for status in &handle.statuses {
+        assert!(status.wait_ready(Duration::from_secs(30)).await);
+    }
+    // On another partition than the first's: only the stored END proves nothing came between.
+    let second = Tx::after(2, &first);
+    let restarted = create_both(&topics, &store_again, &second, 2, 1).await;
+    eprintln!("{kind:?}: the first transaction after the restart took {restarted:?}");
+    assert!(
+        restarted < Duration::from_millis(SETTLE_MS / 2),
+        "the first transaction after a restart waited {restarted:?} (settle_ms {SETTLE_MS})"
+    );
+    assert_eq!(
+        store_again.last_end("app").await.unwrap(),
+        Some(second.lsn + 100)
+    );
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_transaction_after_a_restart_does_not_wait_to_settle_in_sqlite() {
+    the_first_transaction_after_a_restart_does_not_wait_to_settle(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_transaction_after_a_restart_does_not_wait_to_settle_in_postgres() {
+    the_first_transaction_after_a_restart_does_not_wait_to_settle(Kind::Postgres).await;
+}
+
 /// The real adapter with transaction metadata: transactions of the source database that update
 /// a person and a task together are never seen half by a reader of the views.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,15 +639,14 @@ async fn the_real_adapters_transactions_are_visible_whole() {
     )
     .await;
     adapter.transaction_metadata = true;
-    // The transaction topic with three partitions, as the adapter creates it
-    // (`kafka.topic_partitions`), made beforehand: the adapter creates it at its first
-    // transaction, and the views wait for it.
+    // The transaction topic is the adapter's, made at its start like the tables' topics (with
+    // `kafka.topic_partitions` partitions, three here): the views find it there before any
+    // transaction was written.
     let topics = Topics {
         people: adapter.topic("people"),
         tasks: adapter.topic("tasks"),
         transactions: format!("{}.transaction", adapter.prefix),
     };
-    kafka::create_topic(&topics.transactions, 3).await.unwrap();
     adapter.start().await;
     adapter.wait_snapshot_complete().await;
     adapter.wait_caught_up().await;

@@ -48,6 +48,20 @@ pub async fn create_topic(name: &str, partitions: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many partitions `topic` has on the broker; `None` when it does not exist.
+pub fn topic_partitions(brokers: &str, topic: &str) -> Option<usize> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("a metadata client");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    let topic_meta = metadata.topics().iter().find(|t| t.name() == topic)?;
+    (topic_meta.error().is_none() && !topic_meta.partitions().is_empty())
+        .then(|| topic_meta.partitions().len())
+}
+
 /// One message read back from the broker.
 #[derive(Debug, Clone)]
 pub struct Msg {

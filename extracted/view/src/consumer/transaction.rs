@@ -47,8 +47,12 @@
 //!    producer retry longer than `settle_ms`), a later transaction is visible before an
 //!    earlier one of other rows for a moment; rows never regress (the guard).
 //!
-//! A busy topic proves by 1, a quiet adapter by 2; 3 costs `settle_ms` of lag, after a restart
-//! or a transaction of tables outside the adapter's capture. With one partition the order is
+//! The last END taken is stored with the offsets (in the same store transaction,
+//! `ficus_view_transactions`), so 2 holds across a restart too: the first transaction after it
+//! names the END stored last.
+//!
+//! A busy topic proves by 1, a quiet adapter by 2; 3 costs `settle_ms` of lag, after a
+//! transaction of tables outside the adapter's capture (or of a store that applied none yet). With one partition the order is
 //! the topic's and nothing waits.
 //!
 //! The price: a transaction waits until its END and its last event arrived, so the views
@@ -74,7 +78,7 @@ use super::{
 use crate::error::ViewError;
 use crate::event::{Position, TransactionMarker, TransactionStatus};
 use crate::ready::ViewStatus;
-use crate::store::{Batch, Change, Progress, Statements, Store};
+use crate::store::{Batch, Change, GroupProgress, Progress, Statements, Store};
 use crate::view::{Column, ViewSpec};
 
 /// Views applied a whole source transaction at a time.
@@ -236,6 +240,7 @@ pub async fn start_transactional(
     // The transaction topic's offsets, stored like a view's under the group's name.
     let marker_spec = ViewSpec::new(&group.name, &group.transaction_topic);
     let marker_progress = store.progress(&marker_spec, &views[0].statements).await?;
+    let last_end = store.last_end(&group.name).await?;
     let statuses = views.iter().map(|m| m.status.clone()).collect();
     let (stop, stop_rx) = watch::channel(false);
     let span = tracing::info_span!("transactional views", name = %group.name);
@@ -244,7 +249,7 @@ pub async fn start_transactional(
             store.clone(),
             group.clone(),
             views,
-            marker_progress,
+            (marker_progress, last_end),
             config,
             stop_rx,
         )
@@ -268,16 +273,19 @@ struct Member {
     collection: String,
 }
 
+/// What the group stored of the transaction topic: its offsets and the last END taken.
+type Stored = (BTreeMap<i32, Progress>, Option<u64>);
+
 async fn run(
     store: Store,
     group: TransactionalViews,
     views: Vec<Member>,
-    marker_progress: BTreeMap<i32, Progress>,
+    stored: Stored,
     config: ConsumerConfig,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ViewError> {
     let statuses: Vec<_> = views.iter().map(|m| m.status.clone()).collect();
-    let result = consume(&store, &group, views, marker_progress, &config, &mut stop).await;
+    let result = consume(&store, &group, views, stored, &config, &mut stop).await;
     if let Err(error) = &result {
         tracing::error!(%error, "the transactional views stopped");
         for status in statuses {
@@ -297,7 +305,7 @@ async fn consume(
     store: &Store,
     group: &TransactionalViews,
     views: Vec<Member>,
-    marker_progress: BTreeMap<i32, Progress>,
+    (marker_progress, last_end): Stored,
     config: &ConsumerConfig,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), ViewError> {
@@ -385,7 +393,7 @@ async fn consume(
     let _poller = AbortOnDrop(tokio::spawn(
         poll(consumer.clone(), index, sender).in_current_span(),
     ));
-    let mut applier = Applier::new(group, views, config, marker_partitions, consumer);
+    let mut applier = Applier::new(group, views, config, marker_partitions, consumer, last_end);
     applier.apply(store, receiver, stop).await
 }
 
@@ -488,8 +496,11 @@ struct Applier {
     taken: HashSet<String>,
     taken_order: VecDeque<String>,
     /// The position of the last END taken (in commit order): a transaction whose events name
-    /// it as the previous commit (`sequence[0]`) is the next one.
+    /// it as the previous commit (`sequence[0]`) is the next one. Read from the store at
+    /// start, stored with the transaction topic's offsets.
     last_end: Option<u64>,
+    /// The last END position stored (written again only when it moved).
+    stored_end: Option<u64>,
     settle: Duration,
     waiting: Option<Waiting>,
 }
@@ -504,6 +515,7 @@ impl Applier {
         config: &ConsumerConfig,
         markers: BTreeMap<i32, MarkerPartition>,
         consumer: Arc<StreamConsumer>,
+        last_end: Option<u64>,
     ) -> Self {
         Self {
             columns: views.iter().map(|m| m.spec.columns.clone()).collect(),
@@ -521,7 +533,8 @@ impl Applier {
             batch_max_ms: config.batch_max_ms,
             taken: HashSet::new(),
             taken_order: VecDeque::new(),
-            last_end: None,
+            last_end,
+            stored_end: last_end,
             settle: Duration::from_millis(group.settle_ms),
             waiting: None,
         }
@@ -910,11 +923,14 @@ impl Applier {
             .filter(|(_, b)| !b.changes.is_empty())
             .map(|(m, b)| (&m.spec, &m.statements, b))
             .collect();
-        let progress = [(
-            self.group_name.as_str(),
-            self.marker_topic.as_str(),
-            &marker_offsets,
-        )];
+        // The last END taken goes with the transaction topic's offsets: both name the same
+        // point of the topic (every marker taken so far is in `marker_offsets`).
+        let progress = [GroupProgress {
+            group: self.group_name.as_str(),
+            topic: self.marker_topic.as_str(),
+            partitions: &marker_offsets,
+            last_end_lsn: self.last_end.filter(|&end| self.stored_end != Some(end)),
+        }];
         let mut backoff = Duration::from_millis(100);
         let outcomes = loop {
             match store.apply_all(&parts, &progress).await {
@@ -933,6 +949,7 @@ impl Applier {
         for markers in self.markers.values_mut() {
             markers.progress.events = 0;
         }
+        self.stored_end = self.last_end;
         let mut outcomes = outcomes.into_iter();
         for (v, batch) in batches.iter().enumerate() {
             if batch.changes.is_empty() {

@@ -10,7 +10,8 @@
 //! forgotten once the view consumed, in its partition, a record appended
 //! `delete_retention_ms` later: safe when no stale change of a key is appended that long after
 //! its delete, see [`crate::consumer::ConsumerConfig::delete_retention_ms`]) and
-//! `ficus_view_truncates(view, commit_lsn, lsn)`.
+//! `ficus_view_truncates(view, commit_lsn, lsn)`, and for whole-transaction apply
+//! `ficus_view_transactions(view, last_end_lsn)` (per group: the last transaction END applied).
 
 mod bulk;
 mod postgres;
@@ -22,7 +23,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Executor;
 
-pub use self::sql::{DELETES_TABLE, Dialect, OFFSETS_TABLE, Statements, TRUNCATES_TABLE};
+pub use self::sql::{
+    DELETES_TABLE, Dialect, OFFSETS_TABLE, Statements, TRANSACTIONS_TABLE, TRUNCATES_TABLE,
+};
 use crate::error::ViewError;
 use crate::event::Position;
 use crate::view::{Cell, ColumnType, ViewSpec};
@@ -256,6 +259,19 @@ pub struct Batch {
     pub prune_deletes: BTreeMap<i32, i64>,
 }
 
+/// What a group of transactional views stores beside its views' batches, in the same
+/// transaction: the transaction topic's offsets (under the group's name) and the position of
+/// the last transaction END taken (the commit order's chain resumes there after a restart, see
+/// [`crate::consumer::transaction`]).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupProgress<'a> {
+    pub group: &'a str,
+    pub topic: &'a str,
+    pub partitions: &'a BTreeMap<i32, Progress>,
+    /// `None`: nothing to write (no END taken, or the one stored already).
+    pub last_end_lsn: Option<u64>,
+}
+
 /// What a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Outcome {
@@ -368,6 +384,17 @@ impl Store {
             .collect())
     }
 
+    /// The position of the last transaction END the group `group` applied, if it stored one.
+    pub async fn last_end(&self, group: &str) -> Result<Option<u64>, ViewError> {
+        let sql = self.dialect().load_last_end_sql();
+        let row: Option<(i64,)> = match self {
+            Store::Sqlite(pool) => sqlx::query_as(&sql).bind(group).fetch_optional(pool).await,
+            Store::Postgres(pool) => sqlx::query_as(&sql).bind(group).fetch_optional(pool).await,
+        }
+        .map_err(ViewError::store("reading the last transaction END"))?;
+        Ok(row.map(|(lsn,)| lsn as u64))
+    }
+
     /// Writes a batch and its offsets in one transaction.
     pub async fn apply(
         &self,
@@ -379,16 +406,17 @@ impl Store {
         Ok(outcomes.pop().unwrap_or_default())
     }
 
-    /// Writes the batches of several views of this store, their offsets and `progress` (more
-    /// offsets: `(view, topic, partitions)`, e.g. a transaction topic's) in ONE transaction:
-    /// a reader sees all of it or none. PostgreSQL gets each batch in a few multi-row
+    /// Writes the batches of several views of this store, their offsets and `progress` (a
+    /// group's: its transaction topic's offsets and last END) in ONE transaction: a reader sees
+    /// all of it or none. PostgreSQL gets each batch in a few multi-row
     /// statements (`store/bulk.rs`), SQLite one statement per change (in-process, no round
     /// trips to save). One outcome per batch.
     pub async fn apply_all(
         &self,
         parts: &[(&ViewSpec, &Statements, &Batch)],
-        progress: &[(&str, &str, &BTreeMap<i32, Progress>)],
+        progress: &[GroupProgress<'_>],
     ) -> Result<Vec<Outcome>, ViewError> {
+        let store_last_end = self.dialect().store_last_end_sql();
         let mut outcomes = Vec::with_capacity(parts.len());
         match self {
             Store::Sqlite(pool) => {
@@ -401,17 +429,25 @@ impl Store {
                     outcomes.push(apply_batch!(conn, spec, statements, batch)?);
                 }
                 let store_offset = Statements::store_offset_sql(Dialect::Sqlite);
-                for (view, topic, partitions) in progress {
-                    for (partition, progress) in *partitions {
+                for group in progress {
+                    for (partition, progress) in group.partitions {
                         sqlx::query(&store_offset)
-                            .bind(Some(view.to_string()))
-                            .bind(Some(topic.to_string()))
+                            .bind(Some(group.group.to_owned()))
+                            .bind(Some(group.topic.to_owned()))
                             .bind(*partition)
                             .bind(progress.next_offset)
                             .bind(progress.events)
                             .execute(&mut *conn)
                             .await
                             .map_err(ViewError::store("storing offsets"))?;
+                    }
+                    if let Some(end) = group.last_end_lsn {
+                        sqlx::query(&store_last_end)
+                            .bind(group.group)
+                            .bind(lsn(end))
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(ViewError::store("storing the last transaction END"))?;
                     }
                 }
                 tx.commit()
@@ -426,8 +462,17 @@ impl Store {
                 for (spec, statements, batch) in parts {
                     outcomes.push(bulk::apply(&mut tx, spec, statements, batch).await?);
                 }
-                for (view, topic, partitions) in progress {
-                    bulk::store_offsets(&mut tx, view, topic, partitions).await?;
+                for group in progress {
+                    bulk::store_offsets(&mut tx, group.group, group.topic, group.partitions)
+                        .await?;
+                    if let Some(end) = group.last_end_lsn {
+                        sqlx::query(&store_last_end)
+                            .bind(group.group)
+                            .bind(lsn(end))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(ViewError::store("storing the last transaction END"))?;
+                    }
                 }
                 tx.commit()
                     .await

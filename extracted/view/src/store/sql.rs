@@ -14,6 +14,8 @@ pub enum Dialect {
 pub const OFFSETS_TABLE: &str = "ficus_view_offsets";
 pub const DELETES_TABLE: &str = "ficus_view_deletes";
 pub const TRUNCATES_TABLE: &str = "ficus_view_truncates";
+/// Per group of transactional views: the position of the last transaction END applied.
+pub const TRANSACTIONS_TABLE: &str = "ficus_view_transactions";
 
 impl Dialect {
     /// Parameter `n` (1-based) of SQL type `ty` (PostgreSQL casts, so nulls and text-encoded
@@ -61,7 +63,29 @@ impl Dialect {
                 "CREATE TABLE IF NOT EXISTS {TRUNCATES_TABLE} (view TEXT NOT NULL PRIMARY KEY, \
                  commit_lsn {int8}, lsn {int8} NOT NULL)"
             ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {TRANSACTIONS_TABLE} (view TEXT NOT NULL PRIMARY KEY, \
+                 last_end_lsn {int8} NOT NULL)"
+            ),
         ]
+    }
+
+    /// Parameters: group, the last END's position.
+    pub fn store_last_end_sql(self) -> String {
+        format!(
+            "INSERT INTO {TRANSACTIONS_TABLE} (view, last_end_lsn) VALUES ({}, {}) \
+             ON CONFLICT (view) DO UPDATE SET last_end_lsn = excluded.last_end_lsn",
+            self.param(1, "text"),
+            self.param(2, self.int8()),
+        )
+    }
+
+    /// Parameters: group.
+    pub fn load_last_end_sql(self) -> String {
+        format!(
+            "SELECT last_end_lsn FROM {TRANSACTIONS_TABLE} WHERE view = {}",
+            self.param(1, "text")
+        )
     }
 }
 
@@ -105,7 +129,8 @@ pub struct Statements {
     pub load_offsets: String,
     /// Empties the view's table.
     pub rebuild_table: String,
-    /// Parameters: view. Forgets the view's deletes, truncate and offsets.
+    /// Parameters: view. Forgets the view's deletes, truncate and offsets (and, under a
+    /// group's name, the group's last transaction END).
     pub rebuild: Vec<String>,
     /// With joins: the joined views' tables (when missing), an index on each foreign key, and
     /// the SQL view `<name>_joined` created anew (see [`crate::join`]).
@@ -231,6 +256,10 @@ impl Statements {
             ),
             format!(
                 "DELETE FROM {OFFSETS_TABLE} WHERE view = {}",
+                d.param(1, "text")
+            ),
+            format!(
+                "DELETE FROM {TRANSACTIONS_TABLE} WHERE view = {}",
                 d.param(1, "text")
             ),
         ];
