@@ -194,7 +194,11 @@ impl Relation {
             .filter(|_| config.connect.key_converter_schemas_enable)
             .map(schema::head);
         let value_head = config.connect.value_converter_schemas_enable.then(|| {
-            let fields: Vec<ColumnSchema<'_>> = (0..columns.len()).map(column_schema).collect();
+            // The columns the events carry: an excluded one is in neither (Debezium's).
+            let fields: Vec<ColumnSchema<'_>> = (0..columns.len())
+                .filter(|&i| !columns[i].excluded)
+                .map(column_schema)
+                .collect();
             schema::head(&schema::envelope_schema(&topic, &fields))
         });
         Self {
