@@ -145,7 +145,11 @@ pub(crate) fn find(
             extracted: Some(Value::from(second.status)),
         });
     }
+    // The common case first, without allocating: every chosen header the same on both sides.
+    let all_same =
+        headers.is_some_and(|names| names.iter().all(|name| first.same_header(second, name)));
     let names: BTreeSet<String> = match headers {
+        _ if all_same => BTreeSet::new(),
         Some(names) => names.iter().map(|n| n.to_ascii_lowercase()).collect(),
         None => first
             .headers

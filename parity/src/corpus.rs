@@ -62,6 +62,16 @@ pub const CONNECTION_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+/// What the calibration sample is drawn on: `METHOD path?query` (the `?` only with a query),
+/// for a request in hand or one on its way through the proxy.
+pub fn sample_key(method: &str, path: &str, query: &str) -> Vec<u8> {
+    if query.is_empty() {
+        format!("{method} {path}").into_bytes()
+    } else {
+        format!("{method} {path}?{query}").into_bytes()
+    }
+}
+
 impl Request {
     /// `path?query`.
     pub fn target(&self) -> String {
@@ -74,7 +84,7 @@ impl Request {
 
     /// What the calibration sample is drawn on: method and target.
     pub fn sample_key(&self) -> Vec<u8> {
-        format!("{} {}", self.method, self.target()).into_bytes()
+        sample_key(&self.method, &self.path, &self.query)
     }
 
     /// The values of header `name`, joined.

@@ -36,8 +36,31 @@ impl Exchange {
         Some(values.collect::<Vec<_>>().join(", "))
     }
 
+    /// The values of header `name` (any case), in order.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Whether header `name` has the same values here and in `other`, in the same order: then
+    /// [`Exchange::header`] is the same on both (the converse is checked by the caller).
+    pub(crate) fn same_header(&self, other: &Exchange, name: &str) -> bool {
+        self.values(name).eq(other.values(name))
+    }
+
     /// Whether the content type says JSON (`application/json`, `application/problem+json`).
     pub fn is_json(&self) -> bool {
+        // One value (nearly always): its essence, read in place.
+        let mut values = self.values("content-type");
+        if let (Some(value), None) = (values.next(), values.next()) {
+            let essence = value.split(|b| *b == b';').next().unwrap_or_default();
+            let essence = essence.trim_ascii();
+            return essence.eq_ignore_ascii_case(b"application/json")
+                || essence.len() >= 5
+                    && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json");
+        }
         self.header("content-type").is_some_and(|ct| {
             let essence = ct
                 .split(';')
@@ -155,5 +178,29 @@ mod tests {
         assert_eq!(exchange.header("Link").as_deref(), Some("<a>, <b>"));
         assert_eq!(exchange.header("etag"), None);
         assert!(exchange.is_json());
+        let typed = |values: &[&str]| Exchange {
+            headers: values
+                .iter()
+                .map(|v| ("Content-Type".to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            ..Exchange::default()
+        };
+        for (values, json) in [
+            (&[" Application/JSON ;charset=utf-8"][..], true),
+            (&["application/vnd.api+JSON"], true),
+            (&["application/jsonp"], false),
+            (&["text/plain", "application/json"], false),
+            (&["application/json", "text/plain"], false),
+            (&["+json"], true),
+            (&["json"], false),
+            (&[], false),
+        ] {
+            assert_eq!(typed(values).is_json(), json, "{values:?}");
+        }
+        let same = |a: &[&str], b: &[&str]| typed(a).same_header(&typed(b), "content-type");
+        assert!(same(&["a", "b"], &["a", "b"]));
+        assert!(!same(&["a", "b"], &["b", "a"]));
+        assert!(!same(&["a"], &["a", "a"]));
+        assert!(same(&[], &[]));
     }
 }

@@ -30,7 +30,9 @@ pub mod report;
 pub mod rules;
 
 pub use compare::{BodyCheck, Difference, Kind, Verdict, compare};
-pub use corpus::{CorpusError, CorpusReader, CorpusWriter, Curls, Record, Request, Urls, Written};
+pub use corpus::{
+    CorpusError, CorpusReader, CorpusWriter, Curls, Record, Request, Urls, Written, sample_key,
+};
 pub use exchange::Exchange;
 pub use noise::Noise;
 pub use redact::Redaction;

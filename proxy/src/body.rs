@@ -139,6 +139,20 @@ impl Tee {
         (tee, seen)
     }
 
+    /// Keeps a copy of `data` (the lean path's bytes pass through buffers it reuses).
+    pub(crate) fn keep_slice(&mut self, data: &[u8]) {
+        if self.done.is_none() || data.is_empty() {
+            return;
+        }
+        if self.seen.saturating_add(data.len()) > self.max {
+            // Not copied only to be thrown away.
+            self.kept = Vec::new();
+            self.send(Teed::TooLarge);
+            return;
+        }
+        self.keep(&Bytes::copy_from_slice(data));
+    }
+
     fn keep(&mut self, data: &Bytes) {
         if self.done.is_none() {
             return;
@@ -152,7 +166,8 @@ impl Tee {
         }
     }
 
-    fn finish(&mut self) {
+    /// The body ended: what was kept is reported whole.
+    pub(crate) fn finish(&mut self) {
         if self.done.is_none() {
             return;
         }
@@ -221,8 +236,9 @@ impl http_body::Body for Body {
                     if let Some(data) = frame.data_ref() {
                         t.keep(data);
                     }
-                    // The length told where the end is: report it now, not at the next poll.
-                    if http_body::Body::is_end_stream(body) {
+                    // The length told where the end is, or trailers came (always last; hyper
+                    // stops polling after them): report it now, not at a next poll.
+                    if frame.is_trailers() || http_body::Body::is_end_stream(body) {
                         t.finish();
                     }
                 }

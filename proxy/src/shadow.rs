@@ -26,15 +26,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::body::{Body, Tee, Teed};
 use crate::config::{RecordConfig, RouteConfig, ShadowConfig};
+use crate::lean::fetch::FetchError;
 use crate::metrics::{Metrics, ShadowMetrics};
+use crate::table::Side;
 use crate::upstream::Upstream;
 
 /// The header that marks a copy (to the extracted side, or the monolith's calibration copy).
@@ -283,25 +285,38 @@ pub struct Watch {
 
 /// The monolith's answer as the client gets it: head now, body when the tee has it.
 struct Seen {
-    status: StatusCode,
-    headers: HeaderMap,
+    status: u16,
+    /// As compared: lower-case names, hop-by-hop headers out.
+    headers: Vec<(String, Vec<u8>)>,
     body: oneshot::Receiver<Teed>,
 }
 
 impl Watch {
-    /// The monolith's answer on its way to the client: its head handed to the job, its body
-    /// teed (bounded) as it streams.
-    pub fn response(mut self, status: StatusCode, headers: &HeaderMap, body: Body) -> Body {
-        let Some((sender, max)) = self.answer.take() else {
-            return body;
-        };
+    /// The monolith's answer on its way to the client (the hyper path): its head handed to the
+    /// job, its body teed (bounded) as it streams.
+    pub fn response(self, status: StatusCode, headers: &HeaderMap, body: Body) -> Body {
+        match self.answer(status.as_u16(), || header_list(headers)) {
+            Some(tee) => body.with_tee(tee),
+            None => body,
+        }
+    }
+
+    /// The monolith's answer on its way to the client (the lean path): its head handed to the
+    /// job; the returned tee is given the body's bytes as they pass, and finished at its end
+    /// (dropped before, it tells the job the body broke off).
+    pub(crate) fn answer(
+        mut self,
+        status: u16,
+        headers: impl FnOnce() -> Vec<(String, Vec<u8>)>,
+    ) -> Option<Tee> {
+        let (sender, max) = self.answer.take()?;
         let (tee, seen) = Tee::new(max);
         let _ = sender.send(Seen {
             status,
-            headers: headers.clone(),
+            headers: headers(),
             body: seen,
         });
-        body.with_tee(tee)
+        Some(tee)
     }
 }
 
@@ -394,7 +409,12 @@ impl RouteParity {
             record: record.then(|| authz.cloned()),
         };
         let span = tracing::debug_span!("shadow", route = %self.name);
-        tokio::spawn(tracing::Instrument::instrument(job.run(), span));
+        // Off (the default), the span is not entered on every poll.
+        if span.is_disabled() {
+            tokio::spawn(job.run());
+        } else {
+            tokio::spawn(tracing::Instrument::instrument(job.run(), span));
+        }
         Some((tee, watch))
     }
 
@@ -539,13 +559,22 @@ impl Job {
         let Some(extracted) = shadow.extracted.clone() else {
             return metrics.skipped(SkipReason::CandidateError);
         };
-        let request = recorded_request(&head, &body);
         // The same requests are calibrated every time, on every instance (a hash of the
-        // method and target), and only safe ones: the monolith must not apply a write twice.
+        // method and target, as `ficus parity` draws them), and only safe ones: the monolith
+        // must not apply a write twice.
         let calibrate = is_safe(&head.method)
-            && ficus_parity::sampled(&request.sample_key(), route.rules.calibrate_percent);
+            && route.rules.calibrate_percent > 0.0
+            && ficus_parity::sampled(
+                &ficus_parity::sample_key(
+                    head.method.as_str(),
+                    head.path_and_query.path(),
+                    head.path_and_query.query().unwrap_or_default(),
+                ),
+                route.rules.calibrate_percent,
+            );
         let candidate = exchange(
             &extracted,
+            Side::Extracted,
             &head,
             &body,
             settings.timeout,
@@ -556,6 +585,7 @@ impl Job {
                 Some(
                     exchange(
                         &shadow.monolith,
+                        Side::Monolith,
                         &head,
                         &body,
                         settings.timeout,
@@ -613,7 +643,7 @@ impl Job {
         };
         let record = ficus_parity::Record::mismatch(
             &route.name,
-            request,
+            recorded_request(&head, &body),
             monolith,
             candidate,
             verdict,
@@ -684,21 +714,46 @@ async fn monolith_answer(answer: Option<oneshot::Receiver<Seen>>) -> Got {
         return Got::Skip(SkipReason::MonolithError);
     };
     match seen.body.await {
-        Ok(Teed::Whole(body)) => Got::Answer(to_exchange(seen.status, &seen.headers, body)),
+        Ok(Teed::Whole(body)) => Got::Answer(ficus_parity::Exchange {
+            status: seen.status,
+            headers: seen.headers,
+            body,
+            truncated: false,
+        }),
         Ok(Teed::TooLarge) => Got::Skip(SkipReason::ResponseTooLarge),
         Ok(Teed::Broken) | Err(_) => Got::Skip(SkipReason::Incomplete),
     }
 }
 
-/// One copy of the request to `upstream`, answer and body within `timeout`, the body within
-/// `max` bytes.
+/// One copy of the request to `upstream` (`side`), answer and body within `timeout`, the body
+/// within `max` bytes: over the lean pool for an `http://` upstream, else the hyper client.
 async fn exchange(
     upstream: &Upstream,
+    side: Side,
     head: &Head,
     body: &Bytes,
     timeout: Duration,
     max: u64,
 ) -> Got {
+    if upstream.scheme == Scheme::HTTP {
+        let request = copy_request(head, body, &upstream.authority);
+        let head_request = head.method == Method::HEAD;
+        let whole = crate::lean::fetch::fetch(upstream, side, &request, head_request, max);
+        return match tokio::time::timeout(timeout, whole).await {
+            Err(_) => Got::Skip(SkipReason::CandidateTimeout),
+            Ok(Err(FetchError::TooLarge)) => Got::Skip(SkipReason::ResponseTooLarge),
+            Ok(Err(FetchError::Failed(error))) => {
+                tracing::debug!(%error, upstream = %upstream.name, "shadow copy failed");
+                Got::Skip(SkipReason::CandidateError)
+            }
+            Ok(Ok(fetched)) => Got::Answer(ficus_parity::Exchange {
+                status: fetched.status,
+                headers: fetched.headers,
+                body: fetched.body,
+                truncated: false,
+            }),
+        };
+    }
     let uri = Uri::builder()
         .scheme(upstream.scheme.clone())
         .authority(upstream.authority.clone())
@@ -736,6 +791,42 @@ async fn exchange(
         Ok(Err(reason)) => Got::Skip(reason),
         Ok(Ok(answer)) => Got::Answer(answer),
     }
+}
+
+/// A copy of the request as one HTTP/1.1 message: the head as it went to the monolith (the
+/// client's `Host` included; the upstream's authority when there is none), marked as a shadow,
+/// its framing for the body in hand.
+fn copy_request(head: &Head, body: &[u8], authority: &Authority) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.path_and_query.as_str().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut line = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in &head.headers {
+        if name != header::CONTENT_LENGTH
+            && name != header::TRANSFER_ENCODING
+            && name != X_FICUS_SHADOW
+        {
+            line(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if !head.headers.contains_key(header::HOST) {
+        line(b"host", authority.as_str().as_bytes());
+    }
+    line(X_FICUS_SHADOW.as_str().as_bytes(), b"1");
+    // As hyper's client: a length for a body, and for the methods that expect one.
+    if !body.is_empty() || matches!(head.method, Method::POST | Method::PUT | Method::PATCH) {
+        line(b"content-length", body.len().to_string().as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
 }
 
 // ---------------------------------------------------------------------------------------------

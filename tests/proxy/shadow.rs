@@ -453,6 +453,124 @@ async fn bodies_over_the_limit_are_counted_as_skipped_and_still_reach_the_client
     assert_eq!(now["compared"], 0, "{now:#}");
 }
 
+/// A raw HTTP/1.1 server answering every request with `person(name)`, where `name` is the
+/// query's `<prefix>name` (default "Ada"), framed as the query's `<prefix>framing` says:
+/// `length`, `chunked` (three chunks, an extension and a trailer) or `close` (no length, the
+/// connection closed after the body). Keeps connections alive otherwise.
+async fn framing_server(prefix: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+                    seen.drain(..end + 4);
+                    let target = head.split(' ').nth(1).unwrap_or("/");
+                    let query = target.split_once('?').map_or("", |(_, q)| q);
+                    let param = |key: &str| {
+                        query.split('&').find_map(|pair| {
+                            pair.strip_prefix(prefix)?
+                                .strip_prefix(key)?
+                                .strip_prefix('=')
+                                .map(str::to_owned)
+                        })
+                    };
+                    let body = person(&param("name").unwrap_or_else(|| "Ada".into())).to_string();
+                    let framing = param("framing").unwrap_or_else(|| "length".into());
+                    let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n".to_vec();
+                    match framing.as_str() {
+                        "chunked" => {
+                            out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+                            let third = body.len() / 3;
+                            for (i, piece) in [&body[..third], &body[third..2 * third], &body[2 * third..]]
+                                .iter()
+                                .enumerate()
+                            {
+                                let ext = if i == 1 { ";ext=1" } else { "" };
+                                out.extend_from_slice(
+                                    format!("{:x}{ext}\r\n{piece}\r\n", piece.len()).as_bytes(),
+                                );
+                            }
+                            out.extend_from_slice(b"0\r\nx-trailer: t\r\n\r\n");
+                        }
+                        "close" => {
+                            out.extend_from_slice(b"connection: close\r\n\r\n");
+                            out.extend_from_slice(body.as_bytes());
+                            let _ = socket.write_all(&out).await;
+                            let _ = socket.shutdown().await;
+                            return;
+                        }
+                        _ => {
+                            out.extend_from_slice(
+                                format!("content-length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+                            );
+                        }
+                    }
+                    if socket.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn answers_in_every_framing_are_compared_whole_on_both_sides() {
+    let (monolith, monolith_task) = framing_server("m").await;
+    let (people, people_task) = framing_server("c").await;
+    let extra = "[route.parity]\ncalibrate_percent = 0\n";
+    let proxy = crate::start_proxy(&routes(
+        &format!("http://{monolith}"),
+        &format!("http://{people}"),
+        "shadow",
+        extra,
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let framings = ["length", "chunked", "close"];
+    let mut sent = 0;
+    for m in framings {
+        for c in framings {
+            // Twice each: the second goes over a kept-alive connection where there is one.
+            for _ in 0..2 {
+                let url = proxy.url(&format!("/api/people/7?mframing={m}&cframing={c}"));
+                let answer: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+                assert_eq!(answer, person("Ada"), "monolith {m}, candidate {c}");
+                sent += 1;
+            }
+        }
+    }
+    let now = settled(&proxy, sent).await;
+    assert_eq!(now["compared"], sent, "{now:#}");
+    assert_eq!(now["matched"], sent, "{now:#}");
+    // A difference inside any framing is found at its path.
+    for m in framings {
+        for c in framings {
+            let url = proxy.url(&format!("/api/people/7?mframing={m}&cframing={c}&cname=Grace"));
+            let answer: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(answer, person("Ada"), "monolith {m}, candidate {c}");
+        }
+    }
+    let now = settled(&proxy, sent + 9).await;
+    assert_eq!(now["mismatched"], 9, "{now:#}");
+    let kept = now["mismatches"].to_string();
+    assert!(kept.contains("$.display_name"), "{kept}");
+    monolith_task.abort();
+    people_task.abort();
+}
+
 /// Latencies of `count` GETs through each proxy, taken in turns (one on `plain`, one on
 /// `shadowed`) so that both see the same load on a shared machine; sorted. Every answer must be
 /// `expected`.

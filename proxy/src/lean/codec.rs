@@ -204,15 +204,50 @@ impl Chunked {
     /// Consumes what it can of `input`, appending the data re-encoded as chunks to `out` (and
     /// the last chunk once the body ended). Returns the data bytes decoded.
     pub fn decode(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Result<u64, ChunkError> {
+        self.decode_with(input, out, |_| {})
+    }
+
+    /// As [`Chunked::decode`], each piece of data also given to `also` (a shadow's tee).
+    pub fn decode_with(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut Vec<u8>,
+        also: impl FnMut(&[u8]),
+    ) -> Result<u64, ChunkError> {
+        let mut also = also;
+        let ended = self.is_done();
+        let data = self.each(input, |piece| {
+            chunk(out, piece);
+            also(piece);
+        })?;
+        if !ended && self.is_done() {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        Ok(data)
+    }
+
+    /// Consumes what it can of `input`, appending only the data to `out` (a body read whole).
+    pub fn decode_data(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, ChunkError> {
+        self.each(input, |piece| out.extend_from_slice(piece))
+    }
+
+    /// Consumes what it can of `input`, each piece of data given to `data` as it is found.
+    fn each(
+        &mut self,
+        input: &mut BytesMut,
+        mut data_of: impl FnMut(&[u8]),
+    ) -> Result<u64, ChunkError> {
         let mut data = 0u64;
         while !input.is_empty() && self.state != State::Done {
             if self.state == State::Data {
                 let n = usize::try_from(self.size)
                     .unwrap_or(usize::MAX)
                     .min(input.len());
-                let _ = write!(out, "{n:x}\r\n");
-                out.extend_from_slice(&input[..n]);
-                out.extend_from_slice(b"\r\n");
+                data_of(&input[..n]);
                 input.advance(n);
                 self.size -= n as u64;
                 data += n as u64;
@@ -265,10 +300,7 @@ impl Chunked {
                     State::TrailerLine
                 }
                 (State::TrailerLf, b'\n') => State::TrailerStart,
-                (State::EndLf, b'\n') => {
-                    out.extend_from_slice(b"0\r\n\r\n");
-                    State::Done
-                }
+                (State::EndLf, b'\n') => State::Done,
                 _ => return Err(ChunkError("unexpected byte")),
             };
         }

@@ -17,6 +17,8 @@
 //!   ├─ the response head read with httparse (1xx skipped as the hyper client does; a 101
 //!   │    refused), hop-by-hop out, x-request-id and x-ficus-* in, one write with the body
 //!   │    bytes already read; the rest streamed through the connection's buffers
+//!   ├─ a shadowed or recorded route (requests without a body): the job of [`crate::shadow`]
+//!   │    begun with the head as it went upstream; the answer's bytes copied to it as they pass
 //!   └─ fallback to the monolith, metrics by who answered, the request span: as the hyper path
 //! ```
 //!
@@ -25,10 +27,12 @@
 //! path: heads httparse refuses or that are larger than the hard limit, other versions than
 //! HTTP/1.1, targets not in origin form, CONNECT, any `Transfer-Encoding` but one `chunked`,
 //! `Content-Length` beside it or twice, `Expect`, upgrade offers (hyper's tunnel code), targets
-//! refused before routing, and routes in a mode other than monolith, canary and extracted
-//! (shadow), or with an `https://` upstream. HTTP/2 connections never come here.
+//! refused before routing, requests with a body on a shadowed or recorded route (hyper's
+//! path tees a body as it streams), and routes with an `https://` upstream. HTTP/2
+//! connections never come here.
 
 pub mod codec;
+pub mod fetch;
 pub mod pool;
 
 use std::mem::MaybeUninit;
@@ -46,7 +50,6 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::body::Body;
-use crate::config::Mode;
 use crate::connection::Prefixed;
 use crate::error::{Failure, Kind, Origin, ProxyError};
 use crate::handler::Proxy;
@@ -371,7 +374,7 @@ impl Conn {
             return Next::Hyper;
         };
         let route = table.route(&method, &target.path.path, &headers);
-        if !serves(route) {
+        if !serves(route, heads.framing) {
             return Next::Hyper;
         }
         let span = tracing::info_span!(
@@ -391,17 +394,18 @@ impl Conn {
             request_id: RequestId::read(&mut headers),
             trusted: table.is_trusted(self.client.ip()),
             idempotent: crate::handler::is_idempotent(&method),
+            head_request: method == Method::HEAD,
             // The length `request_framing` read (none for a chunked body, 0 as none).
             declared_length: match heads.framing {
                 Framing::Length(n) => Some(n),
                 _ => None,
             },
-            head_request: method == Method::HEAD,
             framing: heads.framing,
             client_close: heads.close,
             side: Side::Monolith,
             fell_back: None,
             body_done: heads.framing == Framing::Empty,
+            method,
         };
         let raw = request.headers;
         let pq_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
@@ -425,6 +429,7 @@ impl Conn {
         pq_len: usize,
         stop: &watch::Receiver<bool>,
     ) -> Next {
+        let mut shadow = None;
         let outcome = async {
             admit(&ex, target, &mut headers, pq_len)
                 .await
@@ -451,6 +456,12 @@ impl Conn {
                         ex.framing == Framing::Chunked,
                     );
                 })?;
+            // Beside phase 4: a shadowed or recorded route's copy and record, a job of its own
+            // (the request has no body: `serves`).
+            if let Some(parity) = &ex.route.parity {
+                let headers = std::mem::take(&mut headers);
+                shadow = begin_parity(parity, &ex, self.client.ip(), target, headers);
+            }
             let may_fall_back = ex.side == Side::Extracted && ex.route.fallback && ex.idempotent;
             let keep = may_fall_back
                 && (ex.framing == Framing::Empty
@@ -510,7 +521,7 @@ impl Conn {
         }) {
             Ok(answer) => {
                 let close = close || !ex.body_done;
-                self.pass_on(&ex, answer, close).await
+                self.pass_on(&ex, answer, close, shadow).await
             }
             Err(error) => {
                 match error.origin {
@@ -767,7 +778,15 @@ impl Conn {
 
     /// The upstream's response for the client: its head with hop-by-hop headers out and the
     /// proxy's in, written once with the body bytes in hand; the rest streamed.
-    async fn pass_on(&mut self, ex: &Exchange<'_>, mut answer: Answer, close: bool) -> Next {
+    /// On a shadowed route, `shadow` waits for the answer: it gets the head, and the body's
+    /// bytes as they pass (a copy, bounded).
+    async fn pass_on(
+        &mut self,
+        ex: &Exchange<'_>,
+        mut answer: Answer,
+        close: bool,
+        shadow: Option<crate::shadow::Watch>,
+    ) -> Next {
         let answerer = Answerer::from(ex.responding_side());
         ex.span.record("side", answerer.as_str());
         ex.span.record("status", answer.status);
@@ -776,6 +795,13 @@ impl Conn {
             .answered(answerer, answer.status, ex.start.elapsed().as_secs_f64());
         self.out.clear();
         write_response_head(&mut self.out, ex, &answer, answerer, close);
+        let mut tee = shadow
+            .and_then(|watch| watch.answer(answer.status, || fetch::header_list(&answer.conn)));
+        let mut keep = |data: &[u8]| {
+            if let Some(tee) = tee.as_mut() {
+                tee.keep_slice(data);
+            }
+        };
         answer.conn.buf.advance(answer.head_len);
         let conn = &mut answer.conn;
         let complete = match answer.framing {
@@ -783,6 +809,7 @@ impl Conn {
             Framing::Length(n) => {
                 let first = usize::try_from(n).unwrap_or(usize::MAX).min(conn.buf.len());
                 self.out.extend_from_slice(&conn.buf[..first]);
+                keep(&conn.buf[..first]);
                 conn.buf.advance(first);
                 let mut remaining = n - first as u64;
                 let mut ok = self.io.write_all(&self.out).await.is_ok();
@@ -796,6 +823,7 @@ impl Conn {
                                 .unwrap_or(usize::MAX)
                                 .min(conn.buf.len());
                             ok = self.io.write_all(&conn.buf[..take]).await.is_ok();
+                            keep(&conn.buf[..take]);
                             conn.buf.advance(take);
                             remaining -= take as u64;
                         }
@@ -806,7 +834,10 @@ impl Conn {
             Framing::Chunked => {
                 let mut decoder = codec::Chunked::default();
                 loop {
-                    if decoder.decode(&mut conn.buf, &mut self.out).is_err() {
+                    if decoder
+                        .decode_with(&mut conn.buf, &mut self.out, &mut keep)
+                        .is_err()
+                    {
                         break false;
                     }
                     if !self.out.is_empty() {
@@ -830,6 +861,7 @@ impl Conn {
                 answer.keep_alive = false;
                 loop {
                     codec::chunk(&mut self.out, &conn.buf);
+                    keep(&conn.buf);
                     conn.buf.clear();
                     if !self.out.is_empty() {
                         if self.io.write_all(&self.out).await.is_err() {
@@ -849,6 +881,10 @@ impl Conn {
             }
         };
         self.out.clear();
+        // Whole, the copy goes to the comparison; broken off, the tee dropped says so.
+        if let (true, Some(tee)) = (complete, tee.as_mut()) {
+            tee.finish();
+        }
         if complete && answer.keep_alive {
             ex.route
                 .upstream(ex.responding_side())
@@ -1192,6 +1228,7 @@ struct Exchange<'t> {
     fell_back: Option<Failure>,
     /// The request body was read to its end (else the connection closes after the answer).
     body_done: bool,
+    method: Method,
 }
 
 impl Exchange<'_> {
@@ -1305,17 +1342,50 @@ impl RequestId {
     }
 }
 
-/// Whether the lean path serves a route: monolith, canary and extracted modes over `http://`
-/// upstreams, neither shadowed nor recorded (the shadow's tee and the recorder live on the hyper
-/// path).
-fn serves(route: &Route) -> bool {
-    matches!(route.mode, Mode::Monolith | Mode::Canary | Mode::Extracted)
-        && route.parity.is_none()
+/// Whether the lean path serves a request of `route` whose body is framed `framing`: every
+/// mode over `http://` upstreams; on a shadowed or recorded route only a request without a
+/// body (a body the copy needs is teed as it streams, on the hyper path).
+fn serves(route: &Route, framing: Framing) -> bool {
+    (route.parity.is_none() || framing == Framing::Empty)
         && route.monolith.scheme == Scheme::HTTP
         && route
             .extracted
             .as_ref()
             .is_none_or(|upstream| upstream.scheme == Scheme::HTTP)
+}
+
+/// Starts the job of a shadowed or recorded route ([`crate::shadow`]) with the request as it
+/// goes to the monolith (`headers`: the map the upstream head was written from, the request id
+/// the proxy made added); the [`crate::shadow::Watch`] for the answer when it is copied.
+fn begin_parity(
+    parity: &Arc<crate::shadow::RouteParity>,
+    ex: &Exchange<'_>,
+    client: std::net::IpAddr,
+    target: &crate::target::Target,
+    mut headers: HeaderMap,
+) -> Option<crate::shadow::Watch> {
+    static NAME: HeaderName = HeaderName::from_static("x-request-id");
+    if let Some(id) = ex.request_id.made()
+        && let Ok(id) = HeaderValue::from_bytes(id)
+    {
+        headers.insert(&NAME, id);
+    }
+    let head = crate::shadow::Head {
+        method: ex.method.clone(),
+        path_and_query: target.path_and_query.clone(),
+        headers,
+    };
+    let kept = Bytes::new();
+    parity
+        .begin(
+            ex.route,
+            head,
+            client,
+            false,
+            Some(&kept),
+            ex.table.authz.as_ref(),
+        )
+        .map(|(_, watch)| watch)
 }
 
 /// The upstream head: the request line with the canonical target, then the headers of `map`

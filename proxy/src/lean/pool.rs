@@ -67,43 +67,9 @@ impl Pool {
                 });
             }
         }
-        let host = authority.host();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let port = authority.port_u16().unwrap_or(80);
-        let origin = Origin::Upstream(side);
-        let stream =
-            match tokio::time::timeout(connect_timeout, TcpStream::connect((host, port))).await {
-                Err(elapsed) => {
-                    return Err(ProxyError::new(
-                        Kind::ConnectTimeout,
-                        origin,
-                        true,
-                        format!("connecting to the {} timed out", side.noun()),
-                    )
-                    .with_source(elapsed));
-                }
-                Ok(Err(error)) => {
-                    return Err(ProxyError::new(
-                        Kind::Connect,
-                        origin,
-                        true,
-                        format!("the {} refused the connection", side.noun()),
-                    )
-                    .with_source(error));
-                }
-                Ok(Ok(stream)) => stream,
-            };
-        let _ = stream.set_nodelay(true);
-        Ok(Conn {
-            stream,
-            buf: BytesMut::with_capacity(BUFFER_BYTES),
-            fields: Vec::new(),
-            idle_since: Instant::now(),
-            reused: false,
-        })
+        // Boxed: connecting is the rare case, and its future (address resolution, the
+        // connect, its timer) would otherwise size every future that awaits this one.
+        Box::pin(connect(authority, connect_timeout, side)).await
     }
 
     fn take(&self) -> Option<Conn> {
@@ -121,6 +87,51 @@ impl Pool {
             idle.push(conn);
         }
     }
+}
+
+/// A new connection to the upstream at `authority`, within `connect_timeout`.
+async fn connect(
+    authority: &Authority,
+    connect_timeout: Duration,
+    side: Side,
+) -> Result<Conn, ProxyError> {
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = authority.port_u16().unwrap_or(80);
+    let origin = Origin::Upstream(side);
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect((host, port))).await
+    {
+        Err(elapsed) => {
+            return Err(ProxyError::new(
+                Kind::ConnectTimeout,
+                origin,
+                true,
+                format!("connecting to the {} timed out", side.noun()),
+            )
+            .with_source(elapsed));
+        }
+        Ok(Err(error)) => {
+            return Err(ProxyError::new(
+                Kind::Connect,
+                origin,
+                true,
+                format!("the {} refused the connection", side.noun()),
+            )
+            .with_source(error));
+        }
+        Ok(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Conn {
+        stream,
+        buf: BytesMut::with_capacity(BUFFER_BYTES),
+        fields: Vec::new(),
+        idle_since: Instant::now(),
+        reused: false,
+    })
 }
 
 /// Whether the upstream left the connection open (no EOF, no stray bytes waiting). Costs no
