@@ -146,8 +146,9 @@ pub(crate) fn find(
         });
     }
     // The common case first, without allocating: every chosen header the same on both sides.
-    let all_same =
-        headers.is_some_and(|names| names.iter().all(|name| first.same_header(second, name)));
+    let all_same = headers.is_some_and(|names| {
+        first.headers == second.headers || names.iter().all(|name| first.same_header(second, name))
+    });
     let names: BTreeSet<String> = match headers {
         _ if all_same => BTreeSet::new(),
         Some(names) => names.iter().map(|n| n.to_ascii_lowercase()).collect(),
@@ -172,7 +173,19 @@ pub(crate) fn find(
         let reason = "a body was over the kept limit".to_owned();
         return (BodyCheck::Skipped { reason }, 0);
     }
-    if first.is_json() || second.is_json() {
+    let is_json = first.is_json() || second.is_json();
+    // The same bytes are the same value: nothing to parse.
+    if first.body == second.body {
+        return (
+            if is_json {
+                BodyCheck::Json
+            } else {
+                BodyCheck::Bytes
+            },
+            0,
+        );
+    }
+    if is_json {
         let parsed = (
             serde_json::from_slice::<Value>(&first.body),
             serde_json::from_slice::<Value>(&second.body),

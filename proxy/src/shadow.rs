@@ -333,7 +333,12 @@ impl RouteParity {
         kept: Option<&Bytes>,
         authz: Option<&Arc<crate::authz::Authz>>,
     ) -> Option<(Option<Tee>, Watch)> {
-        let bucket = route.sticky_bucket(&head.headers, client);
+        // Hashed only when a share is drawn (at 100 % everyone is in).
+        let partial = |bps: u32| bps < 10_000;
+        let bucket = (self.shadow.as_ref().is_some_and(|s| partial(s.sample_bps))
+            || self.record.as_ref().is_some_and(|r| partial(r.sample_bps)))
+        .then(|| route.sticky_bucket(&head.headers, client))
+        .flatten();
         let (extracted, monolith) = (route.extracted.as_ref(), &route.monolith);
         let metrics = &self.state.metrics;
         let shadow = self.shadow.as_ref().and_then(|shadow| {
@@ -409,11 +414,12 @@ impl RouteParity {
             record: record.then(|| authz.cloned()),
         };
         let span = tracing::debug_span!("shadow", route = %self.name);
-        // Off (the default), the span is not entered on every poll.
+        // Boxed once: the job's future is large, and the task machinery would move it several
+        // times. Off (the default), the span is not entered on every poll.
         if span.is_disabled() {
-            tokio::spawn(job.run());
+            tokio::spawn(Box::pin(job.run()));
         } else {
-            tokio::spawn(tracing::Instrument::instrument(job.run(), span));
+            tokio::spawn(Box::pin(tracing::Instrument::instrument(job.run(), span)));
         }
         Some((tee, watch))
     }
@@ -580,25 +586,23 @@ impl Job {
             settings.timeout,
             settings.max_body_bytes,
         );
-        let again = async {
-            if calibrate {
-                Some(
-                    exchange(
-                        &shadow.monolith,
-                        Side::Monolith,
-                        &head,
-                        &body,
-                        settings.timeout,
-                        settings.max_body_bytes,
-                    )
-                    .await,
-                )
-            } else {
-                None
-            }
+        // The copies run at once; the monolith's answer comes on its own (the client's
+        // request path hands it over), so waiting for it after the copies loses nothing.
+        let (candidate, again) = if calibrate {
+            let again = exchange(
+                &shadow.monolith,
+                Side::Monolith,
+                &head,
+                &body,
+                settings.timeout,
+                settings.max_body_bytes,
+            );
+            let (candidate, again) = tokio::join!(candidate, again);
+            (candidate, Some(again))
+        } else {
+            (candidate.await, None)
         };
-        let monolith = monolith_answer(answer);
-        let (candidate, again, monolith) = tokio::join!(candidate, again, monolith);
+        let monolith = monolith_answer(answer).await;
         let monolith = match monolith {
             Got::Answer(answer) => answer,
             Got::Skip(reason) => return metrics.skipped(reason),

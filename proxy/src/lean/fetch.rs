@@ -154,10 +154,12 @@ pub(crate) fn header_list(conn: &pool::Conn) -> Vec<(String, Vec<u8>)> {
         .iter()
         .filter(|field| !codec::is_hop_by_hop(&buf[field.name.clone()]))
         .map(|field| {
-            (
-                String::from_utf8_lossy(&buf[field.name.clone()]).to_ascii_lowercase(),
-                buf[field.value.clone()].to_vec(),
-            )
+            // httparse took the name as a token: ASCII, so valid UTF-8.
+            let mut name = buf[field.name.clone()].to_vec();
+            name.make_ascii_lowercase();
+            let name = String::from_utf8(name)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (name, buf[field.value.clone()].to_vec())
         })
         .collect()
 }
