@@ -353,6 +353,32 @@ async fn the_dashboard_shows_the_proxys_numbers_follows_a_flip_and_the_ledger() 
             |t| t == extracted.to_string(),
         )
         .await;
+    // The 4 failures landed on user-7's side: its 5xx share is the window's, as counted.
+    let now = state(&proxy).await;
+    let sides = &now["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "people-read")
+        .unwrap()["sides"];
+    let failing = ["monolith", "extracted"]
+        .into_iter()
+        .find(|side| sides[side]["errors_total"] == 4)
+        .unwrap_or_else(|| panic!("no side counted the 4 failures: {sides:#}"));
+    let recent = &sides[failing]["recent"];
+    let ratio = recent["error_ratio"].as_f64().unwrap();
+    assert!(ratio > 0.0, "{recent}");
+    browser
+        .wait_text(
+            &format!(r#"tr[data-route="people-read"][data-side="{failing}"] .errors"#),
+            Duration::from_secs(5),
+            |t| {
+                t.strip_suffix('%')
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|shown| (shown - ratio * 100.0).abs() <= 0.05 + 1e-9)
+            },
+        )
+        .await;
 
     // Shadow comparisons: the match rate and the differences of the last mismatches.
     for i in 0..5 {

@@ -19,7 +19,7 @@ use axum::response::Response;
 use ficus_testkit::{TestAdapter, TestMonolith, TestProxy};
 use serde_json::Value;
 
-use crate::support::{ServiceConfig, ServiceProcess};
+use crate::support::{PeopleChain, ServiceProcess};
 
 const FICUS: &str = env!("CARGO_BIN_EXE_ficus");
 
@@ -180,50 +180,28 @@ auth = {{ require = ["people:read"] }}
 
 impl Chain {
     async fn start() -> Self {
-        let monolith = TestMonolith::start().await;
-        let token = monolith.admin_token().await;
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            let person = monolith
-                .create_person(
-                    &token,
-                    &format!("p{i}@example.test"),
-                    &format!("Person {i}"),
-                    None,
-                )
-                .await;
-            ids.push(person["id"].as_i64().unwrap());
-        }
-        let adapter = TestAdapter::start(&monolith.db.url, &["public.people"], 1).await;
-        adapter
-            .wait_snapshot_complete(Duration::from_secs(180))
-            .await;
-        // The proxy first (the service verifies the identity with its keys), people-read on
-        // the monolith.
-        let proxy = TestProxy::start(&routes(monolith.addr, "127.0.0.1:9".parse().unwrap())).await;
-        let dir = proxy.routes_path.parent().unwrap().to_path_buf();
-        let people = ServiceProcess::start(
-            "people",
-            &ServiceConfig {
-                store: dir.join("people.db").display().to_string(),
-                topic_prefix: adapter.prefix.clone(),
-                jwks_url: proxy.admin_url("/.well-known/jwks.json"),
-                batch_max_events: 1000,
-            },
-        );
-        people.wait_ready(Duration::from_secs(60)).await;
-        let candidate = Candidate::start(&people).await;
-        proxy
-            .write_routes(&routes(monolith.addr, candidate.addr))
+        let people: Vec<(String, String)> = (0..5)
+            .map(|i| (format!("p{i}@example.test"), format!("Person {i}")))
+            .collect();
+        // people-read on the monolith, its service not known yet.
+        let chain = PeopleChain::start(&people, |monolith| {
+            routes(monolith, "127.0.0.1:9".parse().unwrap())
+        })
+        .await;
+        let dir = chain.proxy.routes_path.parent().unwrap().to_path_buf();
+        let candidate = Candidate::start(&chain.people).await;
+        chain
+            .proxy
+            .write_routes(&routes(chain.monolith.addr, candidate.addr))
             .await;
         Self {
-            _monolith: monolith,
-            _adapter: adapter,
-            _people: people,
-            proxy,
+            _monolith: chain.monolith,
+            _adapter: chain.adapter,
+            _people: chain.people,
+            proxy: chain.proxy,
             candidate,
-            token,
-            ids,
+            token: chain.token,
+            ids: chain.ids,
             dir,
         }
     }
@@ -504,6 +482,14 @@ async fn people_read_rolls_out_from_shadow_to_extracted() {
             "{line}"
         );
         assert!(line["thresholds"]["confidence_percent"] == 95.0, "{line}");
+        // The views gate read the real service's `/views` (through the candidate's URL).
+        let views = &line["inputs"]["views"];
+        assert_eq!(views["ready"], true, "{line}");
+        assert_eq!(views["worst"], "people", "{line}");
+        assert!(
+            line["reason"].as_str().unwrap().ends_with("views ready"),
+            "{line}"
+        );
     }
     let first = &ledger.iter().find(|l| l["action"] == "promote").unwrap();
     assert!(
@@ -650,6 +636,21 @@ async fn a_candidate_failing_in_the_canary_rolls_back_and_stays_paused_until_res
             },
         )
         .await;
+
+    // A person pauses it in the canary: it stays where it is under load, past the step's
+    // minimum duration and sample.
+    let (code, out) = ficus(&[
+        "rollout",
+        "pause",
+        "people-read",
+        "--plan",
+        plan.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    // The controller reads the ledger every poll (250 ms).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (paused_mode, paused_at) = (chain.mode(), chain.ledger().len());
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let _ = load.stop().await;
     let log = controller.stop();
     let ledger = chain.ledger();
@@ -661,6 +662,23 @@ async fn a_candidate_failing_in_the_canary_rolls_back_and_stays_paused_until_res
             .map(|b| b != "controller"),
         Some(true)
     );
+    let pause = ledger
+        .iter()
+        .rposition(|l| l["action"] == "pause")
+        .unwrap_or_else(|| panic!("no pause in the ledger:\n{}", pretty(&ledger)));
+    assert!(pause < paused_at, "{}", pretty(&ledger));
+    assert!(
+        ledger[pause + 1..].iter().all(|l| l["action"] == "hold"),
+        "the controller moved a paused route:\n{}",
+        pretty(&ledger)
+    );
+    assert_eq!(chain.mode(), paused_mode, "{log}");
+    assert_ne!(
+        paused_mode, "shadow",
+        "the pause was meant to be in the canary"
+    );
+    let (_, status) = ficus(&["rollout", "status", "--plan", plan.to_str().unwrap()]);
+    assert!(status.contains("(paused)"), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
