@@ -174,6 +174,18 @@ sticky = "header:x-user-id"     # users keep their side
 fallback = true
 timeout_ms = 2000
 auth = {{ require = ["people:read"] }}
+
+# The list: a second route a plan may move.
+[[route]]
+name = "people-list"
+path = "/api/people"
+methods = ["GET"]
+serve = "people"
+mode = "monolith"
+sticky = "header:x-user-id"
+fallback = true
+timeout_ms = 2000
+auth = {{ require = ["people:read"] }}
 "#
     )
 }
@@ -208,24 +220,33 @@ impl Chain {
 
     /// Writes `rollout.toml` beside routes.toml with a short plan for people-read.
     fn plan(&self, shadow_min_compared: u64, max_mismatch_rate: f64) -> PathBuf {
-        let path = self.dir.join("rollout.toml");
-        std::fs::write(
-            &path,
-            format!(
-                r#"[controller]
-proxy_admin_urls = ["{admin}"]
-poll_interval_ms = 250
+        self.plan_of(&["people-read"], shadow_min_compared, max_mismatch_rate)
+    }
 
+    /// Writes `rollout.toml` beside routes.toml with the same short plan for each of `routes`.
+    fn plan_of(
+        &self,
+        routes: &[&str],
+        shadow_min_compared: u64,
+        max_mismatch_rate: f64,
+    ) -> PathBuf {
+        let path = self.dir.join("rollout.toml");
+        let mut text = format!(
+            "[controller]\nproxy_admin_urls = [\"{}\"]\npoll_interval_ms = 250\n",
+            self.proxy.admin_url("")
+        );
+        for route in routes {
+            text.push_str(&format!(
+                r#"
 [[route]]
-name = "people-read"
+name = "{route}"
 shadow = {{ min_duration_ms = 1000, min_compared = {shadow_min_compared} }}
 canary = {{ percents = [20, 50], min_duration_ms = 1000, min_requests = 30 }}
 gates = {{ max_mismatch_rate = {max_mismatch_rate}, max_error_rate_increase = 0.1, max_p95_ratio = 20, p95_slack_ms = 500, max_view_lag_events = 1000 }}
-"#,
-                admin = self.proxy.admin_url("")
-            ),
-        )
-        .unwrap();
+"#
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
         path
     }
 
@@ -262,13 +283,14 @@ gates = {{ max_mismatch_rate = {max_mismatch_rate}, max_error_rate_increase = 0.
     }
 
     fn mode(&self) -> String {
+        self.mode_of("people-read")
+    }
+
+    /// `route`'s step as routes.toml has it now: `shadow`, `canary 20%`, ...
+    fn mode_of(&self, name: &str) -> String {
         let text = std::fs::read_to_string(&self.proxy.routes_path).unwrap();
         let file = ficus_proxy::check(&text, Path::new(".")).unwrap().file;
-        let route = file
-            .routes
-            .iter()
-            .find(|r| r.name == "people-read")
-            .unwrap();
+        let route = file.routes.iter().find(|r| r.name == name).unwrap();
         match route.percent {
             Some(p) if route.mode.as_str() == "canary" => {
                 format!("canary {}%", f64::from(p.basis_points) / 100.0)
@@ -279,6 +301,11 @@ gates = {{ max_mismatch_rate = {max_mismatch_rate}, max_error_rate_increase = 0.
 
     /// End users reading people through the proxy, one every `every`, until stopped.
     fn load(&self, every: Duration) -> Load {
+        self.load_on(every, false)
+    }
+
+    /// [`Chain::load`]; with `lists`, every other request reads the list instead of a person.
+    fn load_on(&self, every: Duration, lists: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let url = self.proxy.url("");
         let token = self.token.clone();
@@ -293,8 +320,13 @@ gates = {{ max_mismatch_rate = {max_mismatch_rate}, max_error_rate_increase = 0.
                 // 200 users, in an order that mixes them.
                 let user = (n.wrapping_mul(2_654_435_761) % 200) as u32;
                 let id = ids[(n % ids.len() as u64) as usize];
+                let target = if lists && n.is_multiple_of(2) {
+                    "/api/people?per_page=3".to_owned()
+                } else {
+                    format!("/api/people/{id}")
+                };
                 let sent = http
-                    .get(format!("{url}/api/people/{id}"))
+                    .get(format!("{url}{target}"))
                     .bearer_auth(&token)
                     .header("x-user-id", format!("user-{user}"))
                     .send()
@@ -515,6 +547,70 @@ async fn people_read_rolls_out_from_shadow_to_extracted() {
     assert_eq!(code, 0, "{status}");
     assert!(status.contains("step 4/4: extracted (done)"), "{status}");
     assert!(status.contains("routes.toml: extracted"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routes_of_one_plan_both_roll_out_from_shadow_to_extracted() {
+    let chain = Chain::start().await;
+    let plan = chain.plan_of(&["people-read", "people-list"], 30, 0.1);
+    let load = chain.load_on(Duration::from_millis(5), true);
+    let mut controller = RolloutProcess::start(&plan);
+    for route in ["people-read", "people-list"] {
+        chain
+            .wait_for(&format!("{route} done"), Duration::from_secs(150), |l| {
+                l["route"] == route && l["action"] == "done"
+            })
+            .await;
+    }
+    // Both done: the controller exits by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Some(status) = controller.child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = load.stop().await;
+    let log = controller.stop();
+    let ledger = chain.ledger();
+    println!("{}", pretty(&ledger));
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}\n{log}");
+    for route in ["people-read", "people-list"] {
+        let own: Vec<Value> = ledger
+            .iter()
+            .filter(|l| l["route"] == route)
+            .cloned()
+            .collect();
+        assert_eq!(
+            actions(&own),
+            [
+                "start shadow",
+                "promote canary 20%",
+                "promote canary 50%",
+                "promote extracted",
+                "done extracted"
+            ],
+            "{route}: {log}"
+        );
+        assert_eq!(chain.mode_of(route), "extracted");
+        // Each promotion judged on the route's own traffic.
+        let first = own.iter().find(|l| l["action"] == "promote").unwrap();
+        assert!(
+            first["inputs"]["compared"].as_u64().unwrap() >= 30,
+            "{first}"
+        );
+    }
+    let (code, status) = ficus(&["rollout", "status", "--plan", plan.to_str().unwrap()]);
+    println!("{status}");
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(
+        status.matches("step 4/4: extracted (done)").count(),
+        2,
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
