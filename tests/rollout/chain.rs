@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use ficus_testkit::{TestAdapter, TestMonolith, TestProxy};
+use ficus_testkit::{TestAdapter, TestMonolith, TestProxy, unique_suffix};
 use serde_json::Value;
 
 use crate::support::{PeopleChain, ServiceProcess};
@@ -132,9 +132,18 @@ struct Chain {
     token: String,
     ids: Vec<i64>,
     dir: PathBuf,
+    /// The internal token's signing key, shared by every proxy on the routes file.
+    key: PathBuf,
 }
 
-fn routes(monolith: std::net::SocketAddr, candidate: std::net::SocketAddr) -> String {
+impl Drop for Chain {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.key);
+    }
+}
+
+fn routes(monolith: std::net::SocketAddr, candidate: std::net::SocketAddr, key: &Path) -> String {
+    let key = key.display();
     format!(
         r#"# The chain's routes; `ficus rollout` steps people-read through its plan.
 [proxy]
@@ -150,6 +159,7 @@ default = "authenticated"
 [auth.internal_token]
 header = "x-ficus-identity"
 audience = "ficus-services"
+key_file = "{key}"              # every proxy on this file signs alike
 
 [upstreams.monolith]
 url = "http://{monolith}"
@@ -195,16 +205,20 @@ impl Chain {
         let people: Vec<(String, String)> = (0..5)
             .map(|i| (format!("p{i}@example.test"), format!("Person {i}")))
             .collect();
+        let key = std::env::temp_dir().join(format!("ficus-rollout-key-{}", unique_suffix()));
+        let seed: [u8; 32] = rand::random();
+        let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&key, hex).unwrap();
         // people-read on the monolith, its service not known yet.
         let chain = PeopleChain::start(&people, |monolith| {
-            routes(monolith, "127.0.0.1:9".parse().unwrap())
+            routes(monolith, "127.0.0.1:9".parse().unwrap(), &key)
         })
         .await;
         let dir = chain.proxy.routes_path.parent().unwrap().to_path_buf();
         let candidate = Candidate::start(&chain.people).await;
         chain
             .proxy
-            .write_routes(&routes(chain.monolith.addr, candidate.addr))
+            .write_routes(&routes(chain.monolith.addr, candidate.addr, &key))
             .await;
         Self {
             _monolith: chain.monolith,
@@ -215,6 +229,7 @@ impl Chain {
             token: chain.token,
             ids: chain.ids,
             dir,
+            key,
         }
     }
 
@@ -230,11 +245,21 @@ impl Chain {
         shadow_min_compared: u64,
         max_mismatch_rate: f64,
     ) -> PathBuf {
+        let admin = [self.proxy.admin_url("")];
+        self.plan_read_from(&admin, routes, shadow_min_compared, max_mismatch_rate)
+    }
+
+    /// [`Chain::plan_of`], the proxies read at `admins` (their admin listeners).
+    fn plan_read_from(
+        &self,
+        admins: &[String],
+        routes: &[&str],
+        shadow_min_compared: u64,
+        max_mismatch_rate: f64,
+    ) -> PathBuf {
         let path = self.dir.join("rollout.toml");
-        let mut text = format!(
-            "[controller]\nproxy_admin_urls = [\"{}\"]\npoll_interval_ms = 250\n",
-            self.proxy.admin_url("")
-        );
+        let mut text =
+            format!("[controller]\nproxy_admin_urls = {admins:?}\npoll_interval_ms = 250\n");
         for route in routes {
             text.push_str(&format!(
                 r#"
@@ -611,6 +636,118 @@ async fn two_routes_of_one_plan_both_roll_out_from_shadow_to_extracted() {
         2,
         "{status}"
     );
+}
+
+/// `people-read`'s mode in the table `proxy` has in force.
+fn mode_in(proxy: &ficus_proxy::Proxy) -> String {
+    let table = proxy.table();
+    let route = table.file.routes.iter().find(|r| r.name == "people-read");
+    route
+        .map(|r| r.mode.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// `ficus_shadow_compared_total` of people-read on the admin listener at `admin`.
+async fn compared(admin: std::net::SocketAddr) -> u64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ficus_shadow_compared_total{route=\"people-read\"} "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxy_instances_are_read_and_summed() {
+    let chain = Chain::start().await;
+    // A second proxy on the same routes file, as behind a load balancer.
+    let listeners = ficus_proxy::Listeners {
+        client: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let second = ficus_proxy::start(
+        &chain.proxy.routes_path,
+        ficus_proxy::ServerSettings::default(),
+        listeners,
+    )
+    .unwrap();
+    let admins = [
+        chain.proxy.admin_url(""),
+        format!("http://{}", second.admin_addr),
+    ];
+    // 30 comparisons before any decision: neither instance alone will have them.
+    let plan = chain.plan_read_from(&admins, &["people-read"], 30, 0.1);
+    let controller = RolloutProcess::start(&plan);
+    chain
+        .wait_for("the start", Duration::from_secs(30), |l| {
+            l["action"] == "start"
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mode_in(&chain.proxy.proxy) != "shadow" || mode_in(&second.proxy) != "shadow" {
+        assert!(Instant::now() < deadline, "the proxies did not load shadow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The step's window begins at the controller's next reading (every 250 ms).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 20 reads through each proxy, then nothing.
+    let http = reqwest::Client::new();
+    for (i, base) in [chain.proxy.url(""), format!("http://{}", second.addr)]
+        .iter()
+        .enumerate()
+    {
+        for n in 0..20 {
+            let id = chain.ids[n % chain.ids.len()];
+            let response = http
+                .get(format!("{base}/api/people/{id}"))
+                .bearer_auth(&chain.token)
+                .header("x-user-id", format!("user-{i}-{n}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (a, b) = loop {
+        let (a, b) = (
+            compared(chain.proxy.admin_addr).await,
+            compared(second.admin_addr).await,
+        );
+        if a == 20 && b == 20 {
+            break (a, b);
+        }
+        assert!(Instant::now() < deadline, "compared {a} and {b} of 20 each");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let promoted = chain
+        .wait_for(
+            "a promotion on both instances' sum",
+            Duration::from_secs(15),
+            |l| l["action"] == "promote",
+        )
+        .await;
+    let log = controller.stop();
+    println!("{}", pretty(&chain.ledger()));
+    assert_eq!(promoted["step"], "canary 20%", "{log}");
+    assert_eq!(promoted["inputs"]["compared"], a + b, "{promoted}");
+    assert_eq!(promoted["inputs"]["mismatched"], 0, "{promoted}");
+    assert_eq!(promoted["inputs"]["candidate_failures"], 0, "{promoted}");
+    // Both instances follow the controller's edit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mode_in(&second.proxy) != "canary" {
+        assert!(
+            Instant::now() < deadline,
+            "the second proxy did not load the canary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
