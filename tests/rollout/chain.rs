@@ -735,7 +735,13 @@ async fn two_proxy_instances_are_read_and_summed() {
     let log = controller.stop();
     println!("{}", pretty(&chain.ledger()));
     assert_eq!(promoted["step"], "canary 20%", "{log}");
-    assert_eq!(promoted["inputs"]["compared"], a + b, "{promoted}");
+    // Each instance compared at most 20: a window of 30 or more is their sum (read at any
+    // moment after the minimum was reached, so not necessarily all 40).
+    let summed = promoted["inputs"]["compared"].as_u64().unwrap();
+    assert!(
+        (30..=a + b).contains(&summed) && summed > a.max(b),
+        "{summed} compared of {a} + {b}: {promoted}"
+    );
     assert_eq!(promoted["inputs"]["mismatched"], 0, "{promoted}");
     assert_eq!(promoted["inputs"]["candidate_failures"], 0, "{promoted}");
     // Both instances follow the controller's edit.
