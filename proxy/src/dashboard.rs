@@ -6,7 +6,9 @@
 //!   ├─ table in force: routes (mode, percent, serve), version, last reload error
 //!   ├─ per route and side (monolith | extracted | proxy): RouteMetrics::counts now, minus the
 //!   │    oldest sample of the window (samples are taken by these reads, kept per window)
-//!   │    ─► rate, 5xx share, mean latency, failed attempts
+//!   │    ─► rate, 5xx share, mean latency, failed attempts; and the latency histogram's
+//!   │    buckets (read from the exposition), now minus the window's oldest ─► p95 per side,
+//!   │    by the quantile the rollout's latency gate uses (ficus_telemetry::scrape::quantile)
 //!   ├─ per shadow route: compared / matched, the last mismatches and their differences
 //!   ├─ [dashboard] cdc: each adapter's /metrics (lag) and /healthz; services: each one's /views
 //!   │    (probed concurrently, probe_timeout_ms each; no answer = unreachable, never an error)
@@ -27,6 +29,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
+use ficus_telemetry::scrape::{buckets_since, quantile};
+use ficus_telemetry::views::ViewsReport;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -37,7 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::admin::Admin;
 use crate::config::{DashboardSection, StatusSource};
-use crate::metrics::{Answerer, Metrics, SideCounts, latency_sums};
+use crate::metrics::{Answerer, Metrics, SideCounts, latency_buckets, latency_sums};
 use crate::table::Table;
 
 /// The page: inline CSS and JavaScript, no external asset.
@@ -81,10 +85,18 @@ pub struct Dashboard {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
-/// Every route's counts at one instant.
+/// Every route's readings at one instant.
 struct Sample {
     at: Instant,
-    counts: HashMap<String, [SideCounts; 3]>,
+    counts: HashMap<String, [SideReading; 3]>,
+}
+
+/// One side of a route at one instant: its counts and its latency histogram (cumulative
+/// `(le seconds, count)` buckets).
+#[derive(Default)]
+struct SideReading {
+    counts: SideCounts,
+    buckets: Vec<(f64, f64)>,
 }
 
 impl Default for Dashboard {
@@ -171,19 +183,38 @@ fn unix(t: SystemTime) -> f64 {
 }
 
 /// One side's numbers over the window: `now` minus the window's oldest sample (`base`).
-fn side_json(now: &SideCounts, base: Option<&SideCounts>, span: Option<Duration>) -> Value {
+fn side_json(reading: &SideReading, base: Option<&SideReading>, span: Option<Duration>) -> Value {
+    let now = &reading.counts;
     let recent = match (base, span) {
-        (Some(base), Some(span)) if !span.is_zero() => {
+        (Some(base_reading), Some(span)) if !span.is_zero() => {
+            let base = &base_reading.counts;
             let answers = now.total().saturating_sub(base.total());
             let errors = now.errors().saturating_sub(base.errors());
             let failed = now.failed_attempts.saturating_sub(base.failed_attempts);
             let seconds = (now.seconds - base.seconds).max(0.0);
             let per_second = |n: u64| n as f64 / span.as_secs_f64();
+            // The upper bound of the bucket holding the 95th percentile; past the last finite
+            // bound, that bound is shown as a floor.
+            let p95 = quantile(
+                &buckets_since(&reading.buckets, &base_reading.buckets),
+                0.95,
+            );
+            let last_finite = reading
+                .buckets
+                .iter()
+                .rev()
+                .map(|b| b.0)
+                .find(|le| le.is_finite());
             json!({
                 "answers": answers,
                 "rate_per_second": per_second(answers),
                 "error_ratio": (answers > 0).then(|| errors as f64 / answers as f64),
                 "mean_latency_ms": (answers > 0).then(|| seconds * 1000.0 / answers as f64),
+                "p95_latency_ms": p95.filter(|v| v.is_finite()).map(|v| v * 1000.0),
+                "p95_latency_over_ms": p95
+                    .filter(|v| v.is_infinite())
+                    .and(last_finite)
+                    .map(|v| v * 1000.0),
                 "failed_attempts_per_second": per_second(failed),
             })
         }
@@ -206,18 +237,25 @@ impl Dashboard {
         window: Duration,
     ) -> (HashMap<String, Value>, Option<Duration>) {
         let now = Instant::now();
-        let seconds = latency_sums(&metrics.encode());
-        let counts: HashMap<String, [SideCounts; 3]> = table
+        let exposition = metrics.encode();
+        let seconds = latency_sums(&exposition);
+        let mut buckets = latency_buckets(&exposition);
+        let counts: HashMap<String, [SideReading; 3]> = table
             .routes
             .iter()
             .chain(std::iter::once(&table.default_route))
             .map(|r| {
-                let mut sides = r.metrics.counts();
-                for (side, by) in sides.iter_mut().zip(Answerer::ALL) {
-                    let key = (r.name.to_string(), by.as_str().to_owned());
-                    side.seconds = seconds.get(&key).copied().unwrap_or_default();
-                }
-                (r.name.to_string(), sides)
+                let sides = r.metrics.counts();
+                let readings = std::array::from_fn(|i| {
+                    let key = (r.name.to_string(), Answerer::ALL[i].as_str().to_owned());
+                    let mut counts = sides[i];
+                    counts.seconds = seconds.get(&key).copied().unwrap_or_default();
+                    SideReading {
+                        counts,
+                        buckets: buckets.remove(&key).unwrap_or_default(),
+                    }
+                });
+                (r.name.to_string(), readings)
             })
             .collect();
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -322,41 +360,23 @@ impl Dashboard {
         join_all(probes).await
     }
 
-    /// Each extracted service's views (`/views`: ready, lag in events and seconds, failure).
+    /// Each extracted service's views (`/views`: ready, lag in events and seconds, failure),
+    /// as the rollout reads them ([`ViewsReport`]).
     async fn probe_services(&self, settings: &DashboardSection) -> Vec<Value> {
         let timeout = Duration::from_millis(settings.probe_timeout_ms);
         let probes = settings.services.iter().map(|source| async move {
-            match self.get(&source.url.join("/views"), timeout).await {
+            let answer = self.get(&source.url.join("/views"), timeout).await;
+            match answer.and_then(|(status, body)| {
+                ViewsReport::from_answer(status, &body).map_err(|e| format!("/views {e}"))
+            }) {
                 Err(error) => unreachable(source, &error),
-                Ok((status, body)) => match serde_json::from_slice::<Value>(&body) {
-                    Ok(report) if report.get("views").is_some_and(Value::is_array) => {
-                        let views: Vec<Value> = report["views"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|v| {
-                                json!({
-                                    "view": v.get("view"),
-                                    "ready": v.get("ready"),
-                                    "lag_events": v.get("lag_events"),
-                                    "lag_seconds": v.get("lag_seconds"),
-                                    "failure": v.get("failure"),
-                                })
-                            })
-                            .collect();
-                        json!({
-                            "name": source.name,
-                            "url": source.url.0.to_string(),
-                            "reachable": true,
-                            "ready": report.get("ready"),
-                            "views": views,
-                        })
-                    }
-                    _ => unreachable(
-                        source,
-                        &format!("/views answered {status} without a views report"),
-                    ),
-                },
+                Ok(report) => json!({
+                    "name": source.name,
+                    "url": source.url.0.to_string(),
+                    "reachable": true,
+                    "ready": report.ready,
+                    "views": report.views,
+                }),
             }
         });
         join_all(probes).await
@@ -612,14 +632,22 @@ mod tests {
 
     #[test]
     fn rates_are_over_the_window_and_ratios_need_answers() {
-        let mut before = SideCounts::default();
-        before.answers[1] = 10;
-        before.seconds = 1.0;
-        let mut now = before;
-        now.answers[1] = 28;
-        now.answers[4] = 2;
-        now.seconds = 1.5;
-        now.failed_attempts = 4;
+        let mut before = SideReading::default();
+        before.counts.answers[1] = 10;
+        before.counts.seconds = 1.0;
+        // 10 answers under 1 ms before the window.
+        before.buckets = vec![(0.001, 10.0), (0.002, 10.0), (f64::INFINITY, 10.0)];
+        let mut now = SideReading {
+            counts: before.counts,
+            buckets: before.buckets.clone(),
+        };
+        now.counts.answers[1] = 28;
+        now.counts.answers[4] = 2;
+        now.counts.seconds = 1.5;
+        now.counts.failed_attempts = 4;
+        // In the window: 18 under 1 ms, 2 between 1 and 2 ms: the p95 (rank 19 of 20) is in
+        // the second bucket, though over the whole history it would be in the first.
+        now.buckets = vec![(0.001, 28.0), (0.002, 30.0), (f64::INFINITY, 30.0)];
         let side = side_json(&now, Some(&before), Some(Duration::from_secs(2)));
         assert_eq!(side["total"], 30);
         let recent = &side["recent"];
@@ -628,9 +656,44 @@ mod tests {
         assert_eq!(recent["error_ratio"], 0.1);
         assert_eq!(recent["mean_latency_ms"], 25.0);
         assert_eq!(recent["failed_attempts_per_second"], 2.0);
+        assert_eq!(recent["p95_latency_ms"], 2.0);
+        assert_eq!(recent["p95_latency_over_ms"], Value::Null);
+        // Past the last finite bound: no number, that bound as a floor.
+        let mut slow = SideReading {
+            counts: now.counts,
+            buckets: vec![(0.001, 10.0), (0.002, 10.0), (f64::INFINITY, 30.0)],
+        };
+        slow.counts.seconds = 100.0;
+        let slow = side_json(&slow, Some(&before), Some(Duration::from_secs(2)));
+        assert_eq!(slow["recent"]["p95_latency_ms"], Value::Null);
+        assert_eq!(slow["recent"]["p95_latency_over_ms"], 2.0);
         let idle = side_json(&before, Some(&before), Some(Duration::from_secs(2)));
         assert_eq!(idle["recent"]["error_ratio"], Value::Null);
+        assert_eq!(idle["recent"]["p95_latency_ms"], Value::Null);
         assert_eq!(side_json(&now, None, None)["recent"], Value::Null);
+    }
+
+    #[test]
+    fn latency_buckets_are_read_per_route_and_side() {
+        let metrics = Metrics::default();
+        let route = metrics.route("people-read");
+        for _ in 0..19 {
+            route.answered(Answerer::Monolith, 200, 0.0003);
+        }
+        route.answered(Answerer::Monolith, 200, 0.03);
+        let buckets = latency_buckets(&metrics.encode());
+        let monolith = &buckets[&("people-read".to_owned(), "monolith".to_owned())];
+        assert_eq!(monolith.last(), Some(&(f64::INFINITY, 20.0)));
+        assert!(
+            monolith
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+        );
+        // 0.0003 s is in (0.0002, 0.0004]; 0.03 s in (0.0256, 0.0512].
+        assert_eq!(quantile(monolith, 0.95), Some(0.0004));
+        assert_eq!(quantile(monolith, 1.0), Some(0.0512));
+        let extracted = &buckets[&("people-read".to_owned(), "extracted".to_owned())];
+        assert_eq!(quantile(extracted, 0.95), None);
     }
 
     #[test]

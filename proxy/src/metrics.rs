@@ -695,3 +695,33 @@ pub fn latency_sums(exposition: &str) -> std::collections::HashMap<(String, Stri
         })
         .collect()
 }
+
+/// `(route, side) -> cumulative (le seconds, count)` buckets of
+/// `ficus_proxy_request_duration_seconds` in increasing `le`, read from a text exposition of
+/// these metrics ([`Metrics::encode`]); [`ficus_telemetry::scrape::quantile`] reads a quantile
+/// from them (of two readings' difference, [`ficus_telemetry::scrape::buckets_since`], for a
+/// window), as the rollout's latency gate does from the proxies' `/metrics`.
+pub fn latency_buckets(
+    exposition: &str,
+) -> std::collections::HashMap<(String, String), Vec<(f64, f64)>> {
+    let name = format!("{DURATION}_bucket");
+    let mut buckets: std::collections::HashMap<(String, String), Vec<(f64, f64)>> =
+        std::collections::HashMap::new();
+    for sample in ficus_telemetry::scrape::parse_text(exposition) {
+        if sample.name != name {
+            continue;
+        }
+        if let (Some(route), Some(side), Some(le)) =
+            (sample.label("route"), sample.label("side"), sample.le())
+        {
+            buckets
+                .entry((route.to_owned(), side.to_owned()))
+                .or_default()
+                .push((le, sample.value));
+        }
+    }
+    for list in buckets.values_mut() {
+        list.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    buckets
+}

@@ -12,11 +12,12 @@
 //! - Latency: the extracted side's p95 against the monolith's times a ratio plus a slack.
 //! - Views: ready and not behind, or no promotion (hold).
 
+use ficus_telemetry::scrape::quantile;
 use serde_json::{Value, json};
 
 use crate::plan::{RoutePlan, Step};
 use crate::readings::{Views, Window};
-use crate::stats::{Verdict, increase_verdict, quantile, rate_verdict};
+use crate::stats::{Verdict, increase_verdict, rate_verdict};
 
 /// What a step's judgement says.
 #[derive(Debug, Clone, PartialEq)]

@@ -235,12 +235,12 @@ impl Plan {
             .and_then(|value| typed(RawPlan::deserialize(value), ""))
             .map_err(|p| Problems(vec![p]))?;
         let mut problems = Vec::new();
-        let controller = typed(ControllerSection::deserialize(raw.controller), "controller")
+        let controller = typed_value::<ControllerSection>(raw.controller, "controller")
             .map_err(|p| problems.push(p))
             .ok();
         let mut routes = Vec::new();
         for (i, value) in raw.route.into_iter().enumerate() {
-            match typed(RoutePlan::deserialize(value), &format!("route[{i}]")) {
+            match typed_value::<RoutePlan>(value, &format!("route[{i}]")) {
                 Ok(route) => routes.push((i, route)),
                 Err(p) => problems.push(p),
             }
@@ -270,6 +270,32 @@ impl Plan {
     pub fn route(&self, name: &str) -> Option<&RoutePlan> {
         self.routes.iter().find(|r| r.name == name)
     }
+}
+
+/// `value` as a `T`, or the problem at the failing field's dotted key under `prefix`
+/// (`route[0].canary.percents[1]`, `route[1].gates.hold_s` for an unknown key).
+fn typed_value<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    prefix: &str,
+) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{path}")
+        };
+        let text = e.inner().to_string();
+        Problem {
+            key,
+            message: text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
+        }
+    })
 }
 
 /// A serde result with the failing field's dotted key under `prefix`.
@@ -504,7 +530,7 @@ gates = { max_mismatch_rate = 0.1 }
             "route[0].canary.percents[2]",
             "route[0].canary.min_requests",
             "route[0].gates.max_mismatch_rate",
-            "route[1]",
+            "route[1].canary.hold_s",
             "route[2].name",
         ] {
             assert!(
@@ -512,7 +538,10 @@ gates = { max_mismatch_rate = 0.1 }
                 "{expected} missing in {problems:#?}"
             );
         }
-        let unknown = problems.iter().find(|p| p.key == "route[1]").unwrap();
+        let unknown = problems
+            .iter()
+            .find(|p| p.key == "route[1].canary.hold_s")
+            .unwrap();
         assert!(unknown.message.contains("hold_s"), "{unknown}");
     }
 

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ficus_proxy::metrics as names;
+use ficus_telemetry::scrape::{Sample, parse_text};
+use ficus_telemetry::views::ViewsReport;
 use serde::Serialize;
 
 /// Why a reading failed.
@@ -22,80 +24,6 @@ pub enum ReadError {
     Status { url: String, status: u16 },
     #[error("{url} did not answer JSON of the expected shape: {message}")]
     Shape { url: String, message: String },
-}
-
-/// One sample of the text exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// Parses Prometheus / OpenMetrics text: `name{label="value",...} value [timestamp]` lines;
-/// comments and lines it cannot read are skipped.
-pub fn parse_text(text: &str) -> Vec<Sample> {
-    text.lines().filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &str) -> Option<Sample> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let name_end = line.find(['{', ' ', '\t'])?;
-    let name = &line[..name_end];
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(body) = rest.strip_prefix('{') {
-        let mut chars = body.char_indices().peekable();
-        let end = loop {
-            while chars.next_if(|(_, c)| *c == ',' || *c == ' ').is_some() {}
-            let (start, first) = chars.next()?;
-            if first == '}' {
-                break start;
-            }
-            let mut eq = None;
-            for (i, c) in chars.by_ref() {
-                if c == '=' {
-                    eq = Some(i);
-                    break;
-                }
-            }
-            let key = body[start..eq?].trim();
-            if chars.next()?.1 != '"' {
-                return None;
-            }
-            let mut value = String::new();
-            let mut escaped = false;
-            loop {
-                let (_, c) = chars.next()?;
-                match (escaped, c) {
-                    (true, 'n') => value.push('\n'),
-                    (true, other) => value.push(other),
-                    (false, '\\') => {
-                        escaped = true;
-                        continue;
-                    }
-                    (false, '"') => break,
-                    (false, other) => value.push(other),
-                }
-                escaped = false;
-            }
-            labels.insert(key.to_owned(), value);
-        };
-        rest = body.get(end + 1..)?;
-    }
-    let value = match rest.split_whitespace().next()? {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        other => other.parse().ok()?,
-    };
-    Some(Sample {
-        name: name.to_owned(),
-        labels,
-        value,
-    })
 }
 
 /// The series of every source a route's gates read, by (source, name, labels) so deltas are
@@ -179,11 +107,7 @@ impl Counters {
                     w.sides[s].failed_attempts += delta;
                 }
             } else if name == bucket {
-                if let (Some(s), Some(le)) = (side, sample.labels.get("le")) {
-                    let le: f64 = match le.as_str() {
-                        "+Inf" => f64::INFINITY,
-                        other => other.parse().unwrap_or(f64::INFINITY),
-                    };
+                if let (Some(s), Some(le)) = (side, sample.le()) {
                     // Keyed by the bound's bits: bounds are the same floats on every instance.
                     let entry = buckets[s].entry(le.to_bits()).or_insert((le, 0.0));
                     entry.1 += delta as f64;
@@ -263,12 +187,13 @@ pub async fn read_counters(
     timeout: Duration,
 ) -> Result<Counters, ReadError> {
     let mut counters = Counters::default();
+    let success = |status: u16| (200..300).contains(&status);
     match source {
         Source::Admin(urls) => {
             for (i, url) in urls.iter().enumerate() {
                 let url = format!("{}/metrics", url.trim_end_matches('/'));
-                let text = get_text(http, &url, timeout).await?;
-                counters.add_source(i, parse_text(&text));
+                let (_, body) = get(http, &url, &[], timeout, success).await?;
+                counters.add_source(i, parse_text(&String::from_utf8_lossy(&body)));
             }
         }
         Source::Prometheus(base) => {
@@ -282,54 +207,46 @@ pub async fn read_counters(
                 names::SHADOW_SKIPPED
             );
             let url = format!("{}/federate", base.trim_end_matches('/'));
-            let response = http
-                .get(&url)
-                .query(&[("match[]", selector)])
-                .timeout(timeout)
-                .send()
-                .await
-                .map_err(|source| ReadError::Http {
-                    url: url.clone(),
-                    source,
-                })?;
-            let text = text_of(response, &url).await?;
-            counters.add_source(0, parse_text(&text));
+            let query = [("match[]", selector.as_str())];
+            let (_, body) = get(http, &url, &query, timeout, success).await?;
+            counters.add_source(0, parse_text(&String::from_utf8_lossy(&body)));
         }
     }
     Ok(counters)
 }
 
-async fn get_text(
+/// One GET of `url` (with `query`) within `timeout`: the status and body of an answer whose
+/// status is `accepted`, or why there is none.
+async fn get(
     http: &reqwest::Client,
     url: &str,
+    query: &[(&str, &str)],
     timeout: Duration,
-) -> Result<String, ReadError> {
+    accepted: impl Fn(u16) -> bool,
+) -> Result<(u16, Vec<u8>), ReadError> {
+    let failed = |source| ReadError::Http {
+        url: url.to_owned(),
+        source,
+    };
     let response = http
         .get(url)
+        .query(query)
         .timeout(timeout)
         .send()
         .await
-        .map_err(|source| ReadError::Http {
-            url: url.to_owned(),
-            source,
-        })?;
-    text_of(response, url).await
-}
-
-async fn text_of(response: reqwest::Response, url: &str) -> Result<String, ReadError> {
-    if !response.status().is_success() {
+        .map_err(failed)?;
+    let status = response.status().as_u16();
+    if !accepted(status) {
         return Err(ReadError::Status {
             url: url.to_owned(),
-            status: response.status().as_u16(),
+            status,
         });
     }
-    response.text().await.map_err(|source| ReadError::Http {
-        url: url.to_owned(),
-        source,
-    })
+    let body = response.bytes().await.map_err(failed)?;
+    Ok((status, body.to_vec()))
 }
 
-/// A service's views as its `/views` reports them.
+/// A service's views as the gates weigh them: ready, and how far the furthest behind is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Views {
     pub ready: bool,
@@ -339,56 +256,31 @@ pub struct Views {
     pub max_lag_seconds: f64,
 }
 
-/// Reads a service's `/views` (200 ready, 503 not: both carry the JSON).
+impl From<&ViewsReport> for Views {
+    fn from(report: &ViewsReport) -> Self {
+        Views {
+            ready: report.ready,
+            worst: report.worst().map(|v| v.view.clone()),
+            max_lag_events: report.max_lag_events(),
+            max_lag_seconds: report.max_lag_seconds(),
+        }
+    }
+}
+
+/// Reads a service's `/views` (200 ready, 503 not: both carry the report).
 pub async fn read_views(
     http: &reqwest::Client,
     url: &str,
     timeout: Duration,
 ) -> Result<Views, ReadError> {
-    let response = http
-        .get(url)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|source| ReadError::Http {
+    let report = |status| status == 200 || status == 503;
+    let (status, body) = get(http, url, &[], timeout, report).await?;
+    ViewsReport::from_answer(status, &body)
+        .map(|report| Views::from(&report))
+        .map_err(|error| ReadError::Shape {
             url: url.to_owned(),
-            source,
-        })?;
-    let status = response.status().as_u16();
-    if status != 200 && status != 503 {
-        return Err(ReadError::Status {
-            url: url.to_owned(),
-            status,
-        });
-    }
-    let body: serde_json::Value = response.json().await.map_err(|source| ReadError::Http {
-        url: url.to_owned(),
-        source,
-    })?;
-    views_of(&body).map_err(|message| ReadError::Shape {
-        url: url.to_owned(),
-        message,
-    })
-}
-
-/// The summary of a `/views` body.
-pub fn views_of(body: &serde_json::Value) -> Result<Views, String> {
-    let ready = body["ready"].as_bool().ok_or("no boolean `ready`")?;
-    let list = body["views"].as_array().ok_or("no array `views`")?;
-    let mut views = Views {
-        ready,
-        ..Views::default()
-    };
-    for view in list {
-        let lag = view["lag_events"].as_i64().unwrap_or(0);
-        let seconds = view["lag_seconds"].as_f64().unwrap_or(0.0);
-        if lag > views.max_lag_events || views.worst.is_none() {
-            views.worst = view["view"].as_str().map(str::to_owned);
-        }
-        views.max_lag_events = views.max_lag_events.max(lag);
-        views.max_lag_seconds = views.max_lag_seconds.max(seconds);
-    }
-    Ok(views)
+            message: error.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -412,20 +304,6 @@ ficus_shadow_skipped_total{route="people-read",reason="candidate_timeout"} 2
 ficus_shadow_skipped_total{route="people-read",reason="sampled_out"} 7
 # EOF
 "#;
-
-    #[test]
-    fn the_text_parses_with_labels_and_escapes() {
-        let samples = parse_text(
-            "a_total{x=\"1\",y=\"q\\\"uote\"} 3\nb 4.5 1700000000\n# comment\nc{} 1\nd{le=\"+Inf\",} +Inf\n",
-        );
-        assert_eq!(samples.len(), 4, "{samples:#?}");
-        assert_eq!(samples[0].labels["y"], "q\"uote");
-        assert_eq!(samples[0].value, 3.0);
-        assert_eq!(samples[1].name, "b");
-        assert_eq!(samples[1].value, 4.5);
-        assert!(samples[3].value.is_infinite());
-        assert_eq!(samples[3].labels["le"], "+Inf");
-    }
 
     #[test]
     fn a_route_window_sums_instances_and_counts_resets_whole() {
@@ -464,15 +342,14 @@ ficus_shadow_skipped_total{route="people-read",reason="sampled_out"} 7
 
     #[test]
     fn views_are_summarised_by_the_worst() {
-        let body = serde_json::json!({"ready": false, "views": [
+        let body = br#"{"ready": false, "views": [
             {"view": "people", "ready": true, "lag_events": 3, "lag_seconds": 0.5},
-            {"view": "teams", "ready": false, "lag_events": 900, "lag_seconds": 12.0},
-        ]});
-        let v = views_of(&body).unwrap();
+            {"view": "teams", "ready": false, "lag_events": 900, "lag_seconds": 12.0}
+        ]}"#;
+        let v = Views::from(&ViewsReport::from_answer(503, body).unwrap());
         assert!(!v.ready);
         assert_eq!(v.worst.as_deref(), Some("teams"));
         assert_eq!(v.max_lag_events, 900);
         assert_eq!(v.max_lag_seconds, 12.0);
-        assert!(views_of(&serde_json::json!({"views": []})).is_err());
     }
 }

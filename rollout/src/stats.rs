@@ -134,21 +134,6 @@ pub fn increase_verdict(
     (verdict, low, high)
 }
 
-/// The `q` quantile (0..1) of a histogram given as cumulative `(upper bound, count)` buckets in
-/// increasing order: the upper bound of the bucket holding it (a conservative estimate), or
-/// `None` without observations. Past the last finite bound: infinity.
-pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last().map(|b| b.1)?;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    buckets
-        .iter()
-        .find(|(_, count)| *count >= rank)
-        .map(|(le, _)| *le)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,19 +212,5 @@ mod tests {
             increase_verdict(0, 10, 0, 1000, 0.01, z).0,
             Verdict::Inconclusive
         );
-    }
-
-    #[test]
-    fn quantiles_read_the_bucket_holding_the_rank() {
-        let buckets = [
-            (0.001, 10.0),
-            (0.002, 90.0),
-            (0.004, 99.0),
-            (f64::INFINITY, 100.0),
-        ];
-        assert_eq!(quantile(&buckets, 0.5), Some(0.002));
-        assert_eq!(quantile(&buckets, 0.95), Some(0.004));
-        assert_eq!(quantile(&buckets, 1.0), Some(f64::INFINITY));
-        assert_eq!(quantile(&[(0.1, 0.0), (f64::INFINITY, 0.0)], 0.95), None);
     }
 }

@@ -17,6 +17,10 @@
 //! subscriber; [`metrics`] the registry holder and the Prometheus text exposition; [`health`]
 //! liveness and readiness state; [`admin`] the router that serves them; [`shutdown`] a
 //! cloneable stop signal for `start` functions.
+//!
+//! And the reading side of what components serve, for the proxy's dashboard and the rollout
+//! controller alike: [`scrape`] a text exposition parsed into samples and a histogram's
+//! quantile; [`views`] an extracted service's `/views` report, typed.
 
 pub mod admin;
 pub mod config;
@@ -24,7 +28,9 @@ pub mod env;
 pub mod health;
 pub mod logs;
 pub mod metrics;
+pub mod scrape;
 pub mod shutdown;
+pub mod views;
 
 pub use admin::Admin;
 pub use config::{ConfigError, Loader};

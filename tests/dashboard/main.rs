@@ -1,17 +1,23 @@
 //! The dashboard in a real browser: the proxy in-process with real upstreams on loopback, the
-//! change-data adapter over a test database, headless Chromium driven over WebDriver
-//! (`webdriver.rs`). The page must show what the proxy counts, follow a `ficus routes flip`
-//! within seconds, show the ledger's decisions as text, and say "unreachable" for a status URL
-//! that does not answer. It writes `docs/dashboard.png`, the README's screenshot.
+//! change-data adapter over a test database, the real `ficus-people` keeping its view from the
+//! adapter's topic, headless Chromium driven over WebDriver (`webdriver.rs`). The page must
+//! show what the proxy counts (answers, rates, the p95 its latency histogram gives), follow a
+//! `ficus routes flip` within seconds, show the ledger's decisions as text, show the service's
+//! views as its `/views` reports them, and say "unreachable" for a status URL that does not
+//! answer. It writes `docs/dashboard.png`, the README's screenshot.
 
+#[allow(dead_code)]
+#[path = "../extracted/support.rs"]
+mod support;
 mod webdriver;
 
 use std::process::Command;
 use std::time::Duration;
 
 use ficus_testkit::upstream::refused_addr;
-use ficus_testkit::{TestAdapter, TestDatabase, TestProxy, TestUpstream};
+use ficus_testkit::{TestAdapter, TestDatabase, TestProxy, TestUpstream, unique_suffix};
 use serde_json::Value;
+use support::{ServiceConfig, ServiceProcess};
 use webdriver::Browser;
 
 const FICUS: &str = env!("CARGO_BIN_EXE_ficus");
@@ -21,6 +27,7 @@ fn routes(
     people: &TestUpstream,
     tasks: &TestUpstream,
     cdc: &str,
+    service: &str,
     dead: &str,
 ) -> String {
     format!(
@@ -55,7 +62,7 @@ parity = {{ ignore = ["header:date", "header:content-length"] }}
 window_seconds = 30
 probe_timeout_ms = 300
 cdc = [{{ name = "monolith-db", url = "http://{cdc}" }}, {{ name = "billing-db", url = "http://{dead}" }}]
-services = [{{ name = "billing", url = "http://{dead}" }}]
+services = [{{ name = "people", url = "http://{service}" }}, {{ name = "billing", url = "http://{dead}" }}]
 "#,
         monolith = monolith.url(),
         people = people.url(),
@@ -89,6 +96,61 @@ async fn state(proxy: &TestProxy) -> Value {
         .expect("JSON")
 }
 
+/// The p95 of `route`'s `side` as the proxy's `/metrics` histogram gives it, in ms: the upper
+/// bound of the first bucket whose cumulative count reaches 95 % of all (read here on its own,
+/// not by the code under test).
+async fn p95_from_metrics(proxy: &TestProxy, route: &str, side: &str) -> f64 {
+    let text = reqwest::get(proxy.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("route=\"{route}\",side=\"{side}\"");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("ficus_proxy_request_duration_seconds_bucket{") && l.contains(&series)
+        })
+        .map(|l| {
+            let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, l.rsplit(' ').next().unwrap().parse().unwrap())
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().unwrap().1;
+    assert!(total > 0.0, "no observation of {route} {side}");
+    let (le, _) = buckets
+        .iter()
+        .find(|(_, count)| *count >= 0.95 * total)
+        .unwrap();
+    le * 1000.0
+}
+
+/// A view's line as the page writes it, from the service's own `/views` report.
+fn view_line(view: &Value) -> String {
+    format!(
+        "{}: {}, {} events / {:.3} s behind{}",
+        view["view"].as_str().unwrap(),
+        if view["ready"] == true {
+            "ready"
+        } else {
+            "NOT READY"
+        },
+        view["lag_events"],
+        view["lag_seconds"].as_f64().unwrap(),
+        match view["failure"].as_str() {
+            Some(failure) => format!(", failed: {failure}"),
+            None => String::new(),
+        }
+    )
+}
+
 async fn get(url: &str, user: &str) -> u16 {
     let client = reqwest::Client::new();
     client
@@ -109,11 +171,25 @@ async fn the_dashboard_shows_the_proxys_numbers_follows_a_flip_and_the_ledger() 
     let people = TestUpstream::start("people").await;
     let tasks = TestUpstream::start("tasks").await;
     let dead = refused_addr();
+    // The real people service, its view fed from the adapter's topic. (It verifies identities
+    // with keys it fetches on first use; this test reads only its `/views`.)
+    let store = std::env::temp_dir().join(format!("ficus-dashboard-{}", unique_suffix()));
+    std::fs::create_dir_all(&store).unwrap();
+    let service = ServiceProcess::start(
+        "people",
+        &ServiceConfig {
+            store: store.join("people.db").display().to_string(),
+            topic_prefix: adapter.prefix.clone(),
+            jwks_url: format!("http://{dead}/.well-known/jwks.json"),
+            batch_max_events: 1000,
+        },
+    );
     let text = routes(
         &monolith,
         &people,
         &tasks,
         &adapter.metrics_addr.to_string(),
+        &service.addr.to_string(),
         &dead.to_string(),
     );
     let proxy = TestProxy::start(&text).await;
@@ -143,11 +219,29 @@ async fn the_dashboard_shows_the_proxys_numbers_follows_a_flip_and_the_ledger() 
         .wait_text(monolith_total, Duration::from_secs(5), |t| t == "0")
         .await;
 
-    // N requests through the real proxy to the real monolith: the page shows N.
+    // N requests through the real proxy to the real monolith: the page shows N. The last
+    // SLOW of them wait DELAY_MS at the monolith: the 95th percentile falls among them.
     const N: u64 = 37;
+    const SLOW: u64 = 3;
+    const DELAY_MS: u64 = 30;
+    let mut slowest = Duration::ZERO;
     for i in 0..N {
-        let status = get(&proxy.url(&format!("/api/people/{i}")), &format!("u{i}")).await;
+        let slow = i >= N - SLOW;
+        let query = if slow {
+            format!("?delay_ms={DELAY_MS}")
+        } else {
+            String::new()
+        };
+        let started = std::time::Instant::now();
+        let status = get(
+            &proxy.url(&format!("/api/people/{i}{query}")),
+            &format!("u{i}"),
+        )
+        .await;
         assert_eq!(status, 200);
+        if slow {
+            slowest = slowest.max(started.elapsed());
+        }
     }
     assert_eq!(monolith.hits(), N);
     let (shown, _) = browser
@@ -179,6 +273,33 @@ async fn the_dashboard_shows_the_proxys_numbers_follows_a_flip_and_the_ledger() 
     );
     assert_eq!(people_read["sides"]["extracted"]["total"], 0);
     println!("page rate {rate} req/s for {N} answers");
+
+    // The p95 the page shows is the one the proxy's histogram gives, and the slow answers'
+    // time lies within its bucket: over the bound below it, at most the bound itself.
+    let p95_cell = r#"tr[data-route="people-read"][data-side="monolith"] .p95"#;
+    let (shown, _) = browser
+        .wait_text(p95_cell, Duration::from_secs(5), |t| {
+            t.parse::<f64>().is_ok()
+        })
+        .await;
+    let shown: f64 = shown.parse().unwrap();
+    let histogram = p95_from_metrics(&proxy, "people-read", "monolith").await;
+    assert_eq!(
+        format!("{shown:.1}"),
+        format!("{histogram:.1}"),
+        "page p95 vs /metrics"
+    );
+    assert!(
+        shown >= DELAY_MS as f64,
+        "p95 {shown} ms under the {DELAY_MS} ms of the slowest {SLOW} answers of {N}"
+    );
+    assert!(
+        shown / 2.0 < slowest.as_secs_f64() * 1000.0,
+        "p95 {shown} ms: its bucket starts above the slowest answer's {slowest:?}"
+    );
+    println!(
+        "page p95 {shown} ms (the slow answers took {DELAY_MS} ms at the monolith, {slowest:?} at the client)"
+    );
 
     // A flip by the operator's command: the page follows within seconds.
     let flipped = Command::new(FICUS)
@@ -230,6 +351,32 @@ async fn the_dashboard_shows_the_proxys_numbers_follows_a_flip_and_the_ledger() 
             r#"tr[data-route="people-read"][data-side="extracted"] .total"#,
             Duration::from_secs(5),
             |t| t == extracted.to_string(),
+        )
+        .await;
+    // The 4 failures landed on user-7's side: its 5xx share is the window's, as counted.
+    let now = state(&proxy).await;
+    let sides = &now["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "people-read")
+        .unwrap()["sides"];
+    let failing = ["monolith", "extracted"]
+        .into_iter()
+        .find(|side| sides[side]["errors_total"] == 4)
+        .unwrap_or_else(|| panic!("no side counted the 4 failures: {sides:#}"));
+    let recent = &sides[failing]["recent"];
+    let ratio = recent["error_ratio"].as_f64().unwrap();
+    assert!(ratio > 0.0, "{recent}");
+    browser
+        .wait_text(
+            &format!(r#"tr[data-route="people-read"][data-side="{failing}"] .errors"#),
+            Duration::from_secs(5),
+            |t| {
+                t.strip_suffix('%')
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|shown| (shown - ratio * 100.0).abs() <= 0.05 + 1e-9)
+            },
         )
         .await;
 
@@ -325,6 +472,58 @@ async fn the_dashboard_shows_the_proxys_numbers_follows_a_flip_and_the_ledger() 
             |t| t.contains("pipeline ok"),
         )
         .await;
+
+    // The people service's views, as its `/views` reports them: caught up with the snapshot,
+    // ready, each view's lag; the page follows the report.
+    service.wait_ready(Duration::from_secs(60)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (report, lines) = loop {
+        let report: Value = reqwest::get(service.url("/views"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let views = report["views"].as_array().unwrap().clone();
+        let mut lines = Vec::new();
+        for view in &views {
+            let css = format!(
+                r#"[data-source="people"] [data-view="{}"]"#,
+                view["view"].as_str().unwrap()
+            );
+            lines.push((view_line(view), browser.text(&css).await));
+        }
+        let same = !views.is_empty()
+            && lines
+                .iter()
+                .all(|(want, shown)| Some(want) == shown.as_ref())
+            && browser.count(r#"[data-source="people"] [data-view]"#).await == views.len();
+        if same {
+            break (report, lines);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page's views are not the service's: {lines:?} for {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(report["ready"], true, "{report:#}");
+    assert_eq!(
+        browser
+            .text(r#"[data-source="people"] .ready"#)
+            .await
+            .as_deref(),
+        Some("every view ready")
+    );
+    assert_eq!(
+        browser
+            .text(r#"[data-source="people"] .reachability"#)
+            .await
+            .as_deref(),
+        Some("reachable")
+    );
+    println!("the page shows the people service's views: {lines:?}");
+
     for source in ["billing-db", "billing"] {
         browser
             .wait_text(

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use ficus_testkit::{TestAdapter, TestMonolith, TestProxy, unique_suffix};
+use ficus_testkit::{TestProxy, unique_suffix};
 use serde_json::Value;
 
-use crate::support::{ServiceConfig, ServiceProcess, routes};
+use crate::support::{PeopleChain, routes};
 
 const FICUS: &str = env!("CARGO_BIN_EXE_ficus");
 
@@ -54,39 +54,31 @@ async fn status(proxy: &TestProxy, route: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_people_service_shadowed_matches_and_its_recorded_corpus_replays_green() {
-    let monolith = TestMonolith::start().await;
-    let token = monolith.admin_token().await;
-    let mut ids = Vec::new();
-    for (email, name) in [
-        ("ann@example.test", "Ann"),
-        ("bob@example.test", "Bob"),
-        ("cy@example.test", "Cy"),
-    ] {
-        let person = monolith.create_person(&token, email, name, None).await;
-        ids.push(person["id"].as_i64().unwrap());
-    }
-    let adapter = TestAdapter::start(&monolith.db.url, &["public.people"], 1).await;
-    adapter
-        .wait_snapshot_complete(Duration::from_secs(180))
-        .await;
-    let proxy = TestProxy::start(&routes(
-        monolith.addr,
-        "http://127.0.0.1:9",
-        "http://127.0.0.1:9",
-        "monolith",
-    ))
+    let PeopleChain {
+        monolith,
+        token,
+        ids,
+        adapter: _adapter,
+        proxy,
+        people,
+    } = PeopleChain::start(
+        &[
+            ("ann@example.test", "Ann"),
+            ("bob@example.test", "Bob"),
+            ("cy@example.test", "Cy"),
+        ],
+        |monolith| {
+            routes(
+                monolith,
+                "http://127.0.0.1:9",
+                "http://127.0.0.1:9",
+                "monolith",
+            )
+        },
+    )
     .await;
     let dir = std::env::temp_dir().join(format!("ficus-shadow-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
-    let people = ServiceProcess::start(
-        "people",
-        &ServiceConfig {
-            store: dir.join("people.db").display().to_string(),
-            topic_prefix: adapter.prefix.clone(),
-            jwks_url: proxy.admin_url("/.well-known/jwks.json"),
-            batch_max_events: 1000,
-        },
-    );
     let extracted = routes(
         monolith.addr,
         &people.url(""),
@@ -94,7 +86,6 @@ async fn the_people_service_shadowed_matches_and_its_recorded_corpus_replays_gre
         "extracted",
     );
     proxy.write_routes(&extracted).await;
-    people.wait_ready(Duration::from_secs(60)).await;
     // Caught up: the list answers alike through the proxy (extracted) and from the monolith.
     let http = reqwest::Client::new();
     let get = |url: String| {

@@ -1,6 +1,6 @@
 //! What the services' tests share: the service binaries (built once per test run with the
-//! workspace's cargo, so they are never stale), a service process on `127.0.0.1:0`, and the
-//! proxy's routes file for the chain.
+//! workspace's cargo, so they are never stale), a service process on `127.0.0.1:0`, the
+//! proxy's routes file for the chain, and the people chain started whole ([`PeopleChain`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ficus_testkit::kafka;
+use ficus_testkit::{TestAdapter, TestMonolith, TestProxy, kafka};
 
 /// The directory of the binaries cargo builds for this test run (`target/debug` or
 /// `target/release`).
@@ -264,7 +264,68 @@ auth = {{ require = ["tasks:read"] }}
     )
 }
 
-/// Percentile `p` (0..=100) of sorted durations.
+/// The people chain, started in its order: the monolith with some people, the adapter
+/// streaming `public.people` (its snapshot done), the proxy, and `ficus-people` keeping its
+/// view from the adapter's topic (its store beside the proxy's routes file) and verifying
+/// identities with the proxy's keys, ready.
+pub struct PeopleChain {
+    pub monolith: TestMonolith,
+    /// The monolith's admin token (reads people).
+    pub token: String,
+    /// The ids of the people created, in order.
+    pub ids: Vec<i64>,
+    pub adapter: TestAdapter,
+    pub proxy: TestProxy,
+    pub people: ServiceProcess,
+}
+
+impl PeopleChain {
+    /// Creates `people` (`(email, display name)`) in the monolith and starts the chain; the
+    /// proxy starts on `routes(monolith)` (the service is not up yet: its routes come after).
+    pub async fn start(
+        people: &[(impl AsRef<str>, impl AsRef<str>)],
+        routes: impl FnOnce(SocketAddr) -> String,
+    ) -> Self {
+        let monolith = TestMonolith::start().await;
+        let token = monolith.admin_token().await;
+        let mut ids = Vec::new();
+        for (email, name) in people {
+            let person = monolith
+                .create_person(&token, email.as_ref(), name.as_ref(), None)
+                .await;
+            ids.push(person["id"].as_i64().expect("a person's id"));
+        }
+        let adapter = TestAdapter::start(&monolith.db.url, &["public.people"], 1).await;
+        adapter
+            .wait_snapshot_complete(Duration::from_secs(180))
+            .await;
+        // The proxy before the service: the service verifies identities with the proxy's keys.
+        let proxy = TestProxy::start(&routes(monolith.addr)).await;
+        let dir = proxy
+            .routes_path
+            .parent()
+            .expect("the routes file's directory");
+        let people = ServiceProcess::start(
+            "people",
+            &ServiceConfig {
+                store: dir.join("people.db").display().to_string(),
+                topic_prefix: adapter.prefix.clone(),
+                jwks_url: proxy.admin_url("/.well-known/jwks.json"),
+                batch_max_events: 1000,
+            },
+        );
+        people.wait_ready(Duration::from_secs(60)).await;
+        Self {
+            monolith,
+            token,
+            ids,
+            adapter,
+            proxy,
+            people,
+        }
+    }
+}
+
 /// The people service's read targets a parity or shadow test sends: each person by id, then the
 /// list with its pagination and filters, and the misses (an unknown id, a malformed one).
 pub fn people_reads(ids: &[i64]) -> Vec<String> {
@@ -284,6 +345,7 @@ pub fn people_reads(ids: &[i64]) -> Vec<String> {
     targets
 }
 
+/// Percentile `p` (0..=100) of sorted durations.
 pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use ficus_testkit::{TestAdapter, TestMonolith, TestProxy};
+use ficus_testkit::{TestAdapter, TestMonolith, TestProxy, unique_suffix};
 use serde_json::Value;
 
-use crate::support::{ServiceConfig, ServiceProcess};
+use crate::support::{PeopleChain, ServiceProcess};
 
 const FICUS: &str = env!("CARGO_BIN_EXE_ficus");
 
@@ -132,9 +132,18 @@ struct Chain {
     token: String,
     ids: Vec<i64>,
     dir: PathBuf,
+    /// The internal token's signing key, shared by every proxy on the routes file.
+    key: PathBuf,
 }
 
-fn routes(monolith: std::net::SocketAddr, candidate: std::net::SocketAddr) -> String {
+impl Drop for Chain {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.key);
+    }
+}
+
+fn routes(monolith: std::net::SocketAddr, candidate: std::net::SocketAddr, key: &Path) -> String {
+    let key = key.display();
     format!(
         r#"# The chain's routes; `ficus rollout` steps people-read through its plan.
 [proxy]
@@ -150,6 +159,7 @@ default = "authenticated"
 [auth.internal_token]
 header = "x-ficus-identity"
 audience = "ficus-services"
+key_file = "{key}"              # every proxy on this file signs alike
 
 [upstreams.monolith]
 url = "http://{monolith}"
@@ -174,80 +184,94 @@ sticky = "header:x-user-id"     # users keep their side
 fallback = true
 timeout_ms = 2000
 auth = {{ require = ["people:read"] }}
+
+# The list: a second route a plan may move.
+[[route]]
+name = "people-list"
+path = "/api/people"
+methods = ["GET"]
+serve = "people"
+mode = "monolith"
+sticky = "header:x-user-id"
+fallback = true
+timeout_ms = 2000
+auth = {{ require = ["people:read"] }}
 "#
     )
 }
 
 impl Chain {
     async fn start() -> Self {
-        let monolith = TestMonolith::start().await;
-        let token = monolith.admin_token().await;
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            let person = monolith
-                .create_person(
-                    &token,
-                    &format!("p{i}@example.test"),
-                    &format!("Person {i}"),
-                    None,
-                )
-                .await;
-            ids.push(person["id"].as_i64().unwrap());
-        }
-        let adapter = TestAdapter::start(&monolith.db.url, &["public.people"], 1).await;
-        adapter
-            .wait_snapshot_complete(Duration::from_secs(180))
-            .await;
-        // The proxy first (the service verifies the identity with its keys), people-read on
-        // the monolith.
-        let proxy = TestProxy::start(&routes(monolith.addr, "127.0.0.1:9".parse().unwrap())).await;
-        let dir = proxy.routes_path.parent().unwrap().to_path_buf();
-        let people = ServiceProcess::start(
-            "people",
-            &ServiceConfig {
-                store: dir.join("people.db").display().to_string(),
-                topic_prefix: adapter.prefix.clone(),
-                jwks_url: proxy.admin_url("/.well-known/jwks.json"),
-                batch_max_events: 1000,
-            },
-        );
-        people.wait_ready(Duration::from_secs(60)).await;
-        let candidate = Candidate::start(&people).await;
-        proxy
-            .write_routes(&routes(monolith.addr, candidate.addr))
+        let people: Vec<(String, String)> = (0..5)
+            .map(|i| (format!("p{i}@example.test"), format!("Person {i}")))
+            .collect();
+        let key = std::env::temp_dir().join(format!("ficus-rollout-key-{}", unique_suffix()));
+        let seed: [u8; 32] = rand::random();
+        let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&key, hex).unwrap();
+        // people-read on the monolith, its service not known yet.
+        let chain = PeopleChain::start(&people, |monolith| {
+            routes(monolith, "127.0.0.1:9".parse().unwrap(), &key)
+        })
+        .await;
+        let dir = chain.proxy.routes_path.parent().unwrap().to_path_buf();
+        let candidate = Candidate::start(&chain.people).await;
+        chain
+            .proxy
+            .write_routes(&routes(chain.monolith.addr, candidate.addr, &key))
             .await;
         Self {
-            _monolith: monolith,
-            _adapter: adapter,
-            _people: people,
-            proxy,
+            _monolith: chain.monolith,
+            _adapter: chain.adapter,
+            _people: chain.people,
+            proxy: chain.proxy,
             candidate,
-            token,
-            ids,
+            token: chain.token,
+            ids: chain.ids,
             dir,
+            key,
         }
     }
 
     /// Writes `rollout.toml` beside routes.toml with a short plan for people-read.
     fn plan(&self, shadow_min_compared: u64, max_mismatch_rate: f64) -> PathBuf {
-        let path = self.dir.join("rollout.toml");
-        std::fs::write(
-            &path,
-            format!(
-                r#"[controller]
-proxy_admin_urls = ["{admin}"]
-poll_interval_ms = 250
+        self.plan_of(&["people-read"], shadow_min_compared, max_mismatch_rate)
+    }
 
+    /// Writes `rollout.toml` beside routes.toml with the same short plan for each of `routes`.
+    fn plan_of(
+        &self,
+        routes: &[&str],
+        shadow_min_compared: u64,
+        max_mismatch_rate: f64,
+    ) -> PathBuf {
+        let admin = [self.proxy.admin_url("")];
+        self.plan_read_from(&admin, routes, shadow_min_compared, max_mismatch_rate)
+    }
+
+    /// [`Chain::plan_of`], the proxies read at `admins` (their admin listeners).
+    fn plan_read_from(
+        &self,
+        admins: &[String],
+        routes: &[&str],
+        shadow_min_compared: u64,
+        max_mismatch_rate: f64,
+    ) -> PathBuf {
+        let path = self.dir.join("rollout.toml");
+        let mut text =
+            format!("[controller]\nproxy_admin_urls = {admins:?}\npoll_interval_ms = 250\n");
+        for route in routes {
+            text.push_str(&format!(
+                r#"
 [[route]]
-name = "people-read"
+name = "{route}"
 shadow = {{ min_duration_ms = 1000, min_compared = {shadow_min_compared} }}
 canary = {{ percents = [20, 50], min_duration_ms = 1000, min_requests = 30 }}
 gates = {{ max_mismatch_rate = {max_mismatch_rate}, max_error_rate_increase = 0.1, max_p95_ratio = 20, p95_slack_ms = 500, max_view_lag_events = 1000 }}
-"#,
-                admin = self.proxy.admin_url("")
-            ),
-        )
-        .unwrap();
+"#
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
         path
     }
 
@@ -284,13 +308,14 @@ gates = {{ max_mismatch_rate = {max_mismatch_rate}, max_error_rate_increase = 0.
     }
 
     fn mode(&self) -> String {
+        self.mode_of("people-read")
+    }
+
+    /// `route`'s step as routes.toml has it now: `shadow`, `canary 20%`, ...
+    fn mode_of(&self, name: &str) -> String {
         let text = std::fs::read_to_string(&self.proxy.routes_path).unwrap();
         let file = ficus_proxy::check(&text, Path::new(".")).unwrap().file;
-        let route = file
-            .routes
-            .iter()
-            .find(|r| r.name == "people-read")
-            .unwrap();
+        let route = file.routes.iter().find(|r| r.name == name).unwrap();
         match route.percent {
             Some(p) if route.mode.as_str() == "canary" => {
                 format!("canary {}%", f64::from(p.basis_points) / 100.0)
@@ -301,6 +326,11 @@ gates = {{ max_mismatch_rate = {max_mismatch_rate}, max_error_rate_increase = 0.
 
     /// End users reading people through the proxy, one every `every`, until stopped.
     fn load(&self, every: Duration) -> Load {
+        self.load_on(every, false)
+    }
+
+    /// [`Chain::load`]; with `lists`, every other request reads the list instead of a person.
+    fn load_on(&self, every: Duration, lists: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let url = self.proxy.url("");
         let token = self.token.clone();
@@ -315,8 +345,13 @@ gates = {{ max_mismatch_rate = {max_mismatch_rate}, max_error_rate_increase = 0.
                 // 200 users, in an order that mixes them.
                 let user = (n.wrapping_mul(2_654_435_761) % 200) as u32;
                 let id = ids[(n % ids.len() as u64) as usize];
+                let target = if lists && n.is_multiple_of(2) {
+                    "/api/people?per_page=3".to_owned()
+                } else {
+                    format!("/api/people/{id}")
+                };
                 let sent = http
-                    .get(format!("{url}/api/people/{id}"))
+                    .get(format!("{url}{target}"))
                     .bearer_auth(&token)
                     .header("x-user-id", format!("user-{user}"))
                     .send()
@@ -504,6 +539,14 @@ async fn people_read_rolls_out_from_shadow_to_extracted() {
             "{line}"
         );
         assert!(line["thresholds"]["confidence_percent"] == 95.0, "{line}");
+        // The views gate read the real service's `/views` (through the candidate's URL).
+        let views = &line["inputs"]["views"];
+        assert_eq!(views["ready"], true, "{line}");
+        assert_eq!(views["worst"], "people", "{line}");
+        assert!(
+            line["reason"].as_str().unwrap().ends_with("views ready"),
+            "{line}"
+        );
     }
     let first = &ledger.iter().find(|l| l["action"] == "promote").unwrap();
     assert!(
@@ -529,6 +572,188 @@ async fn people_read_rolls_out_from_shadow_to_extracted() {
     assert_eq!(code, 0, "{status}");
     assert!(status.contains("step 4/4: extracted (done)"), "{status}");
     assert!(status.contains("routes.toml: extracted"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routes_of_one_plan_both_roll_out_from_shadow_to_extracted() {
+    let chain = Chain::start().await;
+    let plan = chain.plan_of(&["people-read", "people-list"], 30, 0.1);
+    let load = chain.load_on(Duration::from_millis(5), true);
+    let mut controller = RolloutProcess::start(&plan);
+    for route in ["people-read", "people-list"] {
+        chain
+            .wait_for(&format!("{route} done"), Duration::from_secs(150), |l| {
+                l["route"] == route && l["action"] == "done"
+            })
+            .await;
+    }
+    // Both done: the controller exits by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Some(status) = controller.child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = load.stop().await;
+    let log = controller.stop();
+    let ledger = chain.ledger();
+    println!("{}", pretty(&ledger));
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}\n{log}");
+    for route in ["people-read", "people-list"] {
+        let own: Vec<Value> = ledger
+            .iter()
+            .filter(|l| l["route"] == route)
+            .cloned()
+            .collect();
+        assert_eq!(
+            actions(&own),
+            [
+                "start shadow",
+                "promote canary 20%",
+                "promote canary 50%",
+                "promote extracted",
+                "done extracted"
+            ],
+            "{route}: {log}"
+        );
+        assert_eq!(chain.mode_of(route), "extracted");
+        // Each promotion judged on the route's own traffic.
+        let first = own.iter().find(|l| l["action"] == "promote").unwrap();
+        assert!(
+            first["inputs"]["compared"].as_u64().unwrap() >= 30,
+            "{first}"
+        );
+    }
+    let (code, status) = ficus(&["rollout", "status", "--plan", plan.to_str().unwrap()]);
+    println!("{status}");
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(
+        status.matches("step 4/4: extracted (done)").count(),
+        2,
+        "{status}"
+    );
+}
+
+/// `people-read`'s mode in the table `proxy` has in force.
+fn mode_in(proxy: &ficus_proxy::Proxy) -> String {
+    let table = proxy.table();
+    let route = table.file.routes.iter().find(|r| r.name == "people-read");
+    route
+        .map(|r| r.mode.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// `ficus_shadow_compared_total` of people-read on the admin listener at `admin`.
+async fn compared(admin: std::net::SocketAddr) -> u64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ficus_shadow_compared_total{route=\"people-read\"} "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxy_instances_are_read_and_summed() {
+    let chain = Chain::start().await;
+    // A second proxy on the same routes file, as behind a load balancer.
+    let listeners = ficus_proxy::Listeners {
+        client: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let second = ficus_proxy::start(
+        &chain.proxy.routes_path,
+        ficus_proxy::ServerSettings::default(),
+        listeners,
+    )
+    .unwrap();
+    let admins = [
+        chain.proxy.admin_url(""),
+        format!("http://{}", second.admin_addr),
+    ];
+    // 30 comparisons before any decision: neither instance alone will have them.
+    let plan = chain.plan_read_from(&admins, &["people-read"], 30, 0.1);
+    let controller = RolloutProcess::start(&plan);
+    chain
+        .wait_for("the start", Duration::from_secs(30), |l| {
+            l["action"] == "start"
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mode_in(&chain.proxy.proxy) != "shadow" || mode_in(&second.proxy) != "shadow" {
+        assert!(Instant::now() < deadline, "the proxies did not load shadow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The step's window begins at the controller's next reading (every 250 ms).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 20 reads through each proxy, then nothing.
+    let http = reqwest::Client::new();
+    for (i, base) in [chain.proxy.url(""), format!("http://{}", second.addr)]
+        .iter()
+        .enumerate()
+    {
+        for n in 0..20 {
+            let id = chain.ids[n % chain.ids.len()];
+            let response = http
+                .get(format!("{base}/api/people/{id}"))
+                .bearer_auth(&chain.token)
+                .header("x-user-id", format!("user-{i}-{n}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (a, b) = loop {
+        let (a, b) = (
+            compared(chain.proxy.admin_addr).await,
+            compared(second.admin_addr).await,
+        );
+        if a == 20 && b == 20 {
+            break (a, b);
+        }
+        assert!(Instant::now() < deadline, "compared {a} and {b} of 20 each");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let promoted = chain
+        .wait_for(
+            "a promotion on both instances' sum",
+            Duration::from_secs(15),
+            |l| l["action"] == "promote",
+        )
+        .await;
+    let log = controller.stop();
+    println!("{}", pretty(&chain.ledger()));
+    assert_eq!(promoted["step"], "canary 20%", "{log}");
+    // Each instance compared at most 20: a window of 30 or more is their sum (read at any
+    // moment after the minimum was reached, so not necessarily all 40).
+    let summed = promoted["inputs"]["compared"].as_u64().unwrap();
+    assert!(
+        (30..=a + b).contains(&summed) && summed > a.max(b),
+        "{summed} compared of {a} + {b}: {promoted}"
+    );
+    assert_eq!(promoted["inputs"]["mismatched"], 0, "{promoted}");
+    assert_eq!(promoted["inputs"]["candidate_failures"], 0, "{promoted}");
+    // Both instances follow the controller's edit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mode_in(&second.proxy) != "canary" {
+        assert!(
+            Instant::now() < deadline,
+            "the second proxy did not load the canary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,6 +875,21 @@ async fn a_candidate_failing_in_the_canary_rolls_back_and_stays_paused_until_res
             },
         )
         .await;
+
+    // A person pauses it in the canary: it stays where it is under load, past the step's
+    // minimum duration and sample.
+    let (code, out) = ficus(&[
+        "rollout",
+        "pause",
+        "people-read",
+        "--plan",
+        plan.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    // The controller reads the ledger every poll (250 ms).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (paused_mode, paused_at) = (chain.mode(), chain.ledger().len());
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let _ = load.stop().await;
     let log = controller.stop();
     let ledger = chain.ledger();
@@ -661,6 +901,23 @@ async fn a_candidate_failing_in_the_canary_rolls_back_and_stays_paused_until_res
             .map(|b| b != "controller"),
         Some(true)
     );
+    let pause = ledger
+        .iter()
+        .rposition(|l| l["action"] == "pause")
+        .unwrap_or_else(|| panic!("no pause in the ledger:\n{}", pretty(&ledger)));
+    assert!(pause < paused_at, "{}", pretty(&ledger));
+    assert!(
+        ledger[pause + 1..].iter().all(|l| l["action"] == "hold"),
+        "the controller moved a paused route:\n{}",
+        pretty(&ledger)
+    );
+    assert_eq!(chain.mode(), paused_mode, "{log}");
+    assert_ne!(
+        paused_mode, "shadow",
+        "the pause was meant to be in the canary"
+    );
+    let (_, status) = ficus(&["rollout", "status", "--plan", plan.to_str().unwrap()]);
+    assert!(status.contains("(paused)"), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
