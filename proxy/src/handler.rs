@@ -365,6 +365,7 @@ impl Proxy {
             method: planned.head.method.clone(),
             path_and_query: planned.head.path_and_query.clone(),
             headers: planned.head.headers.clone(),
+            written: None,
         };
         let kept = match &planned.body {
             PlannedBody::Kept(bytes) => Some(bytes),

@@ -275,6 +275,9 @@ pub struct Head {
     pub method: Method,
     pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
+    /// The head as written to the monolith, when the request path has it in hand (the lean
+    /// path, a request without a body): the copies are written from it.
+    pub written: Option<Bytes>,
 }
 
 /// What the request path needs to hand the job the monolith's answer (phase 6). Dropped
@@ -801,6 +804,15 @@ async fn exchange(
 /// client's `Host` included; the upstream's authority when there is none), marked as a shadow,
 /// its framing for the body in hand.
 fn copy_request(head: &Head, body: &[u8], authority: &Authority) -> Vec<u8> {
+    // The head as it went, its empty line moved after the mark.
+    if let Some(written) = head.written.as_ref().filter(|_| body.is_empty())
+        && let Some(lines) = written.strip_suffix(b"\r\n")
+    {
+        let mut out = Vec::with_capacity(written.len() + 20);
+        out.extend_from_slice(lines);
+        out.extend_from_slice(b"x-ficus-shadow: 1\r\n\r\n");
+        return out;
+    }
     let mut out = Vec::with_capacity(256 + body.len());
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');

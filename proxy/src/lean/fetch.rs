@@ -150,16 +150,19 @@ async fn read_more(conn: &mut pool::Conn) -> Result<(), FetchError> {
 /// lower case, hop-by-hop ones left out (as the client gets the answer).
 pub(crate) fn header_list(conn: &pool::Conn) -> Vec<(String, Vec<u8>)> {
     let buf = &conn.buf;
-    conn.fields
-        .iter()
-        .filter(|field| !codec::is_hop_by_hop(&buf[field.name.clone()]))
-        .map(|field| {
-            // httparse took the name as a token: ASCII, so valid UTF-8.
-            let mut name = buf[field.name.clone()].to_vec();
-            name.make_ascii_lowercase();
-            let name = String::from_utf8(name)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (name, buf[field.value.clone()].to_vec())
-        })
-        .collect()
+    let mut list = Vec::with_capacity(conn.fields.len());
+    list.extend(
+        conn.fields
+            .iter()
+            .filter(|field| !codec::is_hop_by_hop(&buf[field.name.clone()]))
+            .map(|field| {
+                // httparse took the name as a token: ASCII, so valid UTF-8.
+                let mut name = buf[field.name.clone()].to_vec();
+                name.make_ascii_lowercase();
+                let name = String::from_utf8(name)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                (name, buf[field.value.clone()].to_vec())
+            }),
+    );
+    list
 }

@@ -460,7 +460,14 @@ impl Conn {
             // (the request has no body: `serves`).
             if let Some(parity) = &ex.route.parity {
                 let headers = std::mem::take(&mut headers);
-                shadow = begin_parity(parity, &ex, self.client.ip(), target, headers);
+                shadow = begin_parity(
+                    parity,
+                    &ex,
+                    self.client.ip(),
+                    target,
+                    headers,
+                    &self.upstream_head,
+                );
             }
             let may_fall_back = ex.side == Side::Extracted && ex.route.fallback && ex.idempotent;
             let keep = may_fall_back
@@ -1363,6 +1370,7 @@ fn begin_parity(
     client: std::net::IpAddr,
     target: &crate::target::Target,
     mut headers: HeaderMap,
+    written: &[u8],
 ) -> Option<crate::shadow::Watch> {
     static NAME: HeaderName = HeaderName::from_static("x-request-id");
     if let Some(id) = ex.request_id.made()
@@ -1374,6 +1382,7 @@ fn begin_parity(
         method: ex.method.clone(),
         path_and_query: target.path_and_query.clone(),
         headers,
+        written: Some(Bytes::copy_from_slice(written)),
     };
     let kept = Bytes::new();
     parity
