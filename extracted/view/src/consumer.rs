@@ -28,7 +28,9 @@ use tracing::Instrument as _;
 mod group;
 mod transaction;
 
-pub use transaction::{DEFAULT_SETTLE_MS, TransactionalViews, ViewsHandle, start_transactional};
+pub use transaction::{
+    DEFAULT_SETTLE_MS, TransactionalViews, ViewsHandle, rebuild_transactional, start_transactional,
+};
 
 use crate::error::{EventError, ViewError};
 use crate::event::{Event, Op, Position};
@@ -179,7 +181,9 @@ pub async fn start(
 }
 
 /// Empties a view and forgets its offsets: its next start replays the topic from the earliest
-/// offset. Run it while no consumer of the view is running.
+/// offset. Run it while no consumer of the view is running. Views applied a transaction at a
+/// time are rebuilt together, with their group's place in the transaction topic:
+/// [`rebuild_transactional`].
 pub async fn rebuild(store: &Store, spec: &ViewSpec) -> Result<(), ViewError> {
     spec.validate()?;
     let statements = Statements::new(store.dialect(), spec);

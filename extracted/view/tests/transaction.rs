@@ -10,7 +10,8 @@
 //! polling both views never sees one without the other. Both also over a transaction topic of
 //! three partitions (the adapter's and Debezium's default): ENDs delivered against commit
 //! order across its partitions are still applied in commit order, and after a restart the
-//! first transaction follows the last END stored, without waiting for quiet partitions.
+//! first transaction follows the last END stored, without waiting for quiet partitions. A
+//! rebuild of the group replays every transaction whole and is ready on idle topics.
 
 mod support;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 use ficus_testkit::kafka;
 use ficus_view::{
     ColumnType, ConsumerConfig, Store, TransactionalViews, ViewSpec, ViewsHandle,
-    start_transactional,
+    rebuild_transactional, start_transactional,
 };
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
@@ -383,6 +384,64 @@ async fn a_transaction_is_visible_whole_or_not_at_all_in_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_visible_whole_or_not_at_all_in_postgres() {
     a_transaction_is_visible_whole_or_not_at_all(Kind::Postgres).await;
+}
+
+/// A rebuild of transactional views (service stopped) empties them and forgets where the
+/// group stood in the transaction topic and the last END it took: the next start, on topics
+/// nobody writes to any more, replays every transaction whole and becomes ready without
+/// waiting for a new write.
+async fn a_rebuild_replays_the_transactions_whole(kind: Kind) {
+    ficus_testkit::init_tracing();
+    let topics = topics().await;
+    let store = TestStore::new(kind).await;
+    let handle = start(store.store.clone(), &topics).await;
+    rename_both(&topics, 1..=20).await;
+    wait_for(&store.store, ("v20", "v20")).await;
+    handle.stop().await.unwrap();
+
+    assert!(store.store.last_end("app").await.unwrap().is_some());
+    rebuild_transactional(&store.store, &views(&topics))
+        .await
+        .unwrap();
+    assert_eq!(both(&store.store).await, (None, None), "the views emptied");
+    assert_eq!(
+        store.store.last_end("app").await.unwrap(),
+        None,
+        "the last END forgotten"
+    );
+
+    // The topics stay idle from here on.
+    let handle = start(store.store.clone(), &topics).await;
+    for status in &handle.statuses {
+        assert!(
+            status.wait_ready(Duration::from_secs(30)).await,
+            "{kind:?}: ready after the replay, without a new write: {:?}",
+            status.report()
+        );
+    }
+    assert_eq!(
+        both(&store.store).await,
+        (Some("v20".to_owned()), Some("v20".to_owned())),
+        "{kind:?}: the views full again"
+    );
+    for status in &handle.statuses {
+        assert_eq!(
+            status.report().applied,
+            20,
+            "{kind:?}: every transaction replayed"
+        );
+    }
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_replays_the_transactions_whole_in_sqlite() {
+    a_rebuild_replays_the_transactions_whole(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_replays_the_transactions_whole_in_postgres() {
+    a_rebuild_replays_the_transactions_whole(Kind::Postgres).await;
 }
 
 /// A transaction topic of three partitions with its ENDs delivered against commit order
