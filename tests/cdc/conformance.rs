@@ -1,8 +1,10 @@
 //! Conformance with real Debezium: Debezium 3.6.3 ([`crate::oracle`]) and `ficus cdc` read the
 //! same database, each through a slot of its own, while the same operations run (a snapshot of
 //! rows written before, then a stream of inserts, updates, deletes, key changes, unchanged TOAST,
-//! a truncate, every replica identity, the types of Debezium's PostgreSQL mapping table). Then
-//! every record is compared, per topic and in order: key, value and headers field by field.
+//! a truncate, every replica identity, the types of Debezium's PostgreSQL mapping table; other
+//! runs: value modes, the schemaless form, `message.key.columns`, table, column and schema
+//! lists). Then every record is compared, per topic and in order: key, value and headers field
+//! by field; the tables a case leaves out must have no records on either side.
 //!
 //! Fields that legitimately differ are named in [`legitimate`]. Differences not fixed yet are
 //! listed in [`KNOWN_GAPS`] with the reason: the test fails on any other difference (new drift),
@@ -418,7 +420,8 @@ fn compare(
 }
 
 /// One comparison: a schema, rows the snapshot reads, transactions streamed, the tables
-/// compared, how many logical decoding messages the stream carries, Debezium's properties
+/// compared (`table` in `public`, or `schema.table`), the tables neither side may emit
+/// anything for, how many logical decoding messages the stream carries, Debezium's properties
 /// (ficus gets the same through `FICUS_CDC__DEBEZIUM__*`; with
 /// `provide.transaction.metadata=true` the transaction topic is compared too) and the
 /// differences known.
@@ -427,6 +430,7 @@ struct Case {
     before_snapshot: Vec<String>,
     streamed: Vec<String>,
     tables: &'static [&'static str],
+    absent: &'static [&'static str],
     messages: usize,
     properties: &'static [(&'static str, &'static str)],
     gaps: &'static [Gap],
@@ -441,6 +445,7 @@ async fn ficus_emits_what_debezium_emits() {
         before_snapshot: before_snapshot(),
         streamed: streamed(),
         tables: TABLES,
+        absent: &[],
         messages: 2,
         properties: &[("provide.transaction.metadata", "true")],
         gaps: KNOWN_GAPS,
@@ -480,6 +485,7 @@ fn modes_case(properties: &'static [(&'static str, &'static str)]) -> Case {
             "SELECT pg_logical_emit_message(true, 'modes', '\\xfbff00'::bytea)".to_owned(),
         ],
         tables: &["modes"],
+        absent: &[],
         messages: 1,
         properties,
         gaps: &[],
@@ -559,6 +565,7 @@ async fn ficus_keys_records_as_debezium_with_message_key_columns() {
             "UPDATE untouched SET v = 'y' WHERE id = 1".to_owned(),
         ],
         tables: &["orders", "lines", "plain", "untouched"],
+        absent: &[],
         messages: 0,
         properties: &[(
             "message.key.columns",
@@ -592,6 +599,7 @@ async fn ficus_splits_regex_lists_as_debezium_with_escaped_commas() {
             "UPDATE t SET v = 'w'; UPDATE tt SET v = 'w'; UPDATE ttt SET v = 'w'".to_owned(),
         ],
         tables: &["t", "tt"],
+        absent: &[],
         messages: 0,
         properties: &[
             ("table.include.list", r"public\.t{1\,2},public\.zz_end"),
@@ -599,6 +607,58 @@ async fn ficus_splits_regex_lists_as_debezium_with_escaped_commas() {
         ],
         gaps: &[],
     })
+    .await;
+}
+
+/// Schema include and exclude lists (regular expressions over whole schema names,
+/// case-insensitive): the same table in four schemas, two of them captured.
+const SCHEMAS_SCHEMA: &str = r#"
+CREATE SCHEMA app;
+CREATE SCHEMA apps;
+CREATE SCHEMA audit;
+CREATE TABLE t (id int PRIMARY KEY, v text);
+CREATE TABLE app.t (id int PRIMARY KEY, v text);
+CREATE TABLE apps.t (id int PRIMARY KEY, v text);
+CREATE TABLE audit.t (id int PRIMARY KEY, v text);
+CREATE TABLE zz_end (id int PRIMARY KEY);
+"#;
+
+fn schemas_case(properties: &'static [(&'static str, &'static str)]) -> Case {
+    let each = |statement: &str| {
+        ["public", "app", "apps", "audit"]
+            .map(|schema| statement.replace("{s}", schema))
+            .join("; ")
+    };
+    Case {
+        schema: SCHEMAS_SCHEMA,
+        before_snapshot: vec![each("INSERT INTO {s}.t VALUES (1, 'snapshot')")],
+        streamed: vec![
+            each("INSERT INTO {s}.t VALUES (2, 'streamed')"),
+            each("UPDATE {s}.t SET v = 'updated' WHERE id = 2"),
+            each("DELETE FROM {s}.t WHERE id = 1"),
+        ],
+        tables: &["t", "app.t"],
+        absent: &["apps.t", "audit.t"],
+        messages: 0,
+        properties,
+        gaps: &[],
+    }
+}
+
+/// `schema.include.list`: `ap+` takes `app`, not `apps` (the whole name must match).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_captures_the_schemas_debezium_captures_with_schema_include_list() {
+    conform(schemas_case(&[("schema.include.list", "PUBLIC,ap+")])).await;
+}
+
+/// `schema.exclude.list`: `app.` leaves out `apps`, not `app` (ficus's own schema `_ficus` too,
+/// as ficus always does, so that Debezium does not capture ficus's bookkeeping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_captures_the_schemas_debezium_captures_with_schema_exclude_list() {
+    conform(schemas_case(&[(
+        "schema.exclude.list",
+        "AUDIT,app.,_ficus",
+    )]))
     .await;
 }
 
@@ -674,6 +734,7 @@ async fn conform(case: Case) {
         before_snapshot,
         streamed,
         tables: compared,
+        absent,
         messages,
         properties,
         gaps,
@@ -701,18 +762,19 @@ async fn conform(case: Case) {
             test.set(&format!("DEBEZIUM__{key}"), value);
         }
     }
-    let dbz_properties: Vec<(&str, &str)> = [
-        ("schema.include.list", "public"),
-        ("heartbeat.interval.ms", "1000"),
-    ]
-    .into_iter()
-    .chain(
-        properties
-            .iter()
-            .filter(|(k, _)| !k.contains("converter"))
-            .copied(),
-    )
-    .collect();
+    // Debezium keeps to `public` (not ficus's own schema) unless the case chooses the schemas.
+    let default_schemas = (!properties.iter().any(|(k, _)| k.starts_with("schema.")))
+        .then_some(("schema.include.list", "public"));
+    let dbz_properties: Vec<(&str, &str)> = default_schemas
+        .into_iter()
+        .chain([("heartbeat.interval.ms", "1000")])
+        .chain(
+            properties
+                .iter()
+                .filter(|(k, _)| !k.contains("converter"))
+                .copied(),
+        )
+        .collect();
     for statement in before_snapshot {
         test.pool.execute(statement.as_str()).await.unwrap();
     }
@@ -781,8 +843,13 @@ async fn conform(case: Case) {
     adapter.stop().await;
 
     let mut differences: Vec<(String, String, String)> = Vec::new(); // table, path, detail
+    // `table` (in `public`) or `schema.table`.
+    let topic_of = |table: &str| match table.contains('.') {
+        true => format!("{}.{table}", test.prefix),
+        false => test.topic(table),
+    };
     for table in compared {
-        let topic = test.topic(table);
+        let topic = topic_of(table);
         let dbz: Vec<Value> = dbz_records
             .iter()
             .filter(|r| r.topic == topic)
@@ -796,6 +863,19 @@ async fn conform(case: Case) {
             .collect();
         assert!(!dbz.is_empty(), "Debezium emitted nothing for {table}");
         compare(table, &dbz, &ficus, &mut differences);
+    }
+    for table in absent {
+        let topic = topic_of(table);
+        let dbz = dbz_records.iter().filter(|r| r.topic == topic).count();
+        assert_eq!(dbz, 0, "Debezium emitted {dbz} records for {table}");
+        let ficus = test.messages(&topic).await.len();
+        if ficus > 0 {
+            differences.push((
+                table.to_string(),
+                "records".to_owned(),
+                format!("debezium none, ficus {ficus}"),
+            ));
+        }
     }
 
     // Logical decoding messages (`<prefix>.message`), compared as the change events are.
