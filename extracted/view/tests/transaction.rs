@@ -196,10 +196,10 @@ async fn start_settling(store: Store, topics: &Topics, settle_ms: u64) -> ViewsH
         .expect("transactional views")
 }
 
-/// Sends each record to the partition given, waiting for its acknowledgement.
 /// A record to produce: its partition, then its key and value (`None`: null).
 type Placed = (i32, (Option<String>, Option<String>));
 
+/// Sends each record to the partition given, waiting for its acknowledgement.
 async fn produce_to(topic: &str, records: &[Placed]) {
     let producer = producer();
     for (partition, (key, value)) in records {
@@ -215,6 +215,22 @@ async fn produce_to(topic: &str, records: &[Placed]) {
             .await
             .expect("delivered");
     }
+}
+
+/// The BEGIN and END of `tx` (one event of people, one of tasks) on `partition` of the
+/// transaction topic.
+async fn produce_markers(topics: &Topics, tx: &Tx, partition: i32) {
+    produce_to(
+        &topics.transactions,
+        &[
+            (partition, tx.begin()),
+            (
+                partition,
+                tx.end(&[("public.people", 1), ("public.tasks", 1)]),
+            ),
+        ],
+    )
+    .await;
 }
 
 /// People and tasks counted and their highest ids, in one statement.
@@ -508,17 +524,7 @@ async fn transactions_apply_in_commit_order_across_transaction_partitions() {
         for n in (3 * group + 1..=3 * group + 3).rev() {
             let tx = Tx::new(n);
             let partition = ((n - 1) % 3) as i32;
-            produce_to(
-                &topics.transactions,
-                &[
-                    (partition, tx.begin()),
-                    (
-                        partition,
-                        tx.end(&[("public.people", 1), ("public.tasks", 1)]),
-                    ),
-                ],
-            )
-            .await;
+            produce_markers(&topics, &tx, partition).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
@@ -604,17 +610,7 @@ async fn create_both(topics: &Topics, store: &Store, tx: &Tx, id: i64, partition
     produce(&producer, &topics.people, &[person]).await;
     produce(&producer, &topics.tasks, &[task]).await;
     let sent = tokio::time::Instant::now();
-    produce_to(
-        &topics.transactions,
-        &[
-            (partition, tx.begin()),
-            (
-                partition,
-                tx.end(&[("public.people", 1), ("public.tasks", 1)]),
-            ),
-        ],
-    )
-    .await;
+    produce_markers(topics, tx, partition).await;
     while counts(store).await != (id, id, id, id) {
         assert!(
             sent.elapsed() < Duration::from_secs(30),
