@@ -21,7 +21,7 @@ use crate::support::CdcTest;
 
 const WAIT: Duration = Duration::from_secs(180);
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 CREATE EXTENSION hstore;
 CREATE EXTENSION citext;
 CREATE EXTENSION ltree;
@@ -58,7 +58,7 @@ CREATE TABLE zz_end (id int PRIMARY KEY);
 "#;
 
 /// Every column of `types` with a value.
-fn full_row(id: i64) -> String {
+pub(crate) fn full_row(id: i64) -> String {
     format!(
         r#"INSERT INTO types VALUES ({id}, true, -2, 40000, 9007199254740993, 1.5, 2.25,
         12345.678, 123.4500, 12.34,
@@ -77,7 +77,7 @@ fn full_row(id: i64) -> String {
 }
 
 /// Edge values: infinities, NaN, negative numbers, BC dates; the rest null.
-fn edge_row(id: i64, date: &str) -> String {
+pub(crate) fn edge_row(id: i64, date: &str) -> String {
     format!(
         "INSERT INTO types (id, f4, f8, num, numv, cash, d, ts, tstz, iv, ch, ip) VALUES \
          ({id}, '-Infinity', 'NaN', -0.5, 'NaN', -1.5, '{date}', '-infinity', 'infinity', \
