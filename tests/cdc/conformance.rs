@@ -662,6 +662,90 @@ async fn ficus_captures_the_schemas_debezium_captures_with_schema_exclude_list()
     .await;
 }
 
+/// Options that change which records there are and how numbers are written (floats too, as
+/// Java prints them): `decimal.handling.mode`, `skipped.operations`, `tombstones.on.delete`, `table.exclude.list`,
+/// `column.include.list` and `message.prefix.include.list`.
+const OPTIONS_SCHEMA: &str = r#"
+CREATE TABLE amounts (id int PRIMARY KEY, num numeric(12, 3), numv numeric, cash money,
+    secret text, v text, f4 real, f8 double precision);
+CREATE TABLE skip_me (id int PRIMARY KEY, v text);
+CREATE TABLE zz_end (id int PRIMARY KEY);
+"#;
+
+fn options_case(properties: &'static [(&'static str, &'static str)], gaps: &'static [Gap]) -> Case {
+    Case {
+        schema: OPTIONS_SCHEMA,
+        before_snapshot: vec![
+            "INSERT INTO amounts VALUES (1, 12345.678, 123.4500, 12.34, 's1', 'x', 7, 100)"
+                .to_owned(),
+            "INSERT INTO skip_me VALUES (1, 'x')".to_owned(),
+        ],
+        streamed: vec![
+            "INSERT INTO amounts VALUES (2, -0.5, 100, -1.5, 's2', 'y', 0.1, 1e-7), \
+             (3, 0, 0.000001, -1234567.89, NULL, NULL, 1e10, 12345678.9)"
+                .to_owned(),
+            "UPDATE amounts SET v = 'z', numv = 7.25 WHERE id = 2".to_owned(),
+            "DELETE FROM amounts WHERE id = 1".to_owned(),
+            "INSERT INTO skip_me VALUES (2, 'y'); UPDATE skip_me SET v = 'z'".to_owned(),
+            "SELECT pg_logical_emit_message(false, 'keep-1', 'kept')".to_owned(),
+            "SELECT pg_logical_emit_message(false, 'other', 'left out')".to_owned(),
+            "TRUNCATE amounts".to_owned(),
+            "INSERT INTO amounts VALUES (4, 1, 2, 3, 's4', 'w', -0, 0.001)".to_owned(),
+        ],
+        tables: &["amounts"],
+        absent: &["skip_me"],
+        messages: 1,
+        properties,
+        gaps,
+    }
+}
+
+/// With `skipped.operations` set, Debezium creates its publication `WITH (publish = ...)`
+/// leaving those operations out, so PostgreSQL does not send it a transaction that made only
+/// skipped changes: the next event's `sequence` names the commit before it. ficus's publication
+/// publishes every operation and it counts that transaction's commit.
+const SKIPPED_UPDATE_GAPS: &[Gap] = &[Gap {
+    table: "amounts",
+    path: "value.payload.source.sequence",
+    reason: "not fixed yet: after a transaction of skipped operations only, Debezium's sequence[0] \
+             names the commit before it (its publication leaves skipped operations out)",
+}];
+
+/// `decimal.handling.mode=double`, updates skipped (so truncates are not), no tombstones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_emits_what_debezium_emits_with_doubles_skipped_updates_and_no_tombstones() {
+    conform(options_case(
+        &[
+            ("decimal.handling.mode", "double"),
+            ("skipped.operations", "u"),
+            ("tombstones.on.delete", "false"),
+            ("table.exclude.list", r"public\.skip.*"),
+            (
+                "column.include.list",
+                r"public\.amounts\.(id|num|numv|cash|v|f.),public\.zz_end\.id",
+            ),
+            ("message.prefix.include.list", "KEEP.*"),
+        ],
+        SKIPPED_UPDATE_GAPS,
+    ))
+    .await;
+}
+
+/// `decimal.handling.mode=string`, nothing skipped (`none`: truncates too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_emits_what_debezium_emits_with_decimal_strings_and_nothing_skipped() {
+    conform(options_case(
+        &[
+            ("decimal.handling.mode", "string"),
+            ("skipped.operations", "none"),
+            ("table.exclude.list", r"public\.skip.*"),
+            ("message.prefix.exclude.list", "oth.*"),
+        ],
+        &[],
+    ))
+    .await;
+}
+
 /// Adds a difference when the BEGIN and END records of the transactions `xids` differ.
 async fn compare_transactions(
     test: &CdcTest,
