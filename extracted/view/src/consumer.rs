@@ -516,8 +516,12 @@ async fn apply(
             progress.next_offset = raw.offset + 1;
             progress.events += 1;
             batch.changes.push(change);
-            if source.is_some() {
-                last = source;
+            // The batch's highest position: it interleaves partitions, so its last event is
+            // not always its newest.
+            if let Some(source) = source
+                && last.is_none_or(|(p, _): (Position, i64)| source.0.supersedes(&p))
+            {
+                last = Some(source);
             }
         }
         let mut backoff = Duration::from_millis(100);
