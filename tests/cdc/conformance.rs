@@ -1,8 +1,10 @@
 //! Conformance with real Debezium: Debezium 3.6.3 ([`crate::oracle`]) and `ficus cdc` read the
 //! same database, each through a slot of its own, while the same operations run (a snapshot of
 //! rows written before, then a stream of inserts, updates, deletes, key changes, unchanged TOAST,
-//! a truncate, every replica identity, the types of Debezium's PostgreSQL mapping table). Then
-//! every record is compared, per topic and in order: key, value and headers field by field.
+//! a truncate, every replica identity, the types of Debezium's PostgreSQL mapping table; other
+//! runs: value modes, the schemaless form, `message.key.columns`, table, column and schema
+//! lists). Then every record is compared, per topic and in order: key, value and headers field
+//! by field; the tables a case leaves out must have no records on either side.
 //!
 //! Fields that legitimately differ are named in [`legitimate`]. Differences not fixed yet are
 //! listed in [`KNOWN_GAPS`] with the reason: the test fails on any other difference (new drift),
@@ -19,7 +21,7 @@ use crate::support::CdcTest;
 
 const WAIT: Duration = Duration::from_secs(180);
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 CREATE EXTENSION hstore;
 CREATE EXTENSION citext;
 CREATE EXTENSION ltree;
@@ -56,7 +58,7 @@ CREATE TABLE zz_end (id int PRIMARY KEY);
 "#;
 
 /// Every column of `types` with a value.
-fn full_row(id: i64) -> String {
+pub(crate) fn full_row(id: i64) -> String {
     format!(
         r#"INSERT INTO types VALUES ({id}, true, -2, 40000, 9007199254740993, 1.5, 2.25,
         12345.678, 123.4500, 12.34,
@@ -75,7 +77,7 @@ fn full_row(id: i64) -> String {
 }
 
 /// Edge values: infinities, NaN, negative numbers, BC dates; the rest null.
-fn edge_row(id: i64, date: &str) -> String {
+pub(crate) fn edge_row(id: i64, date: &str) -> String {
     format!(
         "INSERT INTO types (id, f4, f8, num, numv, cash, d, ts, tstz, iv, ch, ip) VALUES \
          ({id}, '-Infinity', 'NaN', -0.5, 'NaN', -1.5, '{date}', '-infinity', 'infinity', \
@@ -418,7 +420,8 @@ fn compare(
 }
 
 /// One comparison: a schema, rows the snapshot reads, transactions streamed, the tables
-/// compared, how many logical decoding messages the stream carries, Debezium's properties
+/// compared (`table` in `public`, or `schema.table`), the tables neither side may emit
+/// anything for, how many logical decoding messages the stream carries, Debezium's properties
 /// (ficus gets the same through `FICUS_CDC__DEBEZIUM__*`; with
 /// `provide.transaction.metadata=true` the transaction topic is compared too) and the
 /// differences known.
@@ -427,6 +430,7 @@ struct Case {
     before_snapshot: Vec<String>,
     streamed: Vec<String>,
     tables: &'static [&'static str],
+    absent: &'static [&'static str],
     messages: usize,
     properties: &'static [(&'static str, &'static str)],
     gaps: &'static [Gap],
@@ -441,6 +445,7 @@ async fn ficus_emits_what_debezium_emits() {
         before_snapshot: before_snapshot(),
         streamed: streamed(),
         tables: TABLES,
+        absent: &[],
         messages: 2,
         properties: &[("provide.transaction.metadata", "true")],
         gaps: KNOWN_GAPS,
@@ -480,6 +485,7 @@ fn modes_case(properties: &'static [(&'static str, &'static str)]) -> Case {
             "SELECT pg_logical_emit_message(true, 'modes', '\\xfbff00'::bytea)".to_owned(),
         ],
         tables: &["modes"],
+        absent: &[],
         messages: 1,
         properties,
         gaps: &[],
@@ -559,6 +565,7 @@ async fn ficus_keys_records_as_debezium_with_message_key_columns() {
             "UPDATE untouched SET v = 'y' WHERE id = 1".to_owned(),
         ],
         tables: &["orders", "lines", "plain", "untouched"],
+        absent: &[],
         messages: 0,
         properties: &[(
             "message.key.columns",
@@ -592,6 +599,7 @@ async fn ficus_splits_regex_lists_as_debezium_with_escaped_commas() {
             "UPDATE t SET v = 'w'; UPDATE tt SET v = 'w'; UPDATE ttt SET v = 'w'".to_owned(),
         ],
         tables: &["t", "tt"],
+        absent: &[],
         messages: 0,
         properties: &[
             ("table.include.list", r"public\.t{1\,2},public\.zz_end"),
@@ -599,6 +607,142 @@ async fn ficus_splits_regex_lists_as_debezium_with_escaped_commas() {
         ],
         gaps: &[],
     })
+    .await;
+}
+
+/// Schema include and exclude lists (regular expressions over whole schema names,
+/// case-insensitive): the same table in four schemas, two of them captured.
+const SCHEMAS_SCHEMA: &str = r#"
+CREATE SCHEMA app;
+CREATE SCHEMA apps;
+CREATE SCHEMA audit;
+CREATE TABLE t (id int PRIMARY KEY, v text);
+CREATE TABLE app.t (id int PRIMARY KEY, v text);
+CREATE TABLE apps.t (id int PRIMARY KEY, v text);
+CREATE TABLE audit.t (id int PRIMARY KEY, v text);
+CREATE TABLE zz_end (id int PRIMARY KEY);
+"#;
+
+fn schemas_case(properties: &'static [(&'static str, &'static str)]) -> Case {
+    let each = |statement: &str| {
+        ["public", "app", "apps", "audit"]
+            .map(|schema| statement.replace("{s}", schema))
+            .join("; ")
+    };
+    Case {
+        schema: SCHEMAS_SCHEMA,
+        before_snapshot: vec![each("INSERT INTO {s}.t VALUES (1, 'snapshot')")],
+        streamed: vec![
+            each("INSERT INTO {s}.t VALUES (2, 'streamed')"),
+            each("UPDATE {s}.t SET v = 'updated' WHERE id = 2"),
+            each("DELETE FROM {s}.t WHERE id = 1"),
+        ],
+        tables: &["t", "app.t"],
+        absent: &["apps.t", "audit.t"],
+        messages: 0,
+        properties,
+        gaps: &[],
+    }
+}
+
+/// `schema.include.list`: `ap+` takes `app`, not `apps` (the whole name must match).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_captures_the_schemas_debezium_captures_with_schema_include_list() {
+    conform(schemas_case(&[("schema.include.list", "PUBLIC,ap+")])).await;
+}
+
+/// `schema.exclude.list`: `app.` leaves out `apps`, not `app` (ficus's own schema `_ficus` too,
+/// as ficus always does, so that Debezium does not capture ficus's bookkeeping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_captures_the_schemas_debezium_captures_with_schema_exclude_list() {
+    conform(schemas_case(&[(
+        "schema.exclude.list",
+        "AUDIT,app.,_ficus",
+    )]))
+    .await;
+}
+
+/// Options that change which records there are and how numbers are written (floats too, as
+/// Java prints them): `decimal.handling.mode`, `skipped.operations`, `tombstones.on.delete`, `table.exclude.list`,
+/// `column.include.list` and `message.prefix.include.list`.
+const OPTIONS_SCHEMA: &str = r#"
+CREATE TABLE amounts (id int PRIMARY KEY, num numeric(12, 3), numv numeric, cash money,
+    secret text, v text, f4 real, f8 double precision);
+CREATE TABLE skip_me (id int PRIMARY KEY, v text);
+CREATE TABLE zz_end (id int PRIMARY KEY);
+"#;
+
+fn options_case(properties: &'static [(&'static str, &'static str)], gaps: &'static [Gap]) -> Case {
+    Case {
+        schema: OPTIONS_SCHEMA,
+        before_snapshot: vec![
+            "INSERT INTO amounts VALUES (1, 12345.678, 123.4500, 12.34, 's1', 'x', 7, 100)"
+                .to_owned(),
+            "INSERT INTO skip_me VALUES (1, 'x')".to_owned(),
+        ],
+        streamed: vec![
+            "INSERT INTO amounts VALUES (2, -0.5, 100, -1.5, 's2', 'y', 0.1, 1e-7), \
+             (3, 0, 0.000001, -1234567.89, NULL, NULL, 1e10, 12345678.9)"
+                .to_owned(),
+            "UPDATE amounts SET v = 'z', numv = 7.25 WHERE id = 2".to_owned(),
+            "DELETE FROM amounts WHERE id = 1".to_owned(),
+            "INSERT INTO skip_me VALUES (2, 'y'); UPDATE skip_me SET v = 'z'".to_owned(),
+            "SELECT pg_logical_emit_message(false, 'keep-1', 'kept')".to_owned(),
+            "SELECT pg_logical_emit_message(false, 'other', 'left out')".to_owned(),
+            "TRUNCATE amounts".to_owned(),
+            "INSERT INTO amounts VALUES (4, 1, 2, 3, 's4', 'w', -0, 0.001)".to_owned(),
+        ],
+        tables: &["amounts"],
+        absent: &["skip_me"],
+        messages: 1,
+        properties,
+        gaps,
+    }
+}
+
+/// With `skipped.operations` set, Debezium creates its publication `WITH (publish = ...)`
+/// leaving those operations out, so PostgreSQL does not send it a transaction that made only
+/// skipped changes: the next event's `sequence` names the commit before it. ficus's publication
+/// publishes every operation and it counts that transaction's commit.
+const SKIPPED_UPDATE_GAPS: &[Gap] = &[Gap {
+    table: "amounts",
+    path: "value.payload.source.sequence",
+    reason: "not fixed yet: after a transaction of skipped operations only, Debezium's sequence[0] \
+             names the commit before it (its publication leaves skipped operations out)",
+}];
+
+/// `decimal.handling.mode=double`, updates skipped (so truncates are not), no tombstones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_emits_what_debezium_emits_with_doubles_skipped_updates_and_no_tombstones() {
+    conform(options_case(
+        &[
+            ("decimal.handling.mode", "double"),
+            ("skipped.operations", "u"),
+            ("tombstones.on.delete", "false"),
+            ("table.exclude.list", r"public\.skip.*"),
+            (
+                "column.include.list",
+                r"public\.amounts\.(id|num|numv|cash|v|f.),public\.zz_end\.id",
+            ),
+            ("message.prefix.include.list", "KEEP.*"),
+        ],
+        SKIPPED_UPDATE_GAPS,
+    ))
+    .await;
+}
+
+/// `decimal.handling.mode=string`, nothing skipped (`none`: truncates too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ficus_emits_what_debezium_emits_with_decimal_strings_and_nothing_skipped() {
+    conform(options_case(
+        &[
+            ("decimal.handling.mode", "string"),
+            ("skipped.operations", "none"),
+            ("table.exclude.list", r"public\.skip.*"),
+            ("message.prefix.exclude.list", "oth.*"),
+        ],
+        &[],
+    ))
     .await;
 }
 
@@ -674,6 +818,7 @@ async fn conform(case: Case) {
         before_snapshot,
         streamed,
         tables: compared,
+        absent,
         messages,
         properties,
         gaps,
@@ -701,18 +846,19 @@ async fn conform(case: Case) {
             test.set(&format!("DEBEZIUM__{key}"), value);
         }
     }
-    let dbz_properties: Vec<(&str, &str)> = [
-        ("schema.include.list", "public"),
-        ("heartbeat.interval.ms", "1000"),
-    ]
-    .into_iter()
-    .chain(
-        properties
-            .iter()
-            .filter(|(k, _)| !k.contains("converter"))
-            .copied(),
-    )
-    .collect();
+    // Debezium keeps to `public` (not ficus's own schema) unless the case chooses the schemas.
+    let default_schemas = (!properties.iter().any(|(k, _)| k.starts_with("schema.")))
+        .then_some(("schema.include.list", "public"));
+    let dbz_properties: Vec<(&str, &str)> = default_schemas
+        .into_iter()
+        .chain([("heartbeat.interval.ms", "1000")])
+        .chain(
+            properties
+                .iter()
+                .filter(|(k, _)| !k.contains("converter"))
+                .copied(),
+        )
+        .collect();
     for statement in before_snapshot {
         test.pool.execute(statement.as_str()).await.unwrap();
     }
@@ -781,8 +927,13 @@ async fn conform(case: Case) {
     adapter.stop().await;
 
     let mut differences: Vec<(String, String, String)> = Vec::new(); // table, path, detail
+    // `table` (in `public`) or `schema.table`.
+    let topic_of = |table: &str| match table.contains('.') {
+        true => format!("{}.{table}", test.prefix),
+        false => test.topic(table),
+    };
     for table in compared {
-        let topic = test.topic(table);
+        let topic = topic_of(table);
         let dbz: Vec<Value> = dbz_records
             .iter()
             .filter(|r| r.topic == topic)
@@ -796,6 +947,19 @@ async fn conform(case: Case) {
             .collect();
         assert!(!dbz.is_empty(), "Debezium emitted nothing for {table}");
         compare(table, &dbz, &ficus, &mut differences);
+    }
+    for table in absent {
+        let topic = topic_of(table);
+        let dbz = dbz_records.iter().filter(|r| r.topic == topic).count();
+        assert_eq!(dbz, 0, "Debezium emitted {dbz} records for {table}");
+        let ficus = test.messages(&topic).await.len();
+        if ficus > 0 {
+            differences.push((
+                table.to_string(),
+                "records".to_owned(),
+                format!("debezium none, ficus {ficus}"),
+            ));
+        }
     }
 
     // Logical decoding messages (`<prefix>.message`), compared as the change events are.

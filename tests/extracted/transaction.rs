@@ -3,6 +3,8 @@
 //! partitions, as it creates by default) streams the monolith's database, and transactions that
 //! rename a task's assignee and edit the task together are never seen half by a reader of the
 //! service's store (`tasks_joined`, one statement: the task's title and its assignee's name).
+//! Then `ficus-tasks rebuild` and a start replay the transactions whole, ready with nothing new
+//! written.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use ficus_testkit::{SERVICE_FORM, TestAdapter, TestDatabase, kafka, unique_suffi
 use sqlx::SqlitePool;
 use sqlx::sqlite::SqliteConnectOptions;
 
-use crate::support::{ServiceConfig, ServiceProcess};
+use crate::support::{ServiceConfig, ServiceProcess, rebuild};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_and_a_task_edit_in_one_transaction_show_together() {
@@ -43,15 +45,13 @@ async fn a_rename_and_a_task_edit_in_one_transaction_show_together() {
     let dir = std::env::temp_dir().join(format!("ficus-tx-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let store_path = dir.join("tasks.db");
-    let tasks = ServiceProcess::start(
-        "tasks",
-        &ServiceConfig {
-            store: store_path.display().to_string(),
-            topic_prefix: adapter.prefix.clone(),
-            jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_owned(),
-            batch_max_events: 1000,
-        },
-    );
+    let config = ServiceConfig {
+        store: store_path.display().to_string(),
+        topic_prefix: adapter.prefix.clone(),
+        jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_owned(),
+        batch_max_events: 1000,
+    };
+    let tasks = ServiceProcess::start("tasks", &config);
     tasks.wait_ready(Duration::from_secs(120)).await;
     let store = SqlitePool::connect_with(
         SqliteConnectOptions::new()
@@ -124,6 +124,26 @@ async fn a_rename_and_a_task_edit_in_one_transaction_show_together() {
         .expect("the reader never saw half a transaction");
     eprintln!("{distinct} distinct states of the task seen, none half");
     assert!(distinct > 1, "the reader saw the view move");
+
+    // `ficus-tasks rebuild` (service stopped) empties both views and forgets the group's place
+    // in the transaction topic and its last END: the next start, with nothing new written,
+    // replays every transaction whole and is ready.
+    drop(tasks);
+    let said = rebuild("tasks", &config);
+    let transaction_topic = format!("{}.transaction", adapter.prefix);
+    assert!(
+        said.contains("view people emptied") && said.contains(&transaction_topic),
+        "{said}"
+    );
+    assert_eq!(read(store.clone()).await, None, "the views emptied");
+    let (ends,): (i64,) = sqlx::query_as("SELECT count(*) FROM ficus_view_transactions")
+        .fetch_one(&store)
+        .await
+        .unwrap();
+    assert_eq!(ends, 0, "the last END forgotten");
+    let tasks = ServiceProcess::start("tasks", &config);
+    tasks.wait_ready(Duration::from_secs(120)).await;
+    wait_for("n30").await;
     drop(tasks);
     adapter.stop().await;
 }

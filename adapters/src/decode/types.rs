@@ -8,11 +8,11 @@
 //! |---|---|---|
 //! | `boolean`, `bit(1)`, `varbit(1)` | `true` / `false` | |
 //! | `smallint`, `integer`, `bigint`, `oid` | number | int16 / int32 / int64 |
-//! | `real`, `double precision` | number; `"NaN"`, `"Infinity"`, `"-Infinity"` as strings | float / double |
+//! | `real`, `double precision` | number as Java prints it (`100.0`, `1.0E-6`); `"NaN"`, `"Infinity"`, `"-Infinity"` as strings | float / double |
 //! | `numeric(p, s)` | precise: base64 of the unscaled value's two's-complement bytes (`"ALxhTg=="`); NaN null | org.apache.kafka.connect.data.Decimal |
 //! | `numeric` (no scale) | precise: `{"scale": s, "value": base64}`, trailing zeros dropped | io.debezium.data.VariableScaleDecimal |
-//! | `numeric` with `decimal.handling.mode=string` / `double` | string with every digit (`"12.3400"`, `"NaN"`) / number | |
-//! | `money` | precise: base64 bytes of scale 2; `string`/`double` modes: as PostgreSQL prints it / number | org.apache.kafka.connect.data.Decimal |
+//! | `numeric` with `decimal.handling.mode=string` / `double` | string with every digit (`"12.3400"`, `"NaN"`) / number as Java prints it (`100.0`) | |
+//! | `money` | precise: base64 bytes of scale 2; `string`/`double` modes: `"-1234.50"` (no currency symbol, no grouping) / number | org.apache.kafka.connect.data.Decimal |
 //! | `text`, `varchar`, `char`, `name`, `citext`, `inet`, ... | string | (`xml`: io.debezium.data.Xml, `ltree`: io.debezium.data.Ltree) |
 //! | `uuid` | string | io.debezium.data.Uuid |
 //! | enum types | string (the label) | io.debezium.data.Enum |
@@ -422,14 +422,18 @@ pub fn try_write_value(buf: &mut Vec<u8>, kind: &Kind, s: &str) -> bool {
             }
             buf.extend_from_slice(s.as_bytes());
         }
-        Kind::Float { .. } => match s {
+        // As Java prints the value read (`100.0`, `1.0E-6`): PostgreSQL prints `100`, `1e-06`.
+        Kind::Float { double } => match s {
             "NaN" | "Infinity" | "-Infinity" => json::push_str(buf, s),
-            _ => {
-                if s.parse::<f64>().is_err() || !is_json_number(s) {
-                    return false;
-                }
-                buf.extend_from_slice(s.as_bytes());
-            }
+            _ if !is_json_number(s) => return false,
+            _ if *double => match s.parse::<f64>() {
+                Ok(x) if x.is_finite() => json::push_java_f64(buf, x),
+                _ => return false,
+            },
+            _ => match s.parse::<f32>() {
+                Ok(x) if x.is_finite() => json::push_java_f32(buf, x),
+                _ => return false,
+            },
         },
         Kind::Numeric { scale, mode, .. } => return write_numeric(buf, *scale, *mode, s),
         Kind::Money { mode } => return write_money(buf, *mode, s),
@@ -633,7 +637,11 @@ fn write_numeric(buf: &mut Vec<u8>, scale: Option<u16>, mode: DecimalMode, s: &s
         DecimalMode::String => json::push_str(buf, s),
         DecimalMode::Double => match s {
             "NaN" | "Infinity" | "-Infinity" => json::push_str(buf, s),
-            _ if is_json_number(s) => buf.extend_from_slice(s.as_bytes()),
+            // The nearest double, as Java prints it (`100.0`, `1.0E-7`).
+            _ if is_json_number(s) => match s.parse::<f64>() {
+                Ok(x) if x.is_finite() => json::push_java_f64(buf, x),
+                _ => return false,
+            },
             _ => return false,
         },
         DecimalMode::Precise => {
@@ -669,7 +677,8 @@ fn write_numeric(buf: &mut Vec<u8>, scale: Option<u16>, mode: DecimalMode, s: &s
     true
 }
 
-/// A money value as PostgreSQL prints it (`$1,234.56`, `-$1.50`) in `mode`, scale 2.
+/// A money value as PostgreSQL prints it (`$1,234.56`, `-$1.50`) in `mode`, scale 2: precise
+/// bytes, `"1234.56"`, or `1234.56` (as Debezium writes its `BigDecimal`).
 fn write_money(buf: &mut Vec<u8>, mode: DecimalMode, s: &str) -> bool {
     let negative = s.contains('-') || s.contains('(');
     let plain: String = s
@@ -682,18 +691,18 @@ fn write_money(buf: &mut Vec<u8>, mode: DecimalMode, s: &str) -> bool {
     if int.is_empty() && frac.is_empty() {
         return false;
     }
+    let sign = if negative { "-" } else { "" };
+    let int = if int.is_empty() { "0" } else { int };
     match mode {
-        DecimalMode::String => json::push_str(buf, s),
-        DecimalMode::Double => {
-            let sign = if negative { "-" } else { "" };
-            let int = if int.is_empty() { "0" } else { int };
-            let text = if frac.is_empty() {
-                format!("{sign}{int}")
-            } else {
-                format!("{sign}{int}.{frac}")
-            };
-            buf.extend_from_slice(text.as_bytes());
+        // Debezium's `BigDecimal` of scale 2 as text: no currency symbol, no grouping.
+        DecimalMode::String => {
+            let cents = format!("{frac:0<2}");
+            json::push_str(buf, &format!("{sign}{int}.{cents}"));
         }
+        DecimalMode::Double => match format!("{sign}{int}.{frac}0").parse::<f64>() {
+            Ok(x) if x.is_finite() => json::push_java_f64(buf, x),
+            _ => return false,
+        },
         DecimalMode::Precise => {
             let mut digits = int.to_owned();
             digits.push_str(&frac[..frac.len().min(2)]);
@@ -1104,6 +1113,13 @@ mod tests {
             .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&buf)))
     }
 
+    /// The bytes written, as text (where the notation matters: `100.0`, `1.0E-7`).
+    fn raw(kind: &Kind, text: &str) -> String {
+        let mut buf = Vec::new();
+        write_value(&mut buf, kind, text.as_bytes());
+        String::from_utf8(buf).unwrap()
+    }
+
     use serde_json::json;
 
     const INT: Kind = Kind::Int(IntType::Int64);
@@ -1185,6 +1201,37 @@ mod tests {
         assert_eq!(twos_complement("129", true), vec![0xff, 0x7f]);
         assert_eq!(twos_complement("256", true), vec![0xff, 0x00]);
         assert_eq!(twos_complement("1", true), vec![0xff]);
+    }
+
+    /// What Debezium 3.6.3 wrote for the same values (tests/cdc/conformance.rs, the options
+    /// cases): numbers as Java prints them, money without its currency symbol.
+    #[test]
+    fn floats_doubles_and_money_strings_as_debezium_writes_them() {
+        let real = Kind::Float { double: false };
+        assert_eq!(out(&FLOAT, "100"), json!(100.0));
+        assert_eq!(out(&FLOAT, "1e-07"), json!(1e-7));
+        assert_eq!(raw(&FLOAT, "1e-07"), "1.0E-7");
+        assert_eq!(raw(&real, "7"), "7.0");
+        assert_eq!(raw(&real, "1e+10"), "1.0E10");
+        let double = Kind::Numeric {
+            precision: None,
+            scale: None,
+            mode: DecimalMode::Double,
+        };
+        assert_eq!(raw(&double, "100"), "100.0");
+        assert_eq!(raw(&double, "0.000001"), "1.0E-6");
+        let money = |mode| Kind::Money { mode };
+        assert_eq!(
+            raw(&money(DecimalMode::Double), "-$1,234,567.89"),
+            "-1234567.89"
+        );
+        assert_eq!(raw(&money(DecimalMode::Double), "$0.00"), "0.0");
+        assert_eq!(out(&money(DecimalMode::String), "$12.34"), json!("12.34"));
+        assert_eq!(out(&money(DecimalMode::String), "-$1.50"), json!("-1.50"));
+        assert_eq!(
+            out(&money(DecimalMode::String), "-$1,234,567.89"),
+            json!("-1234567.89")
+        );
     }
 
     #[test]

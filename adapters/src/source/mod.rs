@@ -780,3 +780,58 @@ fn same_columns(existing: &Relation, specs: &[ColumnSpec], columns: &[ColumnInfo
     key.sort_unstable();
     flagged == key
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(schemas: bool) -> CdcConfig {
+        let mut config: CdcConfig = serde_json::from_value(serde_json::json!({
+            "database_url": "postgres://u:p@h/app",
+            "kafka": {"brokers": "b:9092"},
+            "connect": {
+                "key.converter.schemas.enable": schemas,
+                "value.converter.schemas.enable": schemas,
+            },
+        }))
+        .unwrap();
+        config.topic_prefix = "inventory".to_owned();
+        config
+    }
+
+    /// The heartbeat's key and value byte for byte as Debezium 3.6's JsonConverter writes them
+    /// (copied from a record of the real connector; tests/cdc/conformance.rs compares a live
+    /// one), schema-wrapped and schemaless.
+    #[test]
+    fn heartbeats_are_debeziums_bytes() {
+        let (key, head) = heartbeat_parts(&config(true));
+        assert_eq!(
+            String::from_utf8(key).unwrap(),
+            concat!(
+                r#"{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"#,
+                r#""field":"serverName"}],"optional":false,"#,
+                r#""name":"io.debezium.connector.common.ServerNameKey","version":1},"#,
+                r#""payload":{"serverName":"inventory"}}"#
+            )
+        );
+        assert_eq!(
+            String::from_utf8(heartbeat_value(&head, 1_795_859_801_117)).unwrap(),
+            concat!(
+                r#"{"schema":{"type":"struct","fields":[{"type":"int64","optional":false,"#,
+                r#""field":"ts_ms"}],"optional":false,"#,
+                r#""name":"io.debezium.connector.common.Heartbeat","version":1},"#,
+                r#""payload":{"ts_ms":1795859801117}}"#
+            )
+        );
+
+        let (key, head) = heartbeat_parts(&config(false));
+        assert_eq!(
+            String::from_utf8(key).unwrap(),
+            r#"{"serverName":"inventory"}"#
+        );
+        assert_eq!(
+            String::from_utf8(heartbeat_value(&head, -1)).unwrap(),
+            r#"{"ts_ms":-1}"#
+        );
+    }
+}

@@ -106,6 +106,18 @@ async fn run(service: &Service, cli: &Cli) -> Result<(), ServiceError> {
         Command::Rebuild => {
             let location = settings.store_location(service.name);
             let store = ficus_view::Store::open(&location).await?;
+            if let Some(group) = crate::serve::transactional_views(service, &settings) {
+                // With the group's place in the transaction topic and its last END.
+                ficus_view::rebuild_transactional(&store, &group).await?;
+                for spec in &group.views {
+                    println!(
+                        "{}: view {} emptied; the next start replays {} and {} from their \
+                         earliest offsets",
+                        service.name, spec.name, spec.topic, group.transaction_topic
+                    );
+                }
+                return Ok(());
+            }
             for spec in (service.views)(&settings) {
                 ficus_view::rebuild(&store, &spec).await?;
                 println!(

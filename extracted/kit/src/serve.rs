@@ -173,6 +173,26 @@ impl Metrics {
     }
 }
 
+/// With `views.whole_transactions` (or the service's default): the service's views as one
+/// group, consumed with the adapter's transaction topic, so a monolith transaction shows in all
+/// of them at once.
+pub(crate) fn transactional_views(
+    service: &Service,
+    settings: &Settings,
+) -> Option<TransactionalViews> {
+    let whole_transactions = settings
+        .views
+        .whole_transactions
+        .unwrap_or(service.whole_transactions);
+    whole_transactions.then(|| {
+        (service.views)(settings).into_iter().fold(
+            TransactionalViews::new(service.name, settings.transaction_topic())
+                .settle_ms(settings.views.transaction_settle_ms),
+            TransactionalViews::view,
+        )
+    })
+}
+
 /// Opens the store, starts the views and serves on `listener` until the returned service's
 /// shutdown is triggered. The listener is bound by the caller (tests bind `127.0.0.1:0`).
 pub async fn start(
@@ -195,18 +215,7 @@ pub async fn start(
     ));
     let mut handles = Vec::new();
     let mut group = None;
-    let whole_transactions = settings
-        .views
-        .whole_transactions
-        .unwrap_or(service.whole_transactions);
-    let views: Vec<Arc<ViewStatus>> = if whole_transactions {
-        // One consumer for every view and the adapter's transaction topic: a monolith
-        // transaction shows in all the service's views at once.
-        let mut views = TransactionalViews::new(service.name, settings.transaction_topic())
-            .settle_ms(settings.views.transaction_settle_ms);
-        for spec in (service.views)(settings) {
-            views = views.view(spec);
-        }
+    let views: Vec<Arc<ViewStatus>> = if let Some(views) = transactional_views(service, settings) {
         let handle = ficus_view::start_transactional(store.clone(), views, config.clone()).await?;
         let statuses = handle.statuses.clone();
         group = Some(handle);

@@ -28,7 +28,9 @@ use tracing::Instrument as _;
 mod group;
 mod transaction;
 
-pub use transaction::{DEFAULT_SETTLE_MS, TransactionalViews, ViewsHandle, start_transactional};
+pub use transaction::{
+    DEFAULT_SETTLE_MS, TransactionalViews, ViewsHandle, rebuild_transactional, start_transactional,
+};
 
 use crate::error::{EventError, ViewError};
 use crate::event::{Event, Op, Position};
@@ -179,7 +181,9 @@ pub async fn start(
 }
 
 /// Empties a view and forgets its offsets: its next start replays the topic from the earliest
-/// offset. Run it while no consumer of the view is running.
+/// offset. Run it while no consumer of the view is running. Views applied a transaction at a
+/// time are rebuilt together, with their group's place in the transaction topic:
+/// [`rebuild_transactional`].
 pub async fn rebuild(store: &Store, spec: &ViewSpec) -> Result<(), ViewError> {
     spec.validate()?;
     let statements = Statements::new(store.dialect(), spec);
@@ -512,8 +516,12 @@ async fn apply(
             progress.next_offset = raw.offset + 1;
             progress.events += 1;
             batch.changes.push(change);
-            if source.is_some() {
-                last = source;
+            // The batch's highest position: it interleaves partitions, so its last event is
+            // not always its newest.
+            if let Some(source) = source
+                && last.is_none_or(|(p, _): (Position, i64)| source.0.supersedes(&p))
+            {
+                last = Some(source);
             }
         }
         let mut backoff = Duration::from_millis(100);

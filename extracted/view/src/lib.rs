@@ -15,7 +15,7 @@
 //!   per-key source-position guard in the SQL;
 //! - [`consumer`]: assign, seek to the stored offsets, poll, a bounded channel, batches;
 //!   [`rebuild`]; [`start_transactional`]: several views applied a source transaction at a
-//!   time (Debezium's transaction metadata), never half;
+//!   time (Debezium's transaction metadata), never half, and [`rebuild_transactional`];
 //! - [`ready`]: readiness (caught up with the high watermarks seen at start) and lag;
 //! - [`telemetry`]: `/readyz` and `/metrics` (`ficus_view_*`) as an axum router.
 //!
@@ -44,7 +44,7 @@ pub mod view;
 
 pub use consumer::{
     ConsumerConfig, DEFAULT_SETTLE_MS, Partitions, TransactionalViews, ViewHandle, ViewsHandle,
-    rebuild, start, start_transactional,
+    rebuild, rebuild_transactional, start, start_transactional,
 };
 pub use error::{EventError, ViewError};
 pub use event::{

@@ -1,6 +1,7 @@
 //! Readiness and lag: `/readyz` answers 503 until every partition reached the high watermark
 //! seen at start, then 200; `/metrics` shows the lag and the applied position; while the broker
-//! is away the view keeps serving its rows and reports the broker down and a growing lag.
+//! is away the view keeps serving its rows and reports the broker down and a growing lag. The
+//! applied position reported is the highest applied, whatever order a batch ends in.
 
 mod support;
 
@@ -180,5 +181,54 @@ async fn while_the_broker_is_away_the_view_serves_and_reports_its_lag() {
         assert!(Instant::now() < deadline, "not back: {report:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    view.stop().await.unwrap();
+}
+
+/// The applied source position a view reports (what the proxy and the rollout read) is the
+/// highest it applied, even when a batch ends on an older event of another partition: one batch
+/// takes partition 0's change at commit 300, then its change of another key at commit 50, and
+/// partition 1's at commit 60; whatever order the partitions interleave in, the batch ends on
+/// an older event than its newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applied_position_is_the_highest_of_a_batch() {
+    use rdkafka::producer::FutureRecord;
+    ficus_testkit::init_tracing();
+    let topic = kafka::unique_topic("view-position");
+    kafka::create_topic(&topic, 2).await.unwrap();
+    let producer = producer();
+    for (partition, (key, value)) in [
+        (0, change("c", 1, "newest", 1, Some(300), 305)),
+        (0, change("c", 2, "older", 2, Some(50), 55)),
+        (1, change("c", 3, "older", 3, Some(60), 65)),
+    ] {
+        let (key, value) = (key.unwrap(), value.unwrap());
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .partition(partition)
+                    .key(&key)
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("delivered");
+    }
+    let store = TestStore::new(Kind::Sqlite).await;
+    let mut config = ConsumerConfig::new(kafka::brokers());
+    // The three in one batch.
+    config.batch_max_ms = 3000;
+    let view = ficus_view::start(store.store.clone(), spec(&topic), config)
+        .await
+        .unwrap();
+    assert!(view.status.wait_ready(Duration::from_secs(30)).await);
+    let report = view.status.report();
+    assert_eq!(report.applied, 3);
+    assert_eq!(
+        report.position,
+        Some(ficus_view::Position {
+            commit_lsn: Some(300),
+            lsn: 305
+        })
+    );
     view.stop().await.unwrap();
 }

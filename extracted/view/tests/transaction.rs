@@ -10,7 +10,8 @@
 //! polling both views never sees one without the other. Both also over a transaction topic of
 //! three partitions (the adapter's and Debezium's default): ENDs delivered against commit
 //! order across its partitions are still applied in commit order, and after a restart the
-//! first transaction follows the last END stored, without waiting for quiet partitions.
+//! first transaction follows the last END stored, without waiting for quiet partitions. A
+//! rebuild of the group replays every transaction whole and is ready on idle topics.
 
 mod support;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 use ficus_testkit::kafka;
 use ficus_view::{
     ColumnType, ConsumerConfig, Store, TransactionalViews, ViewSpec, ViewsHandle,
-    start_transactional,
+    rebuild_transactional, start_transactional,
 };
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
@@ -195,10 +196,10 @@ async fn start_settling(store: Store, topics: &Topics, settle_ms: u64) -> ViewsH
         .expect("transactional views")
 }
 
-/// Sends each record to the partition given, waiting for its acknowledgement.
 /// A record to produce: its partition, then its key and value (`None`: null).
 type Placed = (i32, (Option<String>, Option<String>));
 
+/// Sends each record to the partition given, waiting for its acknowledgement.
 async fn produce_to(topic: &str, records: &[Placed]) {
     let producer = producer();
     for (partition, (key, value)) in records {
@@ -214,6 +215,22 @@ async fn produce_to(topic: &str, records: &[Placed]) {
             .await
             .expect("delivered");
     }
+}
+
+/// The BEGIN and END of `tx` (one event of people, one of tasks) on `partition` of the
+/// transaction topic.
+async fn produce_markers(topics: &Topics, tx: &Tx, partition: i32) {
+    produce_to(
+        &topics.transactions,
+        &[
+            (partition, tx.begin()),
+            (
+                partition,
+                tx.end(&[("public.people", 1), ("public.tasks", 1)]),
+            ),
+        ],
+    )
+    .await;
 }
 
 /// People and tasks counted and their highest ids, in one statement.
@@ -385,6 +402,64 @@ async fn a_transaction_is_visible_whole_or_not_at_all_in_postgres() {
     a_transaction_is_visible_whole_or_not_at_all(Kind::Postgres).await;
 }
 
+/// A rebuild of transactional views (service stopped) empties them and forgets where the
+/// group stood in the transaction topic and the last END it took: the next start, on topics
+/// nobody writes to any more, replays every transaction whole and becomes ready without
+/// waiting for a new write.
+async fn a_rebuild_replays_the_transactions_whole(kind: Kind) {
+    ficus_testkit::init_tracing();
+    let topics = topics().await;
+    let store = TestStore::new(kind).await;
+    let handle = start(store.store.clone(), &topics).await;
+    rename_both(&topics, 1..=20).await;
+    wait_for(&store.store, ("v20", "v20")).await;
+    handle.stop().await.unwrap();
+
+    assert!(store.store.last_end("app").await.unwrap().is_some());
+    rebuild_transactional(&store.store, &views(&topics))
+        .await
+        .unwrap();
+    assert_eq!(both(&store.store).await, (None, None), "the views emptied");
+    assert_eq!(
+        store.store.last_end("app").await.unwrap(),
+        None,
+        "the last END forgotten"
+    );
+
+    // The topics stay idle from here on.
+    let handle = start(store.store.clone(), &topics).await;
+    for status in &handle.statuses {
+        assert!(
+            status.wait_ready(Duration::from_secs(30)).await,
+            "{kind:?}: ready after the replay, without a new write: {:?}",
+            status.report()
+        );
+    }
+    assert_eq!(
+        both(&store.store).await,
+        (Some("v20".to_owned()), Some("v20".to_owned())),
+        "{kind:?}: the views full again"
+    );
+    for status in &handle.statuses {
+        assert_eq!(
+            status.report().applied,
+            20,
+            "{kind:?}: every transaction replayed"
+        );
+    }
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_replays_the_transactions_whole_in_sqlite() {
+    a_rebuild_replays_the_transactions_whole(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_replays_the_transactions_whole_in_postgres() {
+    a_rebuild_replays_the_transactions_whole(Kind::Postgres).await;
+}
+
 /// A transaction topic of three partitions with its ENDs delivered against commit order
 /// across partitions (each partition in commit order, as the adapter writes them): transaction
 /// `n` inserts person `n` and task `n`, its BEGIN and END go to partition `(n - 1) % 3`, and
@@ -449,17 +524,7 @@ async fn transactions_apply_in_commit_order_across_transaction_partitions() {
         for n in (3 * group + 1..=3 * group + 3).rev() {
             let tx = Tx::new(n);
             let partition = ((n - 1) % 3) as i32;
-            produce_to(
-                &topics.transactions,
-                &[
-                    (partition, tx.begin()),
-                    (
-                        partition,
-                        tx.end(&[("public.people", 1), ("public.tasks", 1)]),
-                    ),
-                ],
-            )
-            .await;
+            produce_markers(&topics, &tx, partition).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
@@ -545,17 +610,7 @@ async fn create_both(topics: &Topics, store: &Store, tx: &Tx, id: i64, partition
     produce(&producer, &topics.people, &[person]).await;
     produce(&producer, &topics.tasks, &[task]).await;
     let sent = tokio::time::Instant::now();
-    produce_to(
-        &topics.transactions,
-        &[
-            (partition, tx.begin()),
-            (
-                partition,
-                tx.end(&[("public.people", 1), ("public.tasks", 1)]),
-            ),
-        ],
-    )
-    .await;
+    produce_markers(topics, tx, partition).await;
     while counts(store).await != (id, id, id, id) {
         assert!(
             sent.elapsed() < Duration::from_secs(30),

@@ -264,6 +264,29 @@ pub async fn start_transactional(
     })
 }
 
+/// Empties transactional views and forgets their offsets, and the group's offsets in the
+/// transaction topic and the last END it took, in one store transaction: the next start
+/// replays every topic from its earliest offset, each transaction whole again. (Rebuilding
+/// the views alone with [`super::rebuild`] would leave the group past every END in the
+/// transaction topic, with replayed events that no END completes: the views would stay empty
+/// and never ready.) Run it while the group is not running.
+pub async fn rebuild_transactional(
+    store: &Store,
+    group: &TransactionalViews,
+) -> Result<(), ViewError> {
+    group.validate()?;
+    let mut statements = Vec::new();
+    for spec in &group.views {
+        let prepared = Statements::new(store.dialect(), spec);
+        store.prepare(&prepared).await?;
+        statements.push(prepared);
+    }
+    let views: Vec<(&ViewSpec, &Statements)> = group.views.iter().zip(&statements).collect();
+    store
+        .rebuild_group(&group.name, &group.transaction_topic, &views)
+        .await
+}
+
 /// One view of the group.
 struct Member {
     spec: ViewSpec,

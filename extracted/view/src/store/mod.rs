@@ -203,6 +203,29 @@ macro_rules! rebuild_view {
     }};
 }
 
+/// Empties the views of a transactional group and forgets the group's offsets in its
+/// transaction topic and its last END, on `$conn` (a connection inside a transaction).
+macro_rules! rebuild_group {
+    ($conn:expr, $dialect:expr, $group:expr, $transaction_topic:expr, $views:expr) => {{
+        for (spec, statements) in $views {
+            rebuild_view!($conn, spec, statements);
+        }
+        sqlx::query(&$dialect.forget_group_offsets_sql())
+            .bind($group)
+            .bind($transaction_topic)
+            .execute(&mut *$conn)
+            .await
+            .map_err(ViewError::store(
+                "forgetting the transaction topic's offsets",
+            ))?;
+        sqlx::query(&$dialect.forget_last_end_sql())
+            .bind($group)
+            .execute(&mut *$conn)
+            .await
+            .map_err(ViewError::store("forgetting the last transaction END"))?;
+    }};
+}
+
 /// The advisory lock (PostgreSQL) that serializes the preparation of views sharing a store.
 const PREPARE_LOCK: i64 = 0x6669_6375_7376_6965; // "ficusvie"
 
@@ -502,6 +525,51 @@ impl Store {
                     .map_err(ViewError::store("beginning a transaction"))?;
                 let conn = &mut *tx;
                 rebuild_view!(conn, spec, statements);
+                tx.commit().await.map_err(ViewError::store("rebuilding"))
+            }
+        }
+    }
+
+    /// Rebuilds the views of the transactional group `group` (as [`Store::rebuild`] each) and
+    /// forgets the group's offsets in `transaction_topic` and the last END it took, all in one
+    /// transaction: the next start replays every topic from its earliest offset and completes
+    /// each transaction again from its END.
+    pub async fn rebuild_group(
+        &self,
+        group: &str,
+        transaction_topic: &str,
+        views: &[(&ViewSpec, &Statements)],
+    ) -> Result<(), ViewError> {
+        let dialect = self.dialect();
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                let conn = &mut *tx;
+                rebuild_group!(
+                    conn,
+                    dialect,
+                    group,
+                    transaction_topic,
+                    views.iter().copied()
+                );
+                tx.commit().await.map_err(ViewError::store("rebuilding"))
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                let conn = &mut *tx;
+                rebuild_group!(
+                    conn,
+                    dialect,
+                    group,
+                    transaction_topic,
+                    views.iter().copied()
+                );
                 tx.commit().await.map_err(ViewError::store("rebuilding"))
             }
         }

@@ -80,6 +80,24 @@ impl Dialect {
         )
     }
 
+    /// Parameters: group, its transaction topic. Forgets where the group stands in the
+    /// transaction topic (a rebuild of its views).
+    pub fn forget_group_offsets_sql(self) -> String {
+        format!(
+            "DELETE FROM {OFFSETS_TABLE} WHERE view = {} AND topic = {}",
+            self.param(1, "text"),
+            self.param(2, "text")
+        )
+    }
+
+    /// Parameters: group. Forgets the last END the group took (a rebuild of its views).
+    pub fn forget_last_end_sql(self) -> String {
+        format!(
+            "DELETE FROM {TRANSACTIONS_TABLE} WHERE view = {}",
+            self.param(1, "text")
+        )
+    }
+
     /// Parameters: group.
     pub fn load_last_end_sql(self) -> String {
         format!(

@@ -111,9 +111,11 @@ impl Adapter {
         )));
     }
 
-    /// Waits until everything written so far is in the broker (the slot confirmed it).
+    /// Waits until everything written so far is in the broker (the slot confirmed it). The
+    /// insert position, not `pg_current_wal_lsn()` (the write position, which can lie below
+    /// commits just made with `synchronous_commit = off`, so the wait could end early).
     pub async fn wait_caught_up(&self) {
-        let (target,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+        let (target,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
             .fetch_one(&self.db.pool)
             .await
             .unwrap();
