@@ -420,9 +420,9 @@ impl RouteParity {
         // Boxed once: the job's future is large, and the task machinery would move it several
         // times. Off (the default), the span is not entered on every poll.
         if span.is_disabled() {
-            jobs().spawn(Box::pin(job.run()));
+            tokio::spawn(Box::pin(job.run()));
         } else {
-            jobs().spawn(Box::pin(tracing::Instrument::instrument(job.run(), span)));
+            tokio::spawn(Box::pin(tracing::Instrument::instrument(job.run(), span)));
         }
         Some((tee, watch))
     }
@@ -488,27 +488,6 @@ impl RouteParity {
             "record": record,
         })
     }
-}
-
-/// The runtime the jobs run on: one thread of its own for the process, so that a burst of
-/// copies and comparisons never waits in a run queue in front of the next clients' requests
-/// (the client's worker threads hand a job over and go on). When that thread falls behind,
-/// the copies in flight reach the route's `max_concurrent` and the next ones are skipped
-/// (`concurrency`), counted.
-fn jobs() -> &'static tokio::runtime::Handle {
-    static JOBS: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
-    JOBS.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("building the shadow's runtime");
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("ficus-shadow".into())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .expect("starting the shadow's thread");
-        handle
-    })
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -796,25 +775,24 @@ async fn exchange(
     request
         .headers_mut()
         .insert(X_FICUS_SHADOW.clone(), HeaderValue::from_static("1"));
-    let whole =
-        async {
-            let response = upstream.copies.client.request(request).await.map_err(|error| {
+    let whole = async {
+        let response = upstream.client.request(request).await.map_err(|error| {
             tracing::debug!(error = %error, upstream = %upstream.name, "shadow copy failed");
             SkipReason::CandidateError
         })?;
-            let (parts, mut incoming) = response.into_parts();
-            let mut kept = Vec::new();
-            while let Some(frame) = incoming.frame().await {
-                let frame = frame.map_err(|_| SkipReason::CandidateError)?;
-                if let Some(data) = frame.data_ref() {
-                    if (kept.len() + data.len()) as u64 > max {
-                        return Err(SkipReason::ResponseTooLarge);
-                    }
-                    kept.extend_from_slice(data);
+        let (parts, mut incoming) = response.into_parts();
+        let mut kept = Vec::new();
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|_| SkipReason::CandidateError)?;
+            if let Some(data) = frame.data_ref() {
+                if (kept.len() + data.len()) as u64 > max {
+                    return Err(SkipReason::ResponseTooLarge);
                 }
+                kept.extend_from_slice(data);
             }
-            Ok(to_exchange(parts.status, &parts.headers, Bytes::from(kept)))
-        };
+        }
+        Ok(to_exchange(parts.status, &parts.headers, Bytes::from(kept)))
+    };
     match tokio::time::timeout(timeout, whole).await {
         Err(_) => Got::Skip(SkipReason::CandidateTimeout),
         Ok(Err(reason)) => Got::Skip(reason),

@@ -27,16 +27,6 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Keep-alive connections of the lean HTTP/1 path (`http://` upstreams only).
     pub lean: crate::lean::pool::Pool,
-    /// The shadow's copies' own connections ([`crate::shadow`]: they belong to the shadow's
-    /// runtime, whose thread must never be one a client's request waits for).
-    pub copies: Copies,
-}
-
-/// Connections of the shadow's copies to one upstream: the lean pool's kind for `http://`, a
-/// client of its own for `https://`.
-pub struct Copies {
-    pub lean: crate::lean::pool::Pool,
-    pub client: HttpClient,
 }
 
 /// An upstream pool's identity: (name, url, connect timeout ms, CA digest).
@@ -72,13 +62,6 @@ impl UpstreamPool {
                     ),
                     connect_timeout: Duration::from_millis(config.connect_timeout_ms),
                     lean: crate::lean::pool::Pool::default(),
-                    copies: Copies {
-                        lean: crate::lean::pool::Pool::default(),
-                        client: client(
-                            Duration::from_millis(config.connect_timeout_ms),
-                            config.tls.as_ref().map(|t| &*t.config),
-                        ),
-                    },
                 })
             })
             .clone()

@@ -1,7 +1,7 @@
-//! One whole exchange on a lean pool of the copies' own (`Upstream::copies`), for the shadow's
-//! copies ([`crate::shadow`], beside phase 4, on both HTTP/1 paths): the request written in one
-//! go, the answer read whole within a bound and handed over as the parity engine compares it.
-//! Nothing streams: a copy's answer is compared, never passed on.
+//! One whole exchange on the lean pool, for the shadow's copies ([`crate::shadow`], beside
+//! phase 4, on both HTTP/1 paths): the request written in one go, the answer read whole within
+//! a bound and handed over as the parity engine compares it. Nothing streams: a copy's answer
+//! is compared, never passed on.
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,7 +42,6 @@ pub async fn fetch(
     loop {
         tries += 1;
         let mut conn = upstream
-            .copies
             .lean
             .get(&upstream.authority, upstream.connect_timeout, side)
             .await
@@ -128,7 +127,7 @@ async fn read_whole(upstream: &Upstream, answer: Answer, max: u64) -> Result<Fet
         },
     };
     if complete && keep_alive {
-        upstream.copies.lean.put(conn);
+        upstream.lean.put(conn);
     }
     Ok(Fetched {
         status,
