@@ -226,6 +226,33 @@ macro_rules! rebuild_group {
     }};
 }
 
+/// `$body` run with `$conn`, the connection of one transaction of either store, then committed
+/// (`$what` names the work in a commit's error).
+macro_rules! in_transaction {
+    ($store:expr, $conn:ident => $body:expr, $what:expr) => {
+        match $store {
+            Store::Sqlite(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                let $conn = &mut *tx;
+                $body;
+                tx.commit().await.map_err(ViewError::store($what))
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(ViewError::store("beginning a transaction"))?;
+                let $conn = &mut *tx;
+                $body;
+                tx.commit().await.map_err(ViewError::store($what))
+            }
+        }
+    };
+}
+
 /// The advisory lock (PostgreSQL) that serializes the preparation of views sharing a store.
 const PREPARE_LOCK: i64 = 0x6669_6375_7376_6965; // "ficusvie"
 
@@ -508,26 +535,11 @@ impl Store {
     /// Drops the view's rows, deletes, truncate and offsets in one transaction: the next start
     /// replays the topic from its earliest offset.
     pub async fn rebuild(&self, spec: &ViewSpec, statements: &Statements) -> Result<(), ViewError> {
-        match self {
-            Store::Sqlite(pool) => {
-                let mut tx = pool
-                    .begin()
-                    .await
-                    .map_err(ViewError::store("beginning a transaction"))?;
-                let conn = &mut *tx;
-                rebuild_view!(conn, spec, statements);
-                tx.commit().await.map_err(ViewError::store("rebuilding"))
-            }
-            Store::Postgres(pool) => {
-                let mut tx = pool
-                    .begin()
-                    .await
-                    .map_err(ViewError::store("beginning a transaction"))?;
-                let conn = &mut *tx;
-                rebuild_view!(conn, spec, statements);
-                tx.commit().await.map_err(ViewError::store("rebuilding"))
-            }
-        }
+        in_transaction!(
+            self,
+            conn => rebuild_view!(conn, spec, statements),
+            "rebuilding"
+        )
     }
 
     /// Rebuilds the views of the transactional group `group` (as [`Store::rebuild`] each) and
@@ -541,37 +553,16 @@ impl Store {
         views: &[(&ViewSpec, &Statements)],
     ) -> Result<(), ViewError> {
         let dialect = self.dialect();
-        match self {
-            Store::Sqlite(pool) => {
-                let mut tx = pool
-                    .begin()
-                    .await
-                    .map_err(ViewError::store("beginning a transaction"))?;
-                let conn = &mut *tx;
-                rebuild_group!(
-                    conn,
-                    dialect,
-                    group,
-                    transaction_topic,
-                    views.iter().copied()
-                );
-                tx.commit().await.map_err(ViewError::store("rebuilding"))
-            }
-            Store::Postgres(pool) => {
-                let mut tx = pool
-                    .begin()
-                    .await
-                    .map_err(ViewError::store("beginning a transaction"))?;
-                let conn = &mut *tx;
-                rebuild_group!(
-                    conn,
-                    dialect,
-                    group,
-                    transaction_topic,
-                    views.iter().copied()
-                );
-                tx.commit().await.map_err(ViewError::store("rebuilding"))
-            }
-        }
+        in_transaction!(
+            self,
+            conn => rebuild_group!(
+                conn,
+                dialect,
+                group,
+                transaction_topic,
+                views.iter().copied()
+            ),
+            "rebuilding"
+        )
     }
 }
