@@ -712,7 +712,8 @@ pub struct RouteConfig {
 
     // Parity: shadow comparison and recording (crate::shadow).
     /// `shadow = { ... }`: how mode `shadow` copies requests to the extracted side (read in
-    /// that mode only, so the settings stay when the route is flipped and back).
+    /// that mode, and in mode `canary` when `in_canary`; the settings stay when the route is
+    /// flipped and back).
     #[serde(default)]
     pub shadow: ShadowConfig,
     /// `[route.parity]` (or `parity = { ... }`): how the extracted side's answers are compared
@@ -757,6 +758,10 @@ pub struct ShadowConfig {
     /// Largest size of `log_file`; past it mismatches are no longer written (still counted and
     /// kept in memory). Default 64 MiB.
     pub log_max_bytes: u64,
+    /// In mode `canary` too: a sampled request is copied to the side that did not serve it,
+    /// and the two answers compared (the monolith's is the reference), so a canary step is
+    /// judged on parity as well. Default false.
+    pub in_canary: bool,
 }
 
 impl Default for ShadowConfig {
@@ -772,6 +777,7 @@ impl Default for ShadowConfig {
             mismatches_kept: 50,
             log_file: None,
             log_max_bytes: 64 * 1024 * 1024,
+            in_canary: false,
         }
     }
 }

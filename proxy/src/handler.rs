@@ -362,6 +362,7 @@ impl Proxy {
             return planned;
         };
         let head = crate::shadow::Head {
+            served: ctx.side,
             method: planned.head.method.clone(),
             path_and_query: planned.head.path_and_query.clone(),
             headers: planned.head.headers.clone(),
@@ -568,7 +569,7 @@ impl Proxy {
         let mut body = Body::stream(body);
         // The shadow job compares this answer: its body is teed as it streams to the client.
         if let Some(watch) = ctx.shadow.take() {
-            body = watch.response(parts.status, &parts.headers, body);
+            body = watch.response(ctx.responding_side(), parts.status, &parts.headers, body);
         }
         Response::from_parts(parts, body)
     }

@@ -10,6 +10,10 @@
 //!                   JSON-lines log; recording: the request ─► corpus file
 //! ```
 //!
+//! In a canary that keeps comparing (`shadow.in_canary`) the sides turn for the canary's
+//! users: the extracted side answers them, the copy goes to the monolith, and the monolith's
+//! answer is still the reference.
+//!
 //! The client's answer never waits for anything here: the job is a task of its own, holding a
 //! permit of the route's `max_concurrent` (none free: skipped and counted), and it only reads
 //! what the tees send it. Whatever the extracted side does (slow, refused, reset, garbage) ends
@@ -59,9 +63,11 @@ pub enum SkipReason {
     ResponseTooLarge,
     /// The extracted side did not answer whole within the shadow timeout.
     CandidateTimeout,
-    /// The extracted side refused, reset or answered something that is not HTTP.
+    /// The extracted side refused, reset or answered something that is not HTTP (serving a
+    /// comparing canary's user: gave no answer, fallen back from included).
     CandidateError,
-    /// The monolith gave no answer to compare with (ficus answered the client itself).
+    /// The monolith gave no answer to compare with (ficus answered the client itself, or the
+    /// monolith's copy failed).
     MonolithError,
     /// The request or the monolith's body broke off (the client went away).
     Incomplete,
@@ -181,8 +187,12 @@ impl Hub {
         metrics: &Metrics,
         route_timeout: Duration,
     ) -> Option<Arc<RouteParity>> {
-        let shadow = (config.mode == crate::config::Mode::Shadow)
-            .then(|| ShadowSettings::new(&config.shadow, route_timeout, self));
+        let copies = match config.mode {
+            crate::config::Mode::Shadow => true,
+            crate::config::Mode::Canary => config.shadow.in_canary,
+            crate::config::Mode::Monolith | crate::config::Mode::Extracted => false,
+        };
+        let shadow = copies.then(|| ShadowSettings::new(&config.shadow, route_timeout, self));
         let record = config.record.as_ref().map(|r| Recording::new(r, self));
         if shadow.is_none() && record.is_none() {
             return None;
@@ -269,9 +279,11 @@ fn sampled(bps: u32, bucket: Option<u32>) -> bool {
     bps >= 10_000 || bucket.is_some_and(|b| b < bps)
 }
 
-/// The request as it went to the monolith, for the copies and the records.
+/// The request as it went upstream, for the copies and the records.
 #[derive(Clone)]
 pub struct Head {
+    /// The side it went to, whose answer the client gets: the copy goes to the other.
+    pub served: Side,
     pub method: Method,
     pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
@@ -280,13 +292,16 @@ pub struct Head {
     pub written: Option<Bytes>,
 }
 
-/// What the request path needs to hand the job the monolith's answer (phase 6). Dropped
-/// without an answer, it tells the job the monolith gave none.
+/// What the request path needs to hand the job the answer the client gets (phase 6), from the
+/// side chosen to serve (the monolith in mode shadow; either in a comparing canary). Dropped
+/// without that side's answer (ficus answered, or fell back to the monolith), it tells the job
+/// the serving side gave none.
 pub struct Watch {
     answer: Option<(oneshot::Sender<Seen>, u64)>,
+    served: Side,
 }
 
-/// The monolith's answer as the client gets it: head now, body when the tee has it.
+/// The serving side's answer as the client gets it: head now, body when the tee has it.
 struct Seen {
     status: u16,
     /// As compared: lower-case names, hop-by-hop headers out.
@@ -295,23 +310,27 @@ struct Seen {
 }
 
 impl Watch {
-    /// The monolith's answer on its way to the client (the hyper path): its head handed to the
-    /// job, its body teed (bounded) as it streams.
-    pub fn response(self, status: StatusCode, headers: &HeaderMap, body: Body) -> Body {
-        match self.answer(status.as_u16(), || header_list(headers)) {
+    /// The answer on its way to the client from `side` (the hyper path): its head handed to
+    /// the job, its body teed (bounded) as it streams.
+    pub fn response(self, side: Side, status: StatusCode, headers: &HeaderMap, body: Body) -> Body {
+        match self.answer(side, status.as_u16(), || header_list(headers)) {
             Some(tee) => body.with_tee(tee),
             None => body,
         }
     }
 
-    /// The monolith's answer on its way to the client (the lean path): its head handed to the
-    /// job; the returned tee is given the body's bytes as they pass, and finished at its end
-    /// (dropped before, it tells the job the body broke off).
+    /// The answer on its way to the client from `side` (the lean path): its head handed to
+    /// the job; the returned tee is given the body's bytes as they pass, and finished at its
+    /// end (dropped before, it tells the job the body broke off).
     pub(crate) fn answer(
         mut self,
+        side: Side,
         status: u16,
         headers: impl FnOnce() -> Vec<(String, Vec<u8>)>,
     ) -> Option<Tee> {
+        if side != self.served {
+            return None;
+        }
         let (sender, max) = self.answer.take()?;
         let (tee, seen) = Tee::new(max);
         let _ = sender.send(Seen {
@@ -399,10 +418,17 @@ impl RouteParity {
                     Some(receiver),
                     Watch {
                         answer: Some((sender, max)),
+                        served: head.served,
                     },
                 )
             }
-            None => (None, Watch { answer: None }),
+            None => (
+                None,
+                Watch {
+                    answer: None,
+                    served: head.served,
+                },
+            ),
         };
         let job = Job {
             route: self.clone(),
@@ -581,17 +607,23 @@ impl Job {
                 ),
                 route.rules.calibrate_percent,
             );
-        let candidate = exchange(
-            &extracted,
-            Side::Extracted,
+        // The copy goes to the side that does not serve: the extracted side in mode shadow
+        // (and for a comparing canary's monolith users), the monolith for its extracted users.
+        let (to, side) = match head.served {
+            Side::Monolith => (&extracted, Side::Extracted),
+            Side::Extracted => (&shadow.monolith, Side::Monolith),
+        };
+        let copy = exchange(
+            to,
+            side,
             &head,
             &body,
             settings.timeout,
             settings.max_body_bytes,
         );
-        // The copies run at once; the monolith's answer comes on its own (the client's
-        // request path hands it over), so waiting for it after the copies loses nothing.
-        let (candidate, again) = if calibrate {
+        // The copies run at once; the served answer comes on its own (the client's request
+        // path hands it over), so waiting for it after the copies loses nothing.
+        let (copied, again) = if calibrate {
             let again = exchange(
                 &shadow.monolith,
                 Side::Monolith,
@@ -600,12 +632,16 @@ impl Job {
                 settings.timeout,
                 settings.max_body_bytes,
             );
-            let (candidate, again) = tokio::join!(candidate, again);
-            (candidate, Some(again))
+            let (copied, again) = tokio::join!(copy, again);
+            (copied, Some(again))
         } else {
-            (candidate.await, None)
+            (copy.await, None)
         };
-        let monolith = monolith_answer(answer).await;
+        let served = served_answer(answer, head.served).await;
+        let (monolith, candidate) = match head.served {
+            Side::Monolith => (served, copied),
+            Side::Extracted => (copied, served),
+        };
         let monolith = match monolith {
             Got::Answer(answer) => answer,
             Got::Skip(reason) => return metrics.skipped(reason),
@@ -712,13 +748,14 @@ impl Drop for InFlight {
     }
 }
 
-/// The monolith's answer as the client got it, once its body went through.
-async fn monolith_answer(answer: Option<oneshot::Receiver<Seen>>) -> Got {
+/// The serving side's answer as the client got it, once its body went through.
+async fn served_answer(answer: Option<oneshot::Receiver<Seen>>, served: Side) -> Got {
+    let none = Got::Skip(no_answer(served));
     let Some(answer) = answer else {
-        return Got::Skip(SkipReason::MonolithError);
+        return none;
     };
     let Ok(seen) = answer.await else {
-        return Got::Skip(SkipReason::MonolithError);
+        return none;
     };
     match seen.body.await {
         Ok(Teed::Whole(body)) => Got::Answer(ficus_parity::Exchange {
@@ -732,9 +769,37 @@ async fn monolith_answer(answer: Option<oneshot::Receiver<Seen>>) -> Got {
     }
 }
 
+/// Why a side gave no answer to compare: the monolith's own reason, or the candidate's.
+fn no_answer(side: Side) -> SkipReason {
+    match side {
+        Side::Monolith => SkipReason::MonolithError,
+        Side::Extracted => SkipReason::CandidateError,
+    }
+}
+
 /// One copy of the request to `upstream` (`side`), answer and body within `timeout`, the body
 /// within `max` bytes: over the lean pool for an `http://` upstream, else the hyper client.
+/// A copy to the monolith that fails or times out is the monolith's failure, not the
+/// candidate's.
 async fn exchange(
+    upstream: &Upstream,
+    side: Side,
+    head: &Head,
+    body: &Bytes,
+    timeout: Duration,
+    max: u64,
+) -> Got {
+    match fetch_copy(upstream, side, head, body, timeout, max).await {
+        Got::Skip(SkipReason::CandidateTimeout | SkipReason::CandidateError)
+            if side == Side::Monolith =>
+        {
+            Got::Skip(SkipReason::MonolithError)
+        }
+        got => got,
+    }
+}
+
+async fn fetch_copy(
     upstream: &Upstream,
     side: Side,
     head: &Head,

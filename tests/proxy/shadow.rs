@@ -453,6 +453,130 @@ async fn bodies_over_the_limit_are_counted_as_skipped_and_still_reach_the_client
     assert_eq!(now["compared"], 0, "{now:#}");
 }
 
+/// Sends one GET of `/api/people/7` per user (`x-user-id`); the side that served each, checked
+/// against the body that side answers.
+async fn each_user_once(proxy: &TestProxy, users: &[String]) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut sides = Vec::new();
+    for user in users {
+        let response = http
+            .get(proxy.url("/api/people/7"))
+            .header("x-user-id", user)
+            .send()
+            .await
+            .unwrap();
+        let side = response.headers()["x-ficus-side"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: Value = response.json().await.unwrap();
+        let name = if side == "extracted" {
+            "Ada Lovelace"
+        } else {
+            "Ada"
+        };
+        assert_eq!(body, person(name), "{user} served by {side}");
+        sides.push(side);
+    }
+    sides
+}
+
+#[tokio::test]
+async fn a_comparing_canary_copies_each_user_to_the_side_that_did_not_serve_them() {
+    // The two sides differ in one field: every comparison is a mismatch at that path, whoever
+    // served; the monolith's answer is the reference either way.
+    let monolith = JsonServer::start(|_| person("Ada")).await;
+    let people = JsonServer::start(|_| person("Ada Lovelace")).await;
+    let canary = |extra: &str| {
+        routes(
+            &monolith.url(),
+            &people.url(),
+            "canary",
+            &format!(
+                "percent = 50\nsticky = \"header:x-user-id\"\n{extra}\n[route.parity]\ncalibrate_percent = 0\n"
+            ),
+        )
+    };
+    let proxy = crate::start_proxy(&canary("shadow = { in_canary = true }")).await;
+    let users: Vec<String> = (0..60).map(|i| format!("user-{i}")).collect();
+    let sides = each_user_once(&proxy, &users).await;
+    let on_extracted = sides.iter().filter(|s| *s == "extracted").count() as u64;
+    assert_eq!(on_extracted, canary_users(&users), "the canary's users");
+    assert!(on_extracted > 0 && on_extracted < 60, "both sides serve");
+    let now = settled(&proxy, 60).await;
+    assert_eq!(now["compared"], 60, "every user compared: {now:#}");
+    assert_eq!(now["mismatched"], 60, "{now:#}");
+    assert!(now["mismatches"].to_string().contains("$.display_name"), "{now:#}");
+    // Each user's request reached each side once: served on one, copied (marked) to the other.
+    assert_eq!(monolith.hits(), 60);
+    assert_eq!(people.hits(), 60);
+    assert_eq!(monolith.marked.load(Ordering::SeqCst), on_extracted);
+    assert_eq!(people.marked.load(Ordering::SeqCst), 60 - on_extracted);
+    // The monolith's answer is the reference, whoever served.
+    for kept in now["mismatches"].as_array().unwrap() {
+        let name = |side: &str| -> Value {
+            let body = kept[side]["body"]["utf8"].as_str().unwrap_or_default();
+            serde_json::from_str::<Value>(body).unwrap_or_default()["display_name"].clone()
+        };
+        assert_eq!(name("monolith"), "Ada", "{kept:#}");
+        assert_eq!(name("extracted"), "Ada Lovelace", "{kept:#}");
+    }
+
+    // Without `in_canary` a canary copies nothing.
+    proxy.write_routes(&canary("")).await;
+    each_user_once(&proxy, &users).await;
+    assert_eq!(monolith.hits() + people.hits(), 180, "no copies");
+    assert_eq!(
+        proxy
+            .metric("ficus_shadow_compared_total{route=\"people-read\"}")
+            .await,
+        60.0
+    );
+}
+
+/// How many of `users` a 50 % canary of `people-read` (sticky `x-user-id`) sends to the
+/// extracted side.
+fn canary_users(users: &[String]) -> u64 {
+    users
+        .iter()
+        .filter(|u| ficus_proxy::table::bucket("people", u.as_bytes()) < 5000)
+        .count() as u64
+}
+
+#[tokio::test]
+async fn a_comparing_canary_counts_a_failed_extracted_answer_against_the_candidate() {
+    // The extracted side refuses: its users fall back to the monolith (their answer is the
+    // monolith's, not a candidate's: not compared, counted as the candidate's failure); the
+    // monolith's users' copies to it fail the same way.
+    let monolith = JsonServer::start(|_| person("Ada")).await;
+    let refused = format!("http://{}", refused_addr());
+    let extra = "percent = 50\nsticky = \"header:x-user-id\"\nfallback = true\n\
+                 shadow = { in_canary = true }\n[route.parity]\ncalibrate_percent = 0\n";
+    let proxy = crate::start_proxy(&routes(&monolith.url(), &refused, "canary", extra)).await;
+    let http = reqwest::Client::new();
+    let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    for user in &users {
+        let response = http
+            .get(proxy.url("/api/people/7"))
+            .header("x-user-id", user)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-ficus-side"], "monolith");
+        assert_eq!(response.json::<Value>().await.unwrap(), person("Ada"));
+    }
+    let now = settled(&proxy, 40).await;
+    assert_eq!(now["compared"], 0, "{now:#}");
+    assert_eq!(now["skipped"]["candidate_error"], 40, "{now:#}");
+    assert_eq!(now["skipped"]["monolith_error"], 0, "{now:#}");
+    // The canary's users reached the monolith twice: the copy (sent at once, not waiting for
+    // the extracted side's answer) and the fallback.
+    let on_extracted = canary_users(&users);
+    assert!(on_extracted > 0 && on_extracted < 40);
+    assert_eq!(monolith.marked.load(Ordering::SeqCst), on_extracted);
+    assert_eq!(monolith.hits(), 40 + on_extracted);
+}
+
 /// A raw HTTP/1.1 server answering every request with `person(name)`, where `name` is the
 /// query's `<prefix>name` (default "Ada"), framed as the query's `<prefix>framing` says:
 /// `length`, `chunked` (three chunks, an extension and a trailer) or `close` (no length, the

@@ -142,7 +142,13 @@ impl Drop for Chain {
     }
 }
 
-fn routes(monolith: std::net::SocketAddr, candidate: std::net::SocketAddr, key: &Path) -> String {
+/// The chain's routes file; `people_read` is appended to the route under rollout.
+fn routes(
+    monolith: std::net::SocketAddr,
+    candidate: std::net::SocketAddr,
+    key: &Path,
+    people_read: &str,
+) -> String {
     let key = key.display();
     format!(
         r#"# The chain's routes; `ficus rollout` steps people-read through its plan.
@@ -184,6 +190,7 @@ sticky = "header:x-user-id"     # users keep their side
 fallback = true
 timeout_ms = 2000
 auth = {{ require = ["people:read"] }}
+{people_read}
 
 # The list: a second route a plan may move.
 [[route]]
@@ -202,6 +209,11 @@ auth = {{ require = ["people:read"] }}
 
 impl Chain {
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// The chain with `people_read` added to the route under rollout (its `shadow`).
+    async fn start_with(people_read: &str) -> Self {
         let people: Vec<(String, String)> = (0..5)
             .map(|i| (format!("p{i}@example.test"), format!("Person {i}")))
             .collect();
@@ -211,14 +223,19 @@ impl Chain {
         std::fs::write(&key, hex).unwrap();
         // people-read on the monolith, its service not known yet.
         let chain = PeopleChain::start(&people, |monolith| {
-            routes(monolith, "127.0.0.1:9".parse().unwrap(), &key)
+            routes(monolith, "127.0.0.1:9".parse().unwrap(), &key, people_read)
         })
         .await;
         let dir = chain.proxy.routes_path.parent().unwrap().to_path_buf();
         let candidate = Candidate::start(&chain.people).await;
         chain
             .proxy
-            .write_routes(&routes(chain.monolith.addr, candidate.addr, &key))
+            .write_routes(&routes(
+                chain.monolith.addr,
+                candidate.addr,
+                &key,
+                people_read,
+            ))
             .await;
         Self {
             _monolith: chain.monolith,
@@ -918,6 +935,44 @@ async fn a_candidate_failing_in_the_canary_rolls_back_and_stays_paused_until_res
     );
     let (_, status) = ficus(&["rollout", "status", "--plan", plan.to_str().unwrap()]);
     assert!(status.contains("(paused)"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_keeps_comparing_rolls_back_on_its_own_mismatches() {
+    // The route keeps comparing in its canary steps (`shadow.in_canary`): the candidate that
+    // starts answering one field differently there, without a single error, is rolled back
+    // on the canary's own comparisons.
+    let chain = Chain::start_with("shadow = { in_canary = true }").await;
+    let plan = chain.plan(30, 0.1);
+    let load = chain.load(Duration::from_millis(5));
+    let controller = RolloutProcess::start(&plan);
+    chain
+        .wait_for("the canary", Duration::from_secs(120), |l| {
+            l["action"] == "promote" && l["step"] == "canary 20%"
+        })
+        .await;
+    chain.candidate.set(MISMATCH);
+    let rollback = chain
+        .wait_for("a rollback", Duration::from_secs(60), |l| {
+            l["action"] == "rollback"
+        })
+        .await;
+    let _ = load.stop().await;
+    let log = controller.stop();
+    println!("{}", pretty(&chain.ledger()));
+    assert_eq!(chain.mode(), "shadow", "{log}");
+    assert_eq!(rollback["verdict"], "fail");
+    let reason = rollback["reason"].as_str().unwrap();
+    assert!(reason.starts_with("canary 20% failed: "), "{reason}");
+    assert!(reason.contains("mismatch rate"), "{reason}");
+    assert!(
+        !reason.contains("error rate"),
+        "no error, only mismatches: {reason}"
+    );
+    assert!(
+        rollback["inputs"]["mismatched"].as_u64().unwrap() >= 1,
+        "{rollback}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

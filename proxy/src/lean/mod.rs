@@ -802,8 +802,11 @@ impl Conn {
             .answered(answerer, answer.status, ex.start.elapsed().as_secs_f64());
         self.out.clear();
         write_response_head(&mut self.out, ex, &answer, answerer, close);
-        let mut tee = shadow
-            .and_then(|watch| watch.answer(answer.status, || fetch::header_list(&answer.conn)));
+        let mut tee = shadow.and_then(|watch| {
+            watch.answer(ex.responding_side(), answer.status, || {
+                fetch::header_list(&answer.conn)
+            })
+        });
         let mut keep = |data: &[u8]| {
             if let Some(tee) = tee.as_mut() {
                 tee.keep_slice(data);
@@ -1362,7 +1365,7 @@ fn serves(route: &Route, framing: Framing) -> bool {
 }
 
 /// Starts the job of a shadowed or recorded route ([`crate::shadow`]) with the request as it
-/// goes to the monolith (`headers`: the map the upstream head was written from, the request id
+/// goes upstream (`headers`: the map the upstream head was written from, the request id
 /// the proxy made added); the [`crate::shadow::Watch`] for the answer when it is copied.
 fn begin_parity(
     parity: &Arc<crate::shadow::RouteParity>,
@@ -1379,6 +1382,7 @@ fn begin_parity(
         headers.insert(&NAME, id);
     }
     let head = crate::shadow::Head {
+        served: ex.side,
         method: ex.method.clone(),
         path_and_query: target.path_and_query.clone(),
         headers,
