@@ -4,9 +4,9 @@
 //! handler: plan the body ─► RouteParity::begin ─► forward to the monolith ─► respond (Watch::response)
 //!              │ which requests (methods, sticky sample, concurrency)   │ the client's body streams;
 //!              │ request body teed (bounded)                           │ a tee keeps a bounded copy
-//!              └──► spawned job: request body in hand ─► candidate (extracted side, x-ficus-shadow: 1,
-//!                   own timeout)  ∥  monolith again (calibration sample)  ∥  the monolith's answer
-//!                   ─► ficus-parity compare (route's rules, learned noise) ─► counters, last mismatches,
+//!              └──► spawned job: request body in hand ─► the monolith's answer, whole ─► candidate
+//!                   (extracted side, x-ficus-shadow: 1, own timeout) ∥ monolith again (calibration
+//!                   sample) ─► ficus-parity compare (route's rules, learned noise) ─► counters, last mismatches,
 //!                   JSON-lines log; recording: the request ─► corpus file
 //! ```
 //!
@@ -607,6 +607,13 @@ impl Job {
                 ),
                 route.rules.calibrate_percent,
             );
+        // The served answer first: the copy goes out once the client has its answer, so the
+        // copy's answer and comparison never land on the thread beside the client's own (an
+        // answer that never came, a fallback's included, is counted without a copy).
+        let served = served_answer(answer, head.served).await;
+        if let Got::Skip(reason) = served {
+            return metrics.skipped(reason);
+        }
         // The copy goes to the side that does not serve: the extracted side in mode shadow
         // (and for a comparing canary's monolith users), the monolith for its extracted users.
         let (to, side) = match head.served {
@@ -621,8 +628,6 @@ impl Job {
             settings.timeout,
             settings.max_body_bytes,
         );
-        // The copies run at once; the served answer comes on its own (the client's request
-        // path hands it over), so waiting for it after the copies loses nothing.
         let (copied, again) = if calibrate {
             let again = exchange(
                 &shadow.monolith,
@@ -637,7 +642,6 @@ impl Job {
         } else {
             (copy.await, None)
         };
-        let served = served_answer(answer, head.served).await;
         let (monolith, candidate) = match head.served {
             Side::Monolith => (served, copied),
             Side::Extracted => (copied, served),
