@@ -4,10 +4,10 @@
 //! handler: plan the body ─► RouteParity::begin ─► forward to the monolith ─► respond (Watch::response)
 //!              │ which requests (methods, sticky sample, concurrency)   │ the client's body streams;
 //!              │ request body teed (bounded)                           │ a tee keeps a bounded copy
-//!              └──► spawned job: request body in hand ─► the monolith's answer, whole ─► candidate
-//!                   (extracted side, x-ficus-shadow: 1, own timeout) ∥ monolith again (calibration
-//!                   sample) ─► ficus-parity compare (route's rules, learned noise) ─► counters, last mismatches,
-//!                   JSON-lines log; recording: the request ─► corpus file
+//!              └──► spawned job: request body in hand ─► the monolith's answer, whole ─►
+//!                   candidate (extracted side, x-ficus-shadow: 1, own timeout) ∥ monolith again
+//!                   (calibration sample) ─► ficus-parity compare (route's rules, learned noise)
+//!                   ─► counters, last mismatches, JSON-lines log; recording: the request ─► corpus
 //! ```
 //!
 //! In a canary that keeps comparing (`shadow.in_canary`) the sides turn for the canary's
