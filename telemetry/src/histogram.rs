@@ -2,8 +2,8 @@
 //! `/metrics` as a Prometheus histogram that the dashboard and the rollout's latency gate read
 //! back ([`crate::scrape::quantile`]). Its bounds are fine enough that a quantile taken from
 //! them moves at most ~28 % at a time ([`r10_bounds`]), and an observation stays cheap however
-//! many there are: a binary search over the bounds and two relaxed atomic additions, no lock
-//! (`prometheus_client`'s own histogram takes a write lock and scans its bounds in order).
+//! many there are: a branchless binary search over the bounds and two relaxed atomic additions,
+//! no lock (`prometheus_client`'s own histogram takes a write lock and scans its bounds in order).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +49,8 @@ pub struct LatencyHistogram {
 #[derive(Debug)]
 struct Inner {
     bounds: Box<[f64]>,
+    /// The bounds padded with infinities to a power of two, for the branchless search.
+    padded: Box<[f64]>,
     /// Per bucket (not cumulative); the last is past every bound (`+Inf`).
     counts: Box<[AtomicU64]>,
     /// The sum of the observations in nanoseconds (exact addition; 584 years of time fit).
@@ -67,9 +69,17 @@ impl LatencyHistogram {
             "histogram bounds must be finite and strictly increasing: {bounds:?}"
         );
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        let size = (bounds.len() + 1).next_power_of_two();
+        let padded = bounds
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(f64::INFINITY))
+            .take(size)
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 bounds: bounds.into_boxed_slice(),
+                padded,
                 counts,
                 sum_nanos: AtomicU64::new(0),
             }),
@@ -80,8 +90,7 @@ impl LatencyHistogram {
     /// or NaN duration in the first, as zero).
     pub fn observe(&self, seconds: f64) {
         let inner = &*self.inner;
-        let bucket = inner.bounds.partition_point(|bound| *bound < seconds);
-        inner.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        inner.counts[inner.bucket(seconds)].fetch_add(1, Ordering::Relaxed);
         // `as` saturates: NaN and negatives add 0, an absurd duration at most u64::MAX.
         let nanos = (seconds * 1e9).round() as u64;
         inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -108,6 +117,25 @@ impl LatencyHistogram {
         let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         (sum, count, buckets)
+    }
+}
+
+impl Inner {
+    /// How many bounds are below `seconds` (the bucket's index): a binary search of fixed
+    /// length over the padded bounds whose steps compile to conditional moves, so latencies
+    /// spread over the range cost no mispredicted branches (log2 of 64 steps for 51 bounds).
+    fn bucket(&self, seconds: f64) -> usize {
+        let padded = &*self.padded;
+        let mut at = 0;
+        let mut step = padded.len() / 2;
+        while step > 0 {
+            if padded[at + step - 1] < seconds {
+                at += step;
+            }
+            step /= 2;
+        }
+        // Padding is infinite: only an infinite duration passes the last bound, into +Inf.
+        at.min(self.bounds.len())
     }
 }
 
@@ -194,6 +222,22 @@ mod tests {
             "{text}"
         );
         assert_eq!(quantile(&cumulative, 0.5), Some(0.001));
+    }
+
+    #[test]
+    fn the_search_is_the_first_bound_at_least_as_large() {
+        for bounds in [r10_bounds(-4, 1), vec![0.001], vec![0.001, 0.002, 0.005]] {
+            let histogram = LatencyHistogram::new(bounds.clone());
+            let mut probes: Vec<f64> = bounds
+                .iter()
+                .flat_map(|b| [b * 0.99, *b, b * 1.01])
+                .collect();
+            probes.extend([0.0, -1.0, 1e9, f64::INFINITY, f64::NAN]);
+            for v in probes {
+                let expected = bounds.partition_point(|b| *b < v);
+                assert_eq!(histogram.inner.bucket(v), expected, "{v} over {bounds:?}");
+            }
+        }
     }
 
     #[test]
