@@ -14,7 +14,8 @@
 //!
 //! Files: [`env`] the environment behind a trait (tests pass a map); [`config`] the layered
 //! loader whose errors name the key and where its value came from; [`logs`] the tracing
-//! subscriber; [`metrics`] the registry holder and the Prometheus text exposition; [`health`]
+//! subscriber; [`metrics`] the registry holder and the Prometheus text exposition;
+//! [`histogram`] a latency histogram cheap to observe on a request path, over fine bounds; [`health`]
 //! liveness and readiness state; [`admin`] the router that serves them; [`shutdown`] a
 //! cloneable stop signal for `start` functions.
 //!
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod config;
 pub mod env;
 pub mod health;
+pub mod histogram;
 pub mod logs;
 pub mod metrics;
 pub mod scrape;

@@ -3,6 +3,7 @@
 //! screenshot), with the workspace's HTTP client. Each browser gets its own driver port and a
 //! fresh profile directory; dropping it kills the driver, which ends the browser.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,7 +44,10 @@ impl Browser {
         let profile =
             std::env::temp_dir().join(format!("ficus-chromium-{}", ficus_testkit::unique_suffix()));
         std::fs::create_dir_all(&profile).expect("a profile directory");
+        // A process group of its own: the Chromium it starts joins it, and dropping the
+        // browser ends the whole group, even when a failed test never closed the session.
         let driver = Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -238,6 +242,11 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);

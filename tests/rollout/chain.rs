@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use ficus_testkit::{TestAdapter, TestMonolith, TestProxy, unique_suffix};
+use ficus_rollout::readings::{Source, Window, read_counters};
+use ficus_testkit::{TestAdapter, TestMonolith, TestPrometheus, TestProxy, unique_suffix};
 use serde_json::Value;
 
 use crate::support::{PeopleChain, ServiceProcess};
@@ -274,9 +275,21 @@ impl Chain {
         shadow_min_compared: u64,
         max_mismatch_rate: f64,
     ) -> PathBuf {
+        let source = format!("proxy_admin_urls = {admins:?}");
+        self.plan_with_source(&source, routes, shadow_min_compared, max_mismatch_rate)
+    }
+
+    /// [`Chain::plan_of`], the proxies read as `source` says (a `[controller]` line naming
+    /// their admin listeners or a Prometheus server).
+    fn plan_with_source(
+        &self,
+        source: &str,
+        routes: &[&str],
+        shadow_min_compared: u64,
+        max_mismatch_rate: f64,
+    ) -> PathBuf {
         let path = self.dir.join("rollout.toml");
-        let mut text =
-            format!("[controller]\nproxy_admin_urls = {admins:?}\npoll_interval_ms = 250\n");
+        let mut text = format!("[controller]\n{source}\npoll_interval_ms = 250\n");
         for route in routes {
             text.push_str(&format!(
                 r#"
@@ -338,6 +351,55 @@ gates = {{ max_mismatch_rate = {max_mismatch_rate}, max_error_rate_increase = 0.
                 format!("canary {}%", f64::from(p.basis_points) / 100.0)
             }
             _ => route.mode.as_str().to_owned(),
+        }
+    }
+
+    /// A second proxy on the same routes file, as behind a load balancer.
+    async fn second_proxy(&self) -> ficus_proxy::Running {
+        let listeners = ficus_proxy::Listeners {
+            client: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        ficus_proxy::start(
+            &self.proxy.routes_path,
+            ficus_proxy::ServerSettings::default(),
+            listeners,
+        )
+        .unwrap()
+    }
+
+    /// Reads people-read through each proxy at `bases` (`count` each, users of their own), and
+    /// waits until each proxy's admin listener at `admins` counts them compared.
+    async fn read_through(&self, bases: &[String], admins: &[std::net::SocketAddr], count: u64) {
+        let http = reqwest::Client::new();
+        for (i, base) in bases.iter().enumerate() {
+            for n in 0..count as usize {
+                let id = self.ids[n % self.ids.len()];
+                let response = http
+                    .get(format!("{base}/api/people/{id}"))
+                    .bearer_auth(&self.token)
+                    .header("x-user-id", format!("user-{i}-{n}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut counts = Vec::new();
+            for admin in admins {
+                counts.push(compared(*admin).await);
+            }
+            if counts.iter().all(|c| *c == count) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "compared {counts:?} of {count} each"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -680,17 +742,7 @@ async fn compared(admin: std::net::SocketAddr) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_proxy_instances_are_read_and_summed() {
     let chain = Chain::start().await;
-    // A second proxy on the same routes file, as behind a load balancer.
-    let listeners = ficus_proxy::Listeners {
-        client: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    };
-    let second = ficus_proxy::start(
-        &chain.proxy.routes_path,
-        ficus_proxy::ServerSettings::default(),
-        listeners,
-    )
-    .unwrap();
+    let second = chain.second_proxy().await;
     let admins = [
         chain.proxy.admin_url(""),
         format!("http://{}", second.admin_addr),
@@ -712,36 +764,14 @@ async fn two_proxy_instances_are_read_and_summed() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // 20 reads through each proxy, then nothing.
-    let http = reqwest::Client::new();
-    for (i, base) in [chain.proxy.url(""), format!("http://{}", second.addr)]
-        .iter()
-        .enumerate()
-    {
-        for n in 0..20 {
-            let id = chain.ids[n % chain.ids.len()];
-            let response = http
-                .get(format!("{base}/api/people/{id}"))
-                .bearer_auth(&chain.token)
-                .header("x-user-id", format!("user-{i}-{n}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            response.bytes().await.unwrap();
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (a, b) = loop {
-        let (a, b) = (
-            compared(chain.proxy.admin_addr).await,
-            compared(second.admin_addr).await,
-        );
-        if a == 20 && b == 20 {
-            break (a, b);
-        }
-        assert!(Instant::now() < deadline, "compared {a} and {b} of 20 each");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (a, b) = (20, 20);
+    chain
+        .read_through(
+            &[chain.proxy.url(""), format!("http://{}", second.addr)],
+            &[chain.proxy.admin_addr, second.admin_addr],
+            20,
+        )
+        .await;
     let promoted = chain
         .wait_for(
             "a promotion on both instances' sum",
@@ -770,6 +800,93 @@ async fn two_proxy_instances_are_read_and_summed() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    second.stop().await;
+}
+
+/// The window of people-read as `source` reads it now (counts since the proxies started).
+async fn window_of(source: &Source) -> Window {
+    read_counters(&reqwest::Client::new(), source, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .window("people-read")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxy_instances_are_read_through_a_real_prometheus_and_summed() {
+    let chain = Chain::start().await;
+    let second = chain.second_proxy().await;
+    let admins = [chain.proxy.admin_addr, second.admin_addr];
+    let prometheus = TestPrometheus::start(&admins.map(|a| a.to_string())).await;
+    let plan = chain.plan_with_source(
+        &format!("prometheus_url = {:?}", prometheus.url),
+        &["people-read"],
+        30,
+        0.1,
+    );
+    let controller = RolloutProcess::start(&plan);
+    chain
+        .wait_for("the start", Duration::from_secs(30), |l| {
+            l["action"] == "start"
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mode_in(&chain.proxy.proxy) != "shadow" || mode_in(&second.proxy) != "shadow" {
+        assert!(Instant::now() < deadline, "the proxies did not load shadow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The step's window begins at a reading of the federated counters: a scrape (1 s) and a
+    // poll (250 ms) later, the base is what the proxies counted before this traffic.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    chain
+        .read_through(
+            &[chain.proxy.url(""), format!("http://{}", second.addr)],
+            &admins,
+            20,
+        )
+        .await;
+
+    // Within a few scrapes, Prometheus' federated series sum to what the two admin listeners
+    // count: answers per side and status, comparisons, duration buckets.
+    let admin = Source::Admin(admins.map(|a| format!("http://{a}")).to_vec());
+    let federated = Source::Prometheus(prometheus.url.clone());
+    let expected = window_of(&admin).await;
+    assert_eq!(expected.sides[0].answers, 40, "{expected:?}");
+    assert_eq!(expected.compared, 40, "{expected:?}");
+    assert!(
+        expected.sides[0]
+            .duration_buckets
+            .last()
+            .is_some_and(|(le, n)| le.is_infinite() && *n == 40.0),
+        "{expected:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = window_of(&federated).await;
+        if seen == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus' federated window {seen:?}\n is not the admin listeners' {expected:?}\n{}",
+            prometheus.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The controller, reading only Prometheus, promotes on the two instances' sum.
+    let promoted = chain
+        .wait_for(
+            "a promotion on the federated sum",
+            Duration::from_secs(15),
+            |l| l["action"] == "promote",
+        )
+        .await;
+    let log = controller.stop();
+    println!("{}", pretty(&chain.ledger()));
+    assert_eq!(promoted["step"], "canary 20%", "{log}");
+    let summed = promoted["inputs"]["compared"].as_u64().unwrap();
+    assert!((30..=40).contains(&summed), "{summed} compared: {promoted}");
+    assert_eq!(promoted["inputs"]["mismatched"], 0, "{promoted}");
     second.stop().await;
 }
 

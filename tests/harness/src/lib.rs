@@ -16,7 +16,9 @@
 //! - [`raw`]: raw HTTP/1.1 at both ends, for attacks: an upstream that records the bytes it
 //!   receives (and can normalize paths like nginx, or accept h2c upgrades), a client that
 //!   sends bytes as written;
-//! - [`tls`]: a certificate authority per test, TLS servers and a client with a chosen ALPN.
+//! - [`tls`]: a certificate authority per test, TLS servers and a client with a chosen ALPN;
+//! - [`TestPrometheus`]: a real Prometheus server (Debian's `prometheus`) scraping the proxies
+//!   a test starts, on a free port with a config and a TSDB of its own.
 //!
 //! The services' addresses come from `FICUS_TEST_DATABASE_URL` and `FICUS_TEST_KAFKA_BROKERS`
 //! (`eval "$(scripts/services env)"`, or run everything with `scripts/test`). A test that finds
@@ -26,6 +28,7 @@ mod adapter;
 mod db;
 pub mod kafka;
 mod monolith;
+mod prometheus;
 mod proxy;
 pub mod raw;
 pub mod tls;
@@ -34,6 +37,7 @@ pub mod upstream;
 pub use adapter::{SERVICE_FORM, TestAdapter};
 pub use db::TestDatabase;
 pub use monolith::{TestMonolith, shared_signing_key};
+pub use prometheus::TestPrometheus;
 pub use proxy::TestProxy;
 pub use upstream::TestUpstream;
 
