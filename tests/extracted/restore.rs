@@ -77,6 +77,7 @@ async fn a_service_killed_while_restoring_resumes_from_its_stored_offsets() {
         jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_owned(),
         // Small batches: a restore of many transactions, to be killed in the middle of.
         batch_max_events: 200,
+        brokers: ficus_testkit::kafka::brokers(),
     };
     let first = ServiceProcess::start("people", &config);
     // Not ready while restoring; the API refuses with 503 rather than answer from a partial view.
