@@ -691,6 +691,12 @@ fn options_case(properties: &'static [(&'static str, &'static str)], gaps: &'sta
             "SELECT pg_logical_emit_message(false, 'other', 'left out')".to_owned(),
             "TRUNCATE amounts".to_owned(),
             "INSERT INTO amounts VALUES (4, 1, 2, 3, 's4', 'w', -0, 0.001)".to_owned(),
+            // Very small decimals (Java's BigDecimal prints some in E notation).
+            "INSERT INTO amounts VALUES (5, 0.001, 1E-10, 0.01, NULL, 'tiny', 1e-10, 1e-300), \
+             (6, -0.001, 0.0000001, -0.01, NULL, NULL, NULL, NULL), \
+             (7, 0, -0.00000000000000000001, 0, NULL, NULL, NULL, NULL), \
+             (8, 0.000, 0.0000000, 0, NULL, NULL, NULL, NULL)"
+                .to_owned(),
         ],
         tables: &["amounts"],
         absent: &["skip_me"],
