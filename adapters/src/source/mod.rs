@@ -25,7 +25,6 @@ use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::config::CdcConfig;
-use crate::decode::relation::Role as RelationRole;
 use crate::decode::relation::{ColumnSpec, Relation, Role, TableSpec};
 use crate::decode::transaction::{self, Transaction};
 use crate::decode::{Decoder, Op, Record, TxContext, now_ms};
@@ -375,7 +374,7 @@ impl<'a> Streamer<'a> {
             LogicalReplicationMessage::Insert { relation_id, tuple } => {
                 let (relation, tx, check) = self.context(relation_id)?;
                 let published = self.published(!self.config.debezium.skipped_operations.create);
-                self.open_transaction(is_captured(&relation) && published, &tx)
+                self.open_transaction(in_transaction_topic(&relation) && published, &tx)
                     .await?;
                 self.decoder
                     .insert(&relation, &tuple, lsn, &tx, check, &mut self.records);
@@ -389,7 +388,7 @@ impl<'a> Streamer<'a> {
             } => {
                 let (relation, tx, check) = self.context(relation_id)?;
                 let published = self.published(!self.config.debezium.skipped_operations.update);
-                self.open_transaction(is_captured(&relation) && published, &tx)
+                self.open_transaction(in_transaction_topic(&relation) && published, &tx)
                     .await?;
                 self.decoder.update(
                     &relation,
@@ -409,7 +408,7 @@ impl<'a> Streamer<'a> {
             } => {
                 let (relation, tx, check) = self.context(relation_id)?;
                 let published = self.published(!self.config.debezium.skipped_operations.delete);
-                self.open_transaction(is_captured(&relation) && published, &tx)
+                self.open_transaction(in_transaction_topic(&relation) && published, &tx)
                     .await?;
                 self.decoder
                     .delete(&relation, &old_tuple, lsn, &tx, check, &mut self.records);
@@ -420,7 +419,7 @@ impl<'a> Streamer<'a> {
                     let (relation, tx, _) = self.context(relation_id)?;
                     // Debezium's publication sends truncates even when it skips them.
                     let published = self.published(true);
-                    self.open_transaction(is_captured(&relation) && published, &tx)
+                    self.open_transaction(in_transaction_topic(&relation) && published, &tx)
                         .await?;
                     if !self
                         .filter
@@ -783,9 +782,12 @@ fn heartbeat_value(head: &[u8], ts_ms: i64) -> Vec<u8> {
     value
 }
 
-/// A table whose changes are events (not one of ficus's own).
-fn is_captured(relation: &Relation) -> bool {
-    matches!(relation.role, RelationRole::Table | RelationRole::Outbox(_))
+/// Whether a change of `relation` opens a transaction on the transaction topic (BEGIN, then END
+/// at its commit): any table outside ficus's own schema, excluded ones too, as Debezium does
+/// (its publication has every table; it writes BEGIN and END, with no events, for a
+/// transaction of tables its lists leave out).
+fn in_transaction_topic(relation: &Relation) -> bool {
+    &*relation.schema != crate::migrations::SCHEMA
 }
 
 fn same_columns(existing: &Relation, specs: &[ColumnSpec], columns: &[ColumnInfo]) -> bool {
