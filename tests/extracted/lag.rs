@@ -46,6 +46,7 @@ async fn convergence_lag_under_sustained_writes() {
             topic_prefix: adapter.prefix.clone(),
             jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_owned(),
             batch_max_events: 1000,
+            brokers: ficus_testkit::kafka::brokers(),
         },
     );
     people.wait_ready(Duration::from_secs(120)).await;

@@ -9,12 +9,15 @@
 //!   readiness false until caught up, then true;
 //! - [`lag`]: the convergence lag at 1,000 writes/s sustained (a benchmark, ignored unless
 //!   `scripts/bench-lag` runs it);
+//! - [`outage`]: the broker killed under the people service: it keeps serving its view and
+//!   reports its lag, then catches up;
 //! - [`transaction`]: the tasks service applies a monolith transaction whole: a rename of the
 //!   assignee and an edit of the task in one transaction are never seen half;
 //! - [`shadow`]: the service shadowed behind the monolith (all compared, none mismatched), its
 //!   reads recorded into a corpus that `ficus parity` replays green.
 
 mod lag;
+mod outage;
 mod parity;
 mod restore;
 mod shadow;

@@ -204,6 +204,7 @@ async fn the_services_answer_as_the_monolith_does_after_every_write() {
         topic_prefix: adapter.prefix.clone(),
         jwks_url: proxy.admin_url("/.well-known/jwks.json"),
         batch_max_events: 1000,
+        brokers: ficus_testkit::kafka::brokers(),
     };
     let people = ServiceProcess::start(
         "people",

@@ -3,7 +3,9 @@
 //! rows, so after the restart: the view equals the table (the latest value per key), every
 //! event was applied exactly once (the events counted equal the offsets reached), and the
 //! restarted process consumed only what the first had not stored (no restart from zero).
-//! Readiness is false (and the API answers 503 `not_ready`) until the view caught up, then true.
+//! Readiness is false (and the API answers 503 `not_ready`) until the view caught up, then true;
+//! meanwhile `/metrics` reports `ficus_view_lag_events` and `ficus_view_lag_seconds` above 0,
+//! both 0 once caught up.
 //! Then `ficus-people rebuild` empties the view and a start replays it whole.
 
 use std::collections::BTreeMap;
@@ -77,6 +79,7 @@ async fn a_service_killed_while_restoring_resumes_from_its_stored_offsets() {
         jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_owned(),
         // Small batches: a restore of many transactions, to be killed in the middle of.
         batch_max_events: 200,
+        brokers: ficus_testkit::kafka::brokers(),
     };
     let first = ServiceProcess::start("people", &config);
     // Not ready while restoring; the API refuses with 503 rather than answer from a partial view.
@@ -122,6 +125,19 @@ async fn a_service_killed_while_restoring_resumes_from_its_stored_offsets() {
         .await
         .unwrap();
     assert_eq!(views["ready"], false, "{views}");
+    // Its /metrics says it is behind while restoring: events (per partition, summed) and seconds.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (behind, seconds) = loop {
+        let (events, seconds) = lag(&second).await;
+        if events > 0.0 {
+            break (events, seconds);
+        }
+        assert!(!second.ready().await, "ready before any lag was reported");
+        assert!(Instant::now() < deadline, "no lag reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(seconds > 0.0, "{behind} events behind, but 0 s");
+    println!("restarting: {behind} events behind, {seconds:.3} s");
     second.wait_ready(Duration::from_secs(120)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while sum(&stored_offsets(&store).await).0 < total {
@@ -140,6 +156,16 @@ async fn a_service_killed_while_restoring_resumes_from_its_stored_offsets() {
     }
     let (next, events) = sum(&after);
     assert_eq!(next, total, "every event consumed");
+    // Caught up: no lag left on /metrics (the watermarks are fetched every 100 ms).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lag(&second).await != (0.0, 0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "lag left: {:?}",
+            lag(&second).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         events, total,
         "no event applied twice: events counted = offsets reached"
@@ -201,4 +227,31 @@ async fn a_service_killed_while_restoring_resumes_from_its_stored_offsets() {
     store.close().await;
     adapter.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ficus_view_lag_events` of the people view summed over its partitions, and
+/// `ficus_view_lag_seconds`, from the service's `/metrics`.
+async fn lag(service: &ServiceProcess) -> (f64, f64) {
+    let text = reqwest::get(service.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line: &str| -> f64 {
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let events = text
+        .lines()
+        .filter(|l| l.starts_with("ficus_view_lag_events{view=\"people\","))
+        .map(value)
+        .sum();
+    let seconds = text
+        .lines()
+        .find(|l| l.starts_with("ficus_view_lag_seconds{view=\"people\"}"))
+        .map_or(0.0, value);
+    (events, seconds)
 }

@@ -68,6 +68,8 @@ pub struct ServiceConfig {
     pub topic_prefix: String,
     pub jwks_url: String,
     pub batch_max_events: usize,
+    /// `bootstrap.servers`: the shared test broker ([`kafka::brokers`]) or a private one.
+    pub brokers: String,
 }
 
 /// `ficus-<name>` with the settings of `config` in its environment.
@@ -79,7 +81,7 @@ fn command(name: &str, config: &ServiceConfig) -> Command {
         .env(var("LISTEN"), "127.0.0.1:0")
         .env(var("STORE"), &config.store)
         .env(var("TOPIC_PREFIX"), &config.topic_prefix)
-        .env(var("KAFKA__BROKERS"), kafka::brokers())
+        .env(var("KAFKA__BROKERS"), &config.brokers)
         .env(var("IDENTITY__JWKS_URL"), &config.jwks_url)
         .env(
             var("VIEWS__BATCH_MAX_EVENTS"),
@@ -286,6 +288,16 @@ impl PeopleChain {
         people: &[(impl AsRef<str>, impl AsRef<str>)],
         routes: impl FnOnce(SocketAddr) -> String,
     ) -> Self {
+        Self::start_on(&kafka::brokers(), people, routes).await
+    }
+
+    /// [`PeopleChain::start`] with the adapter and the service on `brokers` (a
+    /// [`ficus_testkit::PrivateBroker`] for an outage test).
+    pub async fn start_on(
+        brokers: &str,
+        people: &[(impl AsRef<str>, impl AsRef<str>)],
+        routes: impl FnOnce(SocketAddr) -> String,
+    ) -> Self {
         let monolith = TestMonolith::start().await;
         let token = monolith.admin_token().await;
         let mut ids = Vec::new();
@@ -295,7 +307,10 @@ impl PeopleChain {
                 .await;
             ids.push(person["id"].as_i64().expect("a person's id"));
         }
-        let adapter = TestAdapter::start(&monolith.db.url, &["public.people"], 1).await;
+        let mut settings = ficus_testkit::SERVICE_FORM.to_vec();
+        settings.push(("KAFKA__BROKERS", brokers));
+        let adapter =
+            TestAdapter::start_with(&monolith.db.url, &["public.people"], 1, &settings).await;
         adapter
             .wait_snapshot_complete(Duration::from_secs(180))
             .await;
@@ -312,6 +327,7 @@ impl PeopleChain {
                 topic_prefix: adapter.prefix.clone(),
                 jwks_url: proxy.admin_url("/.well-known/jwks.json"),
                 batch_max_events: 1000,
+                brokers: brokers.to_owned(),
             },
         );
         people.wait_ready(Duration::from_secs(60)).await;

@@ -50,6 +50,7 @@ async fn a_rename_and_a_task_edit_in_one_transaction_show_together() {
         topic_prefix: adapter.prefix.clone(),
         jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_owned(),
         batch_max_events: 1000,
+        brokers: ficus_testkit::kafka::brokers(),
     };
     let tasks = ServiceProcess::start("tasks", &config);
     tasks.wait_ready(Duration::from_secs(120)).await;

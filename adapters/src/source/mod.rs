@@ -25,7 +25,6 @@ use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::config::CdcConfig;
-use crate::decode::relation::Role as RelationRole;
 use crate::decode::relation::{ColumnSpec, Relation, Role, TableSpec};
 use crate::decode::transaction::{self, Transaction};
 use crate::decode::{Decoder, Op, Record, TxContext, now_ms};
@@ -50,6 +49,10 @@ pub struct Streamer<'a> {
     counters: HashMap<(Arc<str>, Op), Counter>,
     tx: Option<TxContext>,
     tx_commit_micros: i64,
+    /// Whether the open transaction made a change Debezium's publication sends (one created
+    /// `WITH (publish = ...)` without the skipped operations; PostgreSQL does not send it a
+    /// transaction with none, so its `sequence` and transaction topic never see one).
+    tx_published: bool,
     last_commit_lsn: Option<u64>,
     token: Arc<Mutex<CancellationToken>>,
     shutdown: CancellationToken,
@@ -156,6 +159,7 @@ impl<'a> Streamer<'a> {
             counters: HashMap::new(),
             tx: None,
             tx_commit_micros: 0,
+            tx_published: false,
             last_commit_lsn: None,
             token,
             shutdown,
@@ -325,6 +329,7 @@ impl<'a> Streamer<'a> {
                 self.tx_commit_micros = micros;
                 self.tx_begin_lsn = lsn;
                 self.tx_meta = None;
+                self.tx_published = false;
                 self.tx = Some(TxContext {
                     xid,
                     commit_ts_us: micros,
@@ -341,8 +346,13 @@ impl<'a> Streamer<'a> {
                     let record = self.transaction_record(meta.key(lsn), value);
                     self.send(&record).await?;
                 }
+                // Confirmed to PostgreSQL whatever it held (the slot must not keep its WAL); but
+                // a transaction of skipped operations only is not a commit Debezium's
+                // `sequence` names (its publication never sent it).
                 self.sink.tracker().commit(end_lsn, self.tx_commit_micros);
-                self.last_commit_lsn = Some(end_lsn);
+                if self.tx_published {
+                    self.last_commit_lsn = Some(end_lsn);
+                }
                 self.tx = None;
             }
             LogicalReplicationMessage::Relation {
@@ -363,7 +373,9 @@ impl<'a> Streamer<'a> {
             }
             LogicalReplicationMessage::Insert { relation_id, tuple } => {
                 let (relation, tx, check) = self.context(relation_id)?;
-                self.open_transaction(is_captured(&relation), &tx).await?;
+                let published = self.published(!self.config.debezium.skipped_operations.create);
+                self.open_transaction(in_transaction_topic(&relation) && published, &tx)
+                    .await?;
                 self.decoder
                     .insert(&relation, &tuple, lsn, &tx, check, &mut self.records);
                 self.emit(&relation, &tx, check, lsn).await?;
@@ -375,7 +387,9 @@ impl<'a> Streamer<'a> {
                 ..
             } => {
                 let (relation, tx, check) = self.context(relation_id)?;
-                self.open_transaction(is_captured(&relation), &tx).await?;
+                let published = self.published(!self.config.debezium.skipped_operations.update);
+                self.open_transaction(in_transaction_topic(&relation) && published, &tx)
+                    .await?;
                 self.decoder.update(
                     &relation,
                     old_tuple.as_ref(),
@@ -393,7 +407,9 @@ impl<'a> Streamer<'a> {
                 ..
             } => {
                 let (relation, tx, check) = self.context(relation_id)?;
-                self.open_transaction(is_captured(&relation), &tx).await?;
+                let published = self.published(!self.config.debezium.skipped_operations.delete);
+                self.open_transaction(in_transaction_topic(&relation) && published, &tx)
+                    .await?;
                 self.decoder
                     .delete(&relation, &old_tuple, lsn, &tx, check, &mut self.records);
                 self.emit(&relation, &tx, check, lsn).await?;
@@ -401,7 +417,10 @@ impl<'a> Streamer<'a> {
             LogicalReplicationMessage::Truncate { relation_ids, .. } => {
                 for relation_id in relation_ids {
                     let (relation, tx, _) = self.context(relation_id)?;
-                    self.open_transaction(is_captured(&relation), &tx).await?;
+                    // Debezium's publication sends truncates even when it skips them.
+                    let published = self.published(true);
+                    self.open_transaction(in_transaction_topic(&relation) && published, &tx)
+                        .await?;
                     if !self
                         .filter
                         .keep_truncate(&relation.schema, &relation.table, tx.commit_lsn)
@@ -439,6 +458,9 @@ impl<'a> Streamer<'a> {
         lsn: u64,
     ) -> Result<(), CdcError> {
         let tx = if transactional { self.tx } else { None };
+        if transactional {
+            self.published(true);
+        }
         if !transactional {
             self.last_commit_lsn = Some(lsn);
         }
@@ -467,6 +489,15 @@ impl<'a> Streamer<'a> {
             self.sink.tracker().commit(lsn, self.tx_commit_micros);
         }
         Ok(())
+    }
+
+    /// Notes a change of the open transaction that Debezium's publication sends (`published`:
+    /// an insert, update or delete not in `skipped.operations`, any truncate, a transactional
+    /// message; every table is in it, excluded or not, as the Debezium oracle shows); returns
+    /// `published`.
+    fn published(&mut self, published: bool) -> bool {
+        self.tx_published |= published;
+        published
     }
 
     /// The relation and transaction of a change, and whether it needs the snapshot filter.
@@ -751,9 +782,12 @@ fn heartbeat_value(head: &[u8], ts_ms: i64) -> Vec<u8> {
     value
 }
 
-/// A table whose changes are events (not one of ficus's own).
-fn is_captured(relation: &Relation) -> bool {
-    matches!(relation.role, RelationRole::Table | RelationRole::Outbox(_))
+/// Whether a change of `relation` opens a transaction on the transaction topic (BEGIN, then END
+/// at its commit): any table outside ficus's own schema, excluded ones too, as Debezium does
+/// (its publication has every table; it writes BEGIN and END, with no events, for a
+/// transaction of tables its lists leave out).
+fn in_transaction_topic(relation: &Relation) -> bool {
+    &*relation.schema != crate::migrations::SCHEMA
 }
 
 fn same_columns(existing: &Relation, specs: &[ColumnSpec], columns: &[ColumnInfo]) -> bool {

@@ -65,7 +65,8 @@ pub struct ConsumerConfig {
     pub batch_max_events: usize,
     /// Longest wait for a batch to fill once its first event arrived.
     pub batch_max_ms: u64,
-    /// Records between the poller and the applier (the bound that makes backpressure).
+    /// Records between the poller and the applier (the bound that makes backpressure; see
+    /// [`ConsumerConfig::buffer_bound_events`]).
     pub channel_capacity: usize,
     /// Ready within this many events of the high watermark (0: only at it).
     pub max_lag_events: u64,
@@ -95,6 +96,16 @@ impl ConsumerConfig {
             delete_retention_ms: 24 * 3600 * 1000,
             properties: Vec::new(),
         }
+    }
+
+    /// The most events a view holds taken from the broker but not stored
+    /// (`ficus_view_buffered_events`): the channel full, a batch being written, and the one
+    /// record the poller waits to hand over. A slower store only makes the poller wait; the
+    /// rest stays in the broker (librdkafka's own prefetch is bounded per partition by
+    /// `queued.max.messages.kbytes`). Whole-transaction apply holds a transaction whole on
+    /// top of this, until its END and every event of it arrived.
+    pub fn buffer_bound_events(&self) -> usize {
+        self.channel_capacity.max(1) + self.batch_max_events.max(1) + 1
     }
 }
 
@@ -381,7 +392,7 @@ async fn consume(
     tracing::info!(partitions = ?start, "consuming from the stored offsets");
     status.start(start);
     let _poller = AbortOnDrop(tokio::spawn(
-        poll(consumer.clone(), sender).in_current_span(),
+        poll(consumer.clone(), status.clone(), sender).in_current_span(),
     ));
     apply(store, spec, statements, config, status, receiver, stop).await
 }
@@ -395,10 +406,11 @@ fn resume_at(stored: Progress) -> Offset {
     }
 }
 
-async fn poll(consumer: Arc<StreamConsumer>, sender: mpsc::Sender<Item>) {
+async fn poll(consumer: Arc<StreamConsumer>, status: Arc<ViewStatus>, sender: mpsc::Sender<Item>) {
     loop {
         match consumer.recv().await {
             Ok(message) => {
+                status.took();
                 let raw = Raw {
                     partition: message.partition(),
                     offset: message.offset(),
@@ -541,6 +553,7 @@ async fn apply(
             }
         };
         status.stored(&batch.offsets, last, outcome.applied, outcome.stale);
+        status.released(raws.len());
         if outcome.pruned > 0 {
             tracing::debug!(pruned = outcome.pruned, "deletes forgotten");
         }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::event::Position;
@@ -64,6 +65,11 @@ pub struct StatusReport {
     pub consumed: u64,
     pub applied: u64,
     pub stale: u64,
+    /// Events taken from the broker (out of the consumer's fetch queue) and not stored yet:
+    /// what the kit holds between the poller and the store, at most
+    /// [`crate::ConsumerConfig::buffer_bound_events`] (one transaction more in
+    /// whole-transaction apply).
+    pub buffered_events: i64,
     /// Why the view stopped, when it did.
     pub failure: Option<String>,
 }
@@ -88,6 +94,8 @@ pub struct ViewStatus {
     pub topic: String,
     max_lag_events: i64,
     inner: Mutex<Inner>,
+    /// Events taken from the broker, not stored yet (outside the lock: the poller counts each).
+    buffered: AtomicI64,
 }
 
 impl ViewStatus {
@@ -107,7 +115,19 @@ impl ViewStatus {
                 stale: 0,
                 failure: None,
             }),
+            buffered: AtomicI64::new(0),
         }
+    }
+
+    /// The poller took an event from the broker.
+    pub(crate) fn took(&self) {
+        self.buffered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `events` taken before are stored (or dropped with the consumer).
+    pub(crate) fn released(&self, events: usize) {
+        self.buffered
+            .fetch_sub(i64::try_from(events).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -262,6 +282,7 @@ impl ViewStatus {
             consumed: inner.consumed,
             applied: inner.applied,
             stale: inner.stale,
+            buffered_events: self.buffered.load(Ordering::Relaxed),
             failure: inner.failure.clone(),
         }
     }

@@ -30,6 +30,7 @@ pub mod names {
     pub const NEXT_OFFSET: &str = "ficus_view_next_offset";
     pub const BROKER_UP: &str = "ficus_view_broker_up";
     pub const EVENTS: &str = "ficus_view_events";
+    pub const BUFFERED_EVENTS: &str = "ficus_view_buffered_events";
 }
 
 /// The router serving `/readyz` and `/metrics` for `views`.
@@ -61,6 +62,7 @@ fn readyz(views: &[Arc<ViewStatus>]) -> Response {
             "lag_events": r.lag_events,
             "lag_seconds": r.lag_seconds,
             "broker_up": r.broker_up,
+            "buffered_events": r.buffered_events,
             "applied_position": r.position.map(|p| p.to_string()),
             "applied_lsn": r.position.map(|p| p.lsn),
             "source_ts_ms": r.source_ts_ms,
@@ -144,6 +146,12 @@ impl Collector for ViewsCollector {
             names::BROKER_UP,
             "1 when the broker answered the last watermark request",
             per_view(&|r| f64::from(u8::from(r.broker_up))),
+        )?;
+        gauge(
+            &mut encoder,
+            names::BUFFERED_EVENTS,
+            "Events taken from the broker and not stored yet (bounded: backpressure)",
+            per_view(&|r| r.buffered_events as f64),
         )?;
         let per_partition = |f: &dyn Fn(&crate::ready::PartitionStatus) -> f64| {
             reports

@@ -5,6 +5,7 @@
 //! - [`kafka`]: the broker's address, a topic name per test, topic creation, and a reader that
 //!   reads a topic to its end or until a condition holds ([`kafka::read_topic`],
 //!   [`kafka::wait_for_messages`]);
+//! - [`PrivateBroker`]: a Tansu broker of a test's own, to stop and start (an outage);
 //! - [`TestMonolith`]: the legacy monolith in-process on `127.0.0.1:0` over its own database,
 //!   started by `ficus_monolith::start` like `ficus monolith`;
 //! - [`TestAdapter`]: the change-data adapter in-process over a test database (slot, publication
@@ -25,6 +26,7 @@
 //! them missing fails with a message naming the script: tests never mock these services.
 
 mod adapter;
+mod broker;
 mod db;
 pub mod kafka;
 mod monolith;
@@ -35,6 +37,7 @@ pub mod tls;
 pub mod upstream;
 
 pub use adapter::{SERVICE_FORM, TestAdapter};
+pub use broker::PrivateBroker;
 pub use db::TestDatabase;
 pub use monolith::{TestMonolith, shared_signing_key};
 pub use prometheus::TestPrometheus;

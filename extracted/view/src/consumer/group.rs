@@ -171,11 +171,12 @@ pub(super) fn spawn(
         .map_err(ViewError::kafka("subscribing"))?;
     let span = tracing::Span::current();
     let flag = running.clone();
+    let status = status.clone();
     std::thread::Builder::new()
         .name(format!("view-{}", spec.name))
         .spawn(move || {
             let _entered = span.enter();
-            poll(&consumer, &flag, &sender);
+            poll(&consumer, &flag, &status, &sender);
             // Dropping the consumer closes it: it leaves the group (the revocation finds the
             // applier gone and only unassigns).
         })
@@ -183,11 +184,17 @@ pub(super) fn spawn(
     Ok(GroupPoller { running })
 }
 
-fn poll(consumer: &BaseConsumer<GroupContext>, running: &AtomicBool, sender: &mpsc::Sender<Item>) {
+fn poll(
+    consumer: &BaseConsumer<GroupContext>,
+    running: &AtomicBool,
+    status: &ViewStatus,
+    sender: &mpsc::Sender<Item>,
+) {
     while running.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(message)) => {
+                status.took();
                 let raw = Raw {
                     partition: message.partition(),
                     offset: message.offset(),

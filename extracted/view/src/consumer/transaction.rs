@@ -413,8 +413,9 @@ async fn consume(
         .enumerate()
         .map(|(i, t)| (t.clone(), (i < views.len()).then_some(i)))
         .collect();
+    let statuses: Vec<Arc<ViewStatus>> = views.iter().map(|m| m.status.clone()).collect();
     let _poller = AbortOnDrop(tokio::spawn(
-        poll(consumer.clone(), index, sender).in_current_span(),
+        poll(consumer.clone(), index, statuses, sender).in_current_span(),
     ));
     let mut applier = Applier::new(group, views, config, marker_partitions, consumer, last_end);
     applier.apply(store, receiver, stop).await
@@ -423,12 +424,16 @@ async fn consume(
 async fn poll(
     consumer: Arc<StreamConsumer>,
     index: HashMap<String, Option<usize>>,
+    statuses: Vec<Arc<ViewStatus>>,
     sender: mpsc::Sender<Received>,
 ) {
     loop {
         match consumer.recv().await {
             Ok(message) => {
                 let view = index.get(message.topic()).copied().flatten();
+                if let Some(status) = view.and_then(|v| statuses.get(v)) {
+                    status.took();
+                }
                 let raw = Raw {
                     partition: message.partition(),
                     offset: message.offset(),
@@ -982,6 +987,9 @@ impl Applier {
             self.views[v]
                 .status
                 .stored(&batch.offsets, last[v], outcome.applied, outcome.stale);
+        }
+        for (member, raws) in self.views.iter().zip(&raws) {
+            member.status.released(raws.len());
         }
         Ok(())
     }
