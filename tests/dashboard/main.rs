@@ -205,6 +205,7 @@ async fn the_dashboard_shows_the_proxys_numbers_follows_a_flip_and_the_ledger() 
             topic_prefix: adapter.prefix.clone(),
             jwks_url: format!("http://{dead}/.well-known/jwks.json"),
             batch_max_events: 1000,
+            brokers: ficus_testkit::kafka::brokers(),
         },
     );
     let text = routes(

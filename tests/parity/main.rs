@@ -235,6 +235,7 @@ async fn ficus_parity_replays_a_corpus_against_the_real_service_and_names_what_d
             topic_prefix: adapter.prefix.clone(),
             jwks_url: proxy.admin_url("/.well-known/jwks.json"),
             batch_max_events: 1000,
+            brokers: ficus_testkit::kafka::brokers(),
         },
     );
     proxy
