@@ -3,115 +3,12 @@
 //! written during the outage once the broker is back. The broker is a private Tansu for this test, so
 //! stopping it disturbs no other test.
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ficus_adapters::CancellationToken;
+use ficus_testkit::PrivateBroker;
 
-use crate::support::{CdcTest, free_addr, metric_sum, spawn_writer};
-
-/// A Tansu broker of this test's own, with its data in a directory that survives restarts.
-struct PrivateBroker {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateBroker {
-    fn new() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("ficus-tansu-{}", ficus_testkit::unique_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self {
-            dir,
-            port: free_addr().port(),
-            child: None,
-        }
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn start(&mut self) {
-        let tansu = which_tansu();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("tansu.log"))
-            .unwrap();
-        let child = Command::new(tansu)
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting tansu");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: the broker vanishes without answering anything (a crash or a partition), so
-    /// the producer keeps its records queued and the stream goes on reading the WAL.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn which_tansu() -> PathBuf {
-    if let Ok(output) = Command::new("sh").args(["-c", "command -v tansu"]).output()
-        && output.status.success()
-    {
-        return PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    }
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
-    home.join("bin/tansu")
-}
+use crate::support::{CdcTest, metric_sum, spawn_writer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_during_writes_loses_nothing() {
@@ -133,7 +30,7 @@ async fn a_broker_outage_during_writes_loses_nothing() {
         Duration::from_millis(2),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    broker.kill();
+    broker.stop();
     // Rows written only during the outage, outside the writer's keys: each must reach the
     // topic once the broker is back.
     const MARKERS: std::ops::RangeInclusive<i64> = 1_000_001..=1_000_050;
