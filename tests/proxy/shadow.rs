@@ -553,18 +553,9 @@ async fn a_comparing_canary_counts_a_failed_extracted_answer_against_the_candida
     let extra = "percent = 50\nsticky = \"header:x-user-id\"\nfallback = true\n\
                  shadow = { in_canary = true }\n[route.parity]\ncalibrate_percent = 0\n";
     let proxy = crate::start_proxy(&routes(&monolith.url(), &refused, "canary", extra)).await;
-    let http = reqwest::Client::new();
     let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
-    for user in &users {
-        let response = http
-            .get(proxy.url("/api/people/7"))
-            .header("x-user-id", user)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.headers()["x-ficus-side"], "monolith");
-        assert_eq!(response.json::<Value>().await.unwrap(), person("Ada"));
-    }
+    let sides = each_user_once(&proxy, &users).await;
+    assert!(sides.iter().all(|s| s == "monolith"), "{sides:?}");
     let now = settled(&proxy, 40).await;
     assert_eq!(now["compared"], 0, "{now:#}");
     assert_eq!(now["skipped"]["candidate_error"], 40, "{now:#}");
