@@ -118,25 +118,39 @@ pub enum Teed {
     Broken,
 }
 
-/// A copy of a body as it streams, bounded; its end is sent to a waiting receiver.
+/// A copy of a body as it streams, bounded; its end is handed on once (to a waiting receiver,
+/// or to the shadow job it starts).
 pub struct Tee {
     max: usize,
+    /// Frames kept as they are (the hyper path: no copy).
     kept: Vec<Bytes>,
+    /// Bytes copied as they passed (the lean path: its buffers are reused).
+    copied: Vec<u8>,
     seen: usize,
-    done: Option<tokio::sync::oneshot::Sender<Teed>>,
+    done: Option<Box<dyn FnOnce(Teed) + Send>>,
 }
 
 impl Tee {
     /// A tee keeping up to `max` bytes, and the receiver of what it saw.
     pub fn new(max: u64) -> (Self, tokio::sync::oneshot::Receiver<Teed>) {
         let (done, seen) = tokio::sync::oneshot::channel();
-        let tee = Tee {
+        let tee = Tee::then(max, move |teed| {
+            // Nobody waiting any more (the comparison gave up): nothing to do.
+            let _ = done.send(teed);
+        });
+        (tee, seen)
+    }
+
+    /// A tee keeping up to `max` bytes that calls `done` with what it saw, once, when the
+    /// body ends, passes `max` or breaks off.
+    pub fn then(max: u64, done: impl FnOnce(Teed) + Send + 'static) -> Self {
+        Tee {
             max: usize::try_from(max).unwrap_or(usize::MAX),
             kept: Vec::new(),
+            copied: Vec::new(),
             seen: 0,
-            done: Some(done),
-        };
-        (tee, seen)
+            done: Some(Box::new(done)),
+        }
     }
 
     /// Keeps a copy of `data` (the lean path's bytes pass through buffers it reuses).
@@ -144,13 +158,19 @@ impl Tee {
         if self.done.is_none() || data.is_empty() {
             return;
         }
-        if self.seen.saturating_add(data.len()) > self.max {
+        self.seen = self.seen.saturating_add(data.len());
+        if self.seen > self.max {
             // Not copied only to be thrown away.
-            self.kept = Vec::new();
+            self.copied = Vec::new();
             self.send(Teed::TooLarge);
             return;
         }
-        self.keep(&Bytes::copy_from_slice(data));
+        if self.copied.is_empty() {
+            // Most bodies pass in one piece: then the copy is exactly as long (and becomes
+            // `Bytes` without another allocation).
+            self.copied.reserve_exact(data.len());
+        }
+        self.copied.extend_from_slice(data);
     }
 
     fn keep(&mut self, data: &Bytes) {
@@ -172,7 +192,7 @@ impl Tee {
             return;
         }
         let whole = match self.kept.len() {
-            0 => Bytes::new(),
+            0 => Bytes::from(std::mem::take(&mut self.copied)),
             1 => self.kept.pop().unwrap_or_default(),
             _ => {
                 let mut whole = Vec::with_capacity(self.seen);
@@ -187,8 +207,7 @@ impl Tee {
 
     fn send(&mut self, teed: Teed) {
         if let Some(done) = self.done.take() {
-            // Nobody waiting any more (the comparison gave up): nothing to do.
-            let _ = done.send(teed);
+            done(teed);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! handler: plan the body ─► RouteParity::begin ─► forward to the monolith ─► respond (Watch::response)
 //!              │ which requests (methods, sticky sample, concurrency)   │ the client's body streams;
 //!              │ request body teed (bounded)                           │ a tee keeps a bounded copy
-//!              └──► spawned job: request body in hand ─► the monolith's answer, whole ─►
+//!              └──► job, a task once the served answer is whole: request body in hand ─►
 //!                   candidate (extracted side, x-ficus-shadow: 1, own timeout) ∥ monolith again
 //!                   (calibration sample) ─► ficus-parity compare (route's rules, learned noise)
 //!                   ─► counters, last mismatches, JSON-lines log; recording: the request ─► corpus
@@ -14,11 +14,12 @@
 //! users: the extracted side answers them, the copy goes to the monolith, and the monolith's
 //! answer is still the reference.
 //!
-//! The client's answer never waits for anything here: the job is a task of its own, holding a
-//! permit of the route's `max_concurrent` (none free: skipped and counted), and it only reads
-//! what the tees send it. Whatever the extracted side does (slow, refused, reset, garbage) ends
-//! in the job. Every request of a shadow route that is not compared is counted with its reason
-//! ([`SkipReason`]); nothing is dropped silently.
+//! The client's answer never waits for anything here: the job holds a permit of the route's
+//! `max_concurrent` (none free: skipped and counted) from the start, and becomes a task of its
+//! own when the client has its answer (the served answer's tee starts it), so the copy never
+//! runs beside the answer it is compared with. Whatever the extracted side does (slow, refused,
+//! reset, garbage) ends in the job. Every request of a shadow route that is not compared is
+//! counted with its reason ([`SkipReason`]); nothing is dropped silently.
 //!
 //! State that outlives a table (counters, learned noise, the last mismatches, open log files) is
 //! kept by the [`Hub`] across reloads, by route name and by file.
@@ -38,7 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::body::{Body, Tee, Teed};
 use crate::config::{RecordConfig, RouteConfig, ShadowConfig};
-use crate::lean::fetch::FetchError;
+use crate::lean::fetch::{FetchError, Lines};
 use crate::metrics::{Metrics, ShadowMetrics};
 use crate::table::Side;
 use crate::upstream::Upstream;
@@ -293,27 +294,30 @@ pub struct Head {
 }
 
 /// What the request path needs to hand the job the answer the client gets (phase 6), from the
-/// side chosen to serve (the monolith in mode shadow; either in a comparing canary). Dropped
-/// without that side's answer (ficus answered, or fell back to the monolith), it tells the job
-/// the serving side gave none.
+/// side chosen to serve (the monolith in mode shadow; either in a comparing canary). It holds
+/// the job, which starts once that answer is whole (the client has it): the copy goes out then,
+/// so the copy's answer and comparison never land on the thread beside the client's own.
+/// Dropped without that side's answer (ficus answered, or fell back to the monolith), it starts
+/// the job with the serving side's failure, which is counted without a copy.
 pub struct Watch {
-    answer: Option<(oneshot::Sender<Seen>, u64)>,
+    /// The job, and the bound of the answer's body kept for it.
+    job: Option<(Job, u64)>,
     served: Side,
 }
 
-/// The serving side's answer as the client gets it: head now, body when the tee has it.
-struct Seen {
-    status: u16,
-    /// As compared: lower-case names, hop-by-hop headers out.
-    headers: Vec<(String, Vec<u8>)>,
-    body: oneshot::Receiver<Teed>,
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some((job, _)) = self.job.take() {
+            job.start(Some(Got::Skip(no_answer(self.served))));
+        }
+    }
 }
 
 impl Watch {
     /// The answer on its way to the client from `side` (the hyper path): its head handed to
     /// the job, its body teed (bounded) as it streams.
     pub fn response(self, side: Side, status: StatusCode, headers: &HeaderMap, body: Body) -> Body {
-        match self.answer(side, status.as_u16(), || header_list(headers)) {
+        match self.answer(side, status.as_u16(), || Lines::List(header_list(headers))) {
             Some(tee) => body.with_tee(tee),
             None => body,
         }
@@ -326,19 +330,25 @@ impl Watch {
         mut self,
         side: Side,
         status: u16,
-        headers: impl FnOnce() -> Vec<(String, Vec<u8>)>,
+        lines: impl FnOnce() -> Lines,
     ) -> Option<Tee> {
         if side != self.served {
             return None;
         }
-        let (sender, max) = self.answer.take()?;
-        let (tee, seen) = Tee::new(max);
-        let _ = sender.send(Seen {
-            status,
-            headers: headers(),
-            body: seen,
-        });
-        Some(tee)
+        let (job, max) = self.job.take()?;
+        let lines = lines();
+        Some(Tee::then(max, move |teed| {
+            let served = match teed {
+                Teed::Whole(body) => Got::Answer(Answered {
+                    status,
+                    lines,
+                    body,
+                }),
+                Teed::TooLarge => Got::Skip(SkipReason::ResponseTooLarge),
+                Teed::Broken => Got::Skip(SkipReason::Incomplete),
+            };
+            job.start(Some(served));
+        }))
     }
 }
 
@@ -400,57 +410,34 @@ impl RouteParity {
         };
         let max = shadow_max.max(record_max);
         let (tee, request_body) = match kept {
-            Some(bytes) => {
-                let (sender, receiver) = oneshot::channel();
-                let _ = sender.send(Teed::Whole(bytes.clone()));
-                (None, receiver)
-            }
+            Some(bytes) => (None, RequestBody::Kept(bytes.clone())),
             None => {
                 let (tee, receiver) = Tee::new(max);
-                (Some(tee), receiver)
+                (Some(tee), RequestBody::Teed(receiver))
             }
         };
-        let (answer, watch) = match &shadow {
-            Some(_) => {
-                let (sender, receiver) = oneshot::channel();
-                let max = self.shadow.as_ref().map_or(0, |s| s.max_body_bytes);
-                (
-                    Some(receiver),
-                    Watch {
-                        answer: Some((sender, max)),
-                        served: head.served,
-                    },
-                )
-            }
-            None => (
-                None,
-                Watch {
-                    answer: None,
-                    served: head.served,
-                },
-            ),
-        };
+        let served = head.served;
         let job = Job {
             route: self.clone(),
             head,
             request_body,
-            answer,
             shadow: shadow.map(|permit| ShadowJob {
                 _permit: permit,
+                _in_flight: InFlight::new(metrics),
                 extracted: extracted.cloned(),
                 monolith: monolith.clone(),
             }),
             record: record.then(|| authz.cloned()),
         };
-        let span = tracing::debug_span!("shadow", route = %self.name);
-        // Boxed once: the job's future is large, and the task machinery would move it several
-        // times. Off (the default), the span is not entered on every poll.
-        if span.is_disabled() {
-            tokio::spawn(Box::pin(job.run()));
-        } else {
-            tokio::spawn(Box::pin(tracing::Instrument::instrument(job.run(), span)));
-        }
-        Some((tee, watch))
+        // A copy waits for the served answer (the watch starts it); a recording starts now.
+        let job = match (&job.shadow, &self.shadow) {
+            (Some(_), Some(settings)) => Some((job, settings.max_body_bytes)),
+            _ => {
+                job.start(None);
+                None
+            }
+        };
+        Some((tee, Watch { job, served }))
     }
 
     /// The admin API's view of the route: settings, counters, learned noise, last mismatches.
@@ -526,6 +513,7 @@ fn is_safe(method: &Method) -> bool {
 struct ShadowJob {
     /// Held until the job ends: `max_concurrent` bounds the copies in flight.
     _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
     extracted: Option<Arc<Upstream>>,
     monolith: Arc<Upstream>,
 }
@@ -533,32 +521,87 @@ struct ShadowJob {
 struct Job {
     route: Arc<RouteParity>,
     head: Head,
-    request_body: oneshot::Receiver<Teed>,
-    answer: Option<oneshot::Receiver<Seen>>,
+    request_body: RequestBody,
     shadow: Option<ShadowJob>,
     /// Recorded, with the edge authorization whose headers come out of the record.
     record: Option<Option<Arc<crate::authz::Authz>>>,
 }
 
+/// The request's body: in hand when the job began, or on its way from the tee.
+enum RequestBody {
+    Kept(Bytes),
+    Teed(oneshot::Receiver<Teed>),
+}
+
 /// How one side's copy ended.
 enum Got {
-    Answer(ficus_parity::Exchange),
+    Answer(Answered),
     Skip(SkipReason),
 }
 
+/// One side's answer, whole, as the job holds it.
+struct Answered {
+    status: u16,
+    lines: Lines,
+    body: Bytes,
+}
+
+impl Answered {
+    /// As the parity engine compares it.
+    fn into_exchange(self) -> ficus_parity::Exchange {
+        ficus_parity::Exchange {
+            status: self.status,
+            headers: self.lines.into_list(),
+            body: self.body,
+            truncated: false,
+        }
+    }
+
+    /// The common case, told without the engine: the same status, the same values of every
+    /// compared header and the same body bytes: the engine would find no difference at all
+    /// (not even one it ignores or calls noise).
+    fn same_as(&self, other: &Answered, compared: &[String]) -> bool {
+        self.status == other.status
+            && self.body == other.body
+            && self.lines.same(&other.lines, compared)
+    }
+}
+
 impl Job {
-    async fn run(self) {
+    /// The job as a task of its own, with the served answer when it copies.
+    fn start(self, served: Option<Got>) {
+        // Outside a runtime (it is shutting down) there is nothing left to compare with.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let span = tracing::debug_span!("shadow", route = %self.route.name);
+        // Boxed once: the job's future is large, and the task machinery would move it several
+        // times. Off (the default), the span is not entered on every poll.
+        if span.is_disabled() {
+            runtime.spawn(Box::pin(self.run(served)));
+        } else {
+            runtime.spawn(Box::pin(tracing::Instrument::instrument(
+                self.run(served),
+                span,
+            )));
+        }
+    }
+
+    /// `served`: the answer the client got, `None` when the job only records.
+    async fn run(self, served: Option<Got>) {
         let Job {
             route,
             head,
             request_body,
-            answer,
             shadow,
             record,
         } = self;
         let metrics = &route.state.metrics;
-        let _in_flight = shadow.as_ref().map(|_| InFlight::new(metrics));
-        let body = match request_body.await {
+        let teed = match request_body {
+            RequestBody::Kept(body) => Ok(Teed::Whole(body)),
+            RequestBody::Teed(receiver) => receiver.await,
+        };
+        let body = match teed {
             Ok(Teed::Whole(body)) => Ok(body),
             Ok(Teed::TooLarge) => Err((SkipReason::RequestTooLarge, RecordSkip::TooLarge)),
             Ok(Teed::Broken) | Err(_) => Err((SkipReason::Incomplete, RecordSkip::Incomplete)),
@@ -607,10 +650,9 @@ impl Job {
                 ),
                 route.rules.calibrate_percent,
             );
-        // The served answer first: the copy goes out once the client has its answer, so the
-        // copy's answer and comparison never land on the thread beside the client's own (an
-        // answer that never came, a fallback's included, is counted without a copy).
-        let served = served_answer(answer, head.served).await;
+        // The served answer is in hand (the watch started the job with it); one that never
+        // came, a fallback's included, is counted without a copy.
+        let served = served.unwrap_or(Got::Skip(no_answer(head.served)));
         if let Got::Skip(reason) = served {
             return metrics.skipped(reason);
         }
@@ -650,22 +692,29 @@ impl Job {
             Got::Answer(answer) => answer,
             Got::Skip(reason) => return metrics.skipped(reason),
         };
-        if let Some(Got::Answer(second)) = &again {
-            metrics.calibrations.inc();
-            route
-                .state
-                .noise
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .learn(&monolith, second);
-        }
+        let learning = match again {
+            Some(Got::Answer(second)) => Some(second.into_exchange()),
+            _ => None,
+        };
         let candidate = match candidate {
             Got::Answer(answer) => answer,
             Got::Skip(reason) => {
                 tracing::debug!(reason = reason.as_str(), "shadow not compared");
+                if let Some(second) = &learning {
+                    learn(&route, &monolith.into_exchange(), second);
+                }
                 return metrics.skipped(reason);
             }
         };
+        if learning.is_none() && monolith.same_as(&candidate, &route.rules.headers) {
+            metrics.compared.inc();
+            metrics.matched.inc();
+            return;
+        }
+        let (monolith, candidate) = (monolith.into_exchange(), candidate.into_exchange());
+        if let Some(second) = &learning {
+            learn(&route, &monolith, second);
+        }
         let verdict = {
             let noise = route.state.noise.lock().unwrap_or_else(|e| e.into_inner());
             ficus_parity::compare(&route.rules, &noise, &monolith, &candidate)
@@ -715,6 +764,17 @@ impl Job {
     }
 }
 
+/// What a calibration copy teaches: where two answers of the monolith differ.
+fn learn(route: &RouteParity, monolith: &ficus_parity::Exchange, second: &ficus_parity::Exchange) {
+    route.state.metrics.calibrations.inc();
+    route
+        .state
+        .noise
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .learn(monolith, second);
+}
+
 /// Bodies kept in memory (the admin API's last mismatches) are cut to this; the log has them
 /// whole, the differences are kept whole.
 const KEPT_BODY_BYTES: usize = 16 * 1024;
@@ -749,27 +809,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
-    }
-}
-
-/// The serving side's answer as the client got it, once its body went through.
-async fn served_answer(answer: Option<oneshot::Receiver<Seen>>, served: Side) -> Got {
-    let none = Got::Skip(no_answer(served));
-    let Some(answer) = answer else {
-        return none;
-    };
-    let Ok(seen) = answer.await else {
-        return none;
-    };
-    match seen.body.await {
-        Ok(Teed::Whole(body)) => Got::Answer(ficus_parity::Exchange {
-            status: seen.status,
-            headers: seen.headers,
-            body,
-            truncated: false,
-        }),
-        Ok(Teed::TooLarge) => Got::Skip(SkipReason::ResponseTooLarge),
-        Ok(Teed::Broken) | Err(_) => Got::Skip(SkipReason::Incomplete),
     }
 }
 
@@ -822,11 +861,10 @@ async fn fetch_copy(
                 tracing::debug!(%error, upstream = %upstream.name, "shadow copy failed");
                 Got::Skip(SkipReason::CandidateError)
             }
-            Ok(Ok(fetched)) => Got::Answer(ficus_parity::Exchange {
+            Ok(Ok(fetched)) => Got::Answer(Answered {
                 status: fetched.status,
-                headers: fetched.headers,
+                lines: fetched.headers,
                 body: fetched.body,
-                truncated: false,
             }),
         };
     }
@@ -860,7 +898,11 @@ async fn fetch_copy(
                 kept.extend_from_slice(data);
             }
         }
-        Ok(to_exchange(parts.status, &parts.headers, Bytes::from(kept)))
+        Ok(Answered {
+            status: parts.status.as_u16(),
+            lines: Lines::List(header_list(&parts.headers)),
+            body: Bytes::from(kept),
+        })
     };
     match tokio::time::timeout(timeout, whole).await {
         Err(_) => Got::Skip(SkipReason::CandidateTimeout),
@@ -916,16 +958,6 @@ fn copy_request(head: &Head, body: &[u8], authority: &Authority) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------------------------
 // Into the parity engine's types
-
-/// An answer as the engine compares it (hop-by-hop headers are gone already).
-fn to_exchange(status: StatusCode, headers: &HeaderMap, body: Bytes) -> ficus_parity::Exchange {
-    ficus_parity::Exchange {
-        status: status.as_u16(),
-        headers: header_list(headers),
-        body,
-        truncated: false,
-    }
-}
 
 fn header_list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     headers
@@ -1074,5 +1106,164 @@ fn write_lines(path: &Path, lines: &std::sync::mpsc::Receiver<Vec<u8>>) {
         if let Err(error) = result.and_then(|()| file.flush()) {
             tracing::error!(%error, file = %path.display(), "writing a parity file failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lean::pool::Field;
+
+    /// The header lines of a raw response head, as the lean path's reader finds them.
+    fn raw(lines: &[(&str, &str)]) -> Lines {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        let mut fields = Vec::new();
+        for (name, value) in lines {
+            let name_at = head.len();
+            head.extend_from_slice(name.as_bytes());
+            let name = name_at..head.len();
+            head.extend_from_slice(b": ");
+            let value_at = head.len();
+            head.extend_from_slice(value.as_bytes());
+            fields.push(Field {
+                name,
+                value: value_at..head.len(),
+            });
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        Lines::Raw {
+            head: Bytes::from(head),
+            fields,
+        }
+    }
+
+    fn list(lines: &[(&str, &str)]) -> Lines {
+        Lines::List(
+            lines
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    fn answered(status: u16, lines: Lines, body: &'static str) -> Answered {
+        Answered {
+            status,
+            lines,
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    /// The quick check says "the same" only where the engine finds no difference at all, and
+    /// says it for the common case (answers that differ only in headers not compared).
+    #[test]
+    fn the_quick_check_is_the_same_only_where_the_engine_finds_nothing() {
+        let rules = ficus_parity::Rules::default();
+        let noise = ficus_parity::Noise::default();
+        let monolith: &[(&str, &str)] = &[
+            ("Server", "monolith"),
+            ("Date", "Mon"),
+            ("Content-Type", "application/json"),
+            ("ETag", "\"1\""),
+            ("Link", "<a>"),
+            ("Link", "<b>"),
+            ("Connection", "keep-alive"),
+        ];
+        let body = r#"{"id":1}"#;
+        let cases: &[(&str, u16, &[(&str, &str)], &'static str, bool)] = &[
+            (
+                "other headers differ",
+                200,
+                &[
+                    ("server", "extracted"),
+                    ("content-type", "application/json"),
+                    ("x-request-id", "7"),
+                    ("etag", "\"1\""),
+                    ("link", "<a>"),
+                    ("link", "<b>"),
+                ],
+                body,
+                true,
+            ),
+            (
+                "an etag differs",
+                200,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("ETag", "\"2\""),
+                    ("Link", "<a>"),
+                    ("Link", "<b>"),
+                ],
+                body,
+                false,
+            ),
+            (
+                "an etag is missing",
+                200,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Link", "<a>"),
+                    ("Link", "<b>"),
+                ],
+                body,
+                false,
+            ),
+            (
+                "links in another order",
+                200,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("ETag", "\"1\""),
+                    ("Link", "<b>"),
+                    ("Link", "<a>"),
+                ],
+                body,
+                false,
+            ),
+            (
+                "the status differs",
+                201,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("ETag", "\"1\""),
+                    ("Link", "<a>"),
+                    ("Link", "<b>"),
+                ],
+                body,
+                false,
+            ),
+            (
+                "a field differs",
+                200,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("ETag", "\"1\""),
+                    ("Link", "<a>"),
+                    ("Link", "<b>"),
+                ],
+                r#"{"id":2}"#,
+                false,
+            ),
+        ];
+        for (what, status, lines, other_body, same) in cases {
+            for (monolith_lines, other_lines) in [
+                (raw(monolith), raw(lines)),
+                (raw(monolith), list(lines)),
+                (list(monolith), raw(lines)),
+            ] {
+                let a = answered(200, monolith_lines, body);
+                let b = answered(*status, other_lines, other_body);
+                assert_eq!(a.same_as(&b, &rules.headers), *same, "{what}");
+                let verdict =
+                    ficus_parity::compare(&rules, &noise, &a.into_exchange(), &b.into_exchange());
+                // Each case is one the engine tells apart exactly as the quick check does.
+                assert_eq!(verdict.differences.is_empty(), *same, "{what}: {verdict:?}");
+            }
+        }
+        // Hop-by-hop lines are not compared: the engine never sees them.
+        let exchange = answered(200, raw(monolith), body).into_exchange();
+        assert!(exchange.headers.iter().all(|(n, _)| n != "connection"));
+        assert_eq!(exchange.header("link").as_deref(), Some("<a>, <b>"));
     }
 }

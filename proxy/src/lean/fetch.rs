@@ -14,8 +14,7 @@ use crate::upstream::Upstream;
 /// An answer read whole.
 pub struct Fetched {
     pub status: u16,
-    /// Names in lower case, in the order received; hop-by-hop headers left out.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Lines,
     pub body: Bytes,
 }
 
@@ -78,7 +77,7 @@ async fn read_whole(upstream: &Upstream, answer: Answer, max: u64) -> Result<Fet
         keep_alive,
         ..
     } = answer;
-    let headers = header_list(&conn);
+    let headers = Lines::of(&conn, head_len);
     conn.buf.advance(head_len);
     let mut body = Vec::new();
     let complete = match framing {
@@ -146,23 +145,93 @@ async fn read_more(conn: &mut pool::Conn) -> Result<(), FetchError> {
     }
 }
 
-/// The header lines of the response head at the front of `conn.buf`, as compared: names in
-/// lower case, hop-by-hop ones left out (as the client gets the answer).
-pub(crate) fn header_list(conn: &pool::Conn) -> Vec<(String, Vec<u8>)> {
-    let buf = &conn.buf;
-    let mut list = Vec::with_capacity(conn.fields.len());
-    list.extend(
-        conn.fields
+/// An answer's header lines as the shadow's job holds them: the raw head and where its fields
+/// lie (this path: one copy of the head, no allocation per header), or a list already made (the
+/// hyper path). Made into the parity engine's list only when more than the quick check is
+/// needed (a difference, a calibration, a record).
+#[derive(Debug)]
+pub enum Lines {
+    Raw {
+        head: Bytes,
+        fields: Vec<pool::Field>,
+    },
+    List(Vec<(String, Vec<u8>)>),
+}
+
+impl Lines {
+    /// The header lines of the response head at the front of `conn.buf`, `head_len` long.
+    pub(crate) fn of(conn: &pool::Conn, head_len: usize) -> Self {
+        Lines::Raw {
+            head: Bytes::copy_from_slice(&conn.buf[..head_len]),
+            fields: conn.fields.clone(),
+        }
+    }
+
+    /// Whether the headers named in `names` (lower case) have the same values here and in
+    /// `other`, in the same order. The lines are compared as received, hop-by-hop ones included,
+    /// so `true` also means the same values in the lists the engine compares; `false` may be a
+    /// difference the engine would not see (then it is asked).
+    pub fn same(&self, other: &Lines, names: &[String]) -> bool {
+        let named = |lines| Named {
+            lines,
+            names,
+            at: 0,
+        };
+        named(self).eq(named(other))
+    }
+
+    /// As the parity engine compares them: names in lower case, in the order received,
+    /// hop-by-hop ones left out (as the client gets the answer).
+    pub fn into_list(self) -> Vec<(String, Vec<u8>)> {
+        let (head, fields) = match self {
+            Lines::List(list) => return list,
+            Lines::Raw { head, fields } => (head, fields),
+        };
+        fields
             .iter()
-            .filter(|field| !codec::is_hop_by_hop(&buf[field.name.clone()]))
+            .filter(|field| !codec::is_hop_by_hop(&head[field.name.clone()]))
             .map(|field| {
                 // httparse took the name as a token: ASCII, so valid UTF-8.
-                let mut name = buf[field.name.clone()].to_vec();
-                name.make_ascii_lowercase();
-                let name = String::from_utf8(name)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                (name, buf[field.value.clone()].to_vec())
-            }),
-    );
-    list
+                let name = String::from_utf8_lossy(&head[field.name.clone()]).to_ascii_lowercase();
+                (name, head[field.value.clone()].to_vec())
+            })
+            .collect()
+    }
+}
+
+/// The lines whose name is in `names`, each as (which name, value), in the order received.
+struct Named<'a> {
+    lines: &'a Lines,
+    names: &'a [String],
+    at: usize,
+}
+
+impl<'a> Iterator for Named<'a> {
+    type Item = (usize, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (name, value) = match self.lines {
+                Lines::Raw { head, fields } => {
+                    let field = fields.get(self.at)?;
+                    (&head[field.name.clone()], &head[field.value.clone()])
+                }
+                Lines::List(list) => {
+                    let (name, value) = list.get(self.at)?;
+                    (name.as_bytes(), value.as_slice())
+                }
+            };
+            self.at += 1;
+            // By length and last byte first: most lines are ruled out without a comparison.
+            let named = self.names.iter().position(|known| {
+                let known = known.as_bytes();
+                known.len() == name.len()
+                    && known.last() == name.last().map(u8::to_ascii_lowercase).as_ref()
+                    && known.eq_ignore_ascii_case(name)
+            });
+            if let Some(which) = named {
+                return Some((which, value));
+            }
+        }
+    }
 }

@@ -804,7 +804,7 @@ impl Conn {
         write_response_head(&mut self.out, ex, &answer, answerer, close);
         let mut tee = shadow.and_then(|watch| {
             watch.answer(ex.responding_side(), answer.status, || {
-                fetch::header_list(&answer.conn)
+                fetch::Lines::of(&answer.conn, answer.head_len)
             })
         });
         let mut keep = |data: &[u8]| {
