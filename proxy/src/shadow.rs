@@ -1171,7 +1171,10 @@ mod tests {
             ("Connection", "keep-alive"),
         ];
         let body = r#"{"id":1}"#;
-        let cases: &[(&str, u16, &[(&str, &str)], &'static str, bool)] = &[
+        // What differs, the other side's status, header lines and body, and whether the
+        // quick check may call the two the same.
+        type Case<'a> = (&'a str, u16, &'a [(&'a str, &'a str)], &'static str, bool);
+        let cases: &[Case] = &[
             (
                 "other headers differ",
                 200,
