@@ -865,3 +865,81 @@ async fn recording_writes_a_redacted_bounded_corpus() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The copy leaves once the client has its whole answer: the monolith sends half its body, waits,
+/// then the rest; the candidate notes when the copy reached it, which must be after the
+/// monolith's last byte (sent at once, it would arrive while the monolith still waits).
+#[tokio::test]
+async fn the_copy_leaves_once_the_client_has_its_answer() {
+    let body = person("Ada").to_string();
+    let finished = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let monolith = listener.local_addr().unwrap();
+    let (done, answer) = (finished.clone(), body.clone());
+    let monolith_task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (done, answer) = (done.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let (first, rest) = answer.split_at(answer.len() / 2);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    answer.len()
+                );
+                let _ = socket.write_all(format!("{head}{first}").as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = socket.write_all(rest.as_bytes()).await;
+                *done.lock().unwrap() = Some(Instant::now());
+                // Kept open: the pool may keep the connection.
+                let _ = socket.read(&mut buffer).await;
+            });
+        }
+    });
+    let copied = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let seen = copied.clone();
+    let app = Router::new().fallback(any(move || {
+        let seen = seen.clone();
+        async move {
+            *seen.lock().unwrap() = Some(Instant::now());
+            axum::Json(person("Ada")).into_response()
+        }
+    }));
+    let people = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let people_addr = people.local_addr().unwrap();
+    let people_task = tokio::spawn(async move {
+        let _ = axum::serve(people, app).await;
+    });
+    let extra = "[route.parity]\ncalibrate_percent = 0\n";
+    let proxy = crate::start_proxy(&routes(
+        &format!("http://{monolith}"),
+        &format!("http://{people_addr}"),
+        "shadow",
+        extra,
+    ))
+    .await;
+    let answer: Value = reqwest::get(proxy.url("/api/people/7"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, person("Ada"));
+    let now = settled(&proxy, 1).await;
+    let finished = finished.lock().unwrap().expect("the monolith answered");
+    let copied = copied.lock().unwrap().expect("the copy arrived");
+    assert!(
+        copied >= finished,
+        "the copy arrived {:?} before the monolith's answer was whole",
+        finished - copied
+    );
+    assert_eq!(now["matched"], 1, "{now:#}");
+    monolith_task.abort();
+    people_task.abort();
+}
