@@ -726,6 +726,27 @@ fn mode_in(proxy: &ficus_proxy::Proxy) -> String {
         .unwrap_or_default()
 }
 
+/// The controller of `plan`, once it has started and both proxies have loaded its first step
+/// (shadow).
+async fn started_on_both(
+    chain: &Chain,
+    second: &ficus_proxy::Running,
+    plan: &Path,
+) -> RolloutProcess {
+    let controller = RolloutProcess::start(plan);
+    chain
+        .wait_for("the start", Duration::from_secs(30), |l| {
+            l["action"] == "start"
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mode_in(&chain.proxy.proxy) != "shadow" || mode_in(&second.proxy) != "shadow" {
+        assert!(Instant::now() < deadline, "the proxies did not load shadow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    controller
+}
+
 /// `ficus_shadow_compared_total` of people-read on the admin listener at `admin`.
 async fn compared(admin: std::net::SocketAddr) -> u64 {
     let text = reqwest::get(format!("http://{admin}/metrics"))
@@ -749,17 +770,7 @@ async fn two_proxy_instances_are_read_and_summed() {
     ];
     // 30 comparisons before any decision: neither instance alone will have them.
     let plan = chain.plan_read_from(&admins, &["people-read"], 30, 0.1);
-    let controller = RolloutProcess::start(&plan);
-    chain
-        .wait_for("the start", Duration::from_secs(30), |l| {
-            l["action"] == "start"
-        })
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while mode_in(&chain.proxy.proxy) != "shadow" || mode_in(&second.proxy) != "shadow" {
-        assert!(Instant::now() < deadline, "the proxies did not load shadow");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let controller = started_on_both(&chain, &second, &plan).await;
     // The step's window begins at the controller's next reading (every 250 ms).
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -823,17 +834,7 @@ async fn two_proxy_instances_are_read_through_a_real_prometheus_and_summed() {
         30,
         0.1,
     );
-    let controller = RolloutProcess::start(&plan);
-    chain
-        .wait_for("the start", Duration::from_secs(30), |l| {
-            l["action"] == "start"
-        })
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while mode_in(&chain.proxy.proxy) != "shadow" || mode_in(&second.proxy) != "shadow" {
-        assert!(Instant::now() < deadline, "the proxies did not load shadow");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let controller = started_on_both(&chain, &second, &plan).await;
     // The step's window begins at a reading of the federated counters: a scrape (1 s) and a
     // poll (250 ms) later, the base is what the proxies counted before this traffic.
     tokio::time::sleep(Duration::from_millis(2500)).await;
