@@ -382,8 +382,14 @@ async fn a_transaction_is_visible_whole_or_not_at_all(kind: Kind) {
     for status in &handle.statuses {
         assert!(status.wait_ready(Duration::from_secs(30)).await);
     }
-    let people = handle.statuses[0].report();
-    // Since the restart: v61 and v62 applied, the re-delivered v30 stale.
+    // Since the restart: v61 and v62 applied, the re-delivered v30 stale. The status is told
+    // after the store's commit, so it may trail what a reader of the store already sees.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut people = handle.statuses[0].report();
+    while (people.applied, people.stale) != (2, 1) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        people = handle.statuses[0].report();
+    }
     assert_eq!(
         (people.applied, people.stale),
         (2, 1),
