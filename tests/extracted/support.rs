@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -31,6 +31,14 @@ pub fn binary(name: &str) -> PathBuf {
             .expect("the target directory")
             .to_path_buf();
         let mut cargo = Command::new(env!("CARGO"));
+        // The compiler beside that cargo, named outright. Run outside cargo (scripts/test runs
+        // the test binaries itself), a bare `rustc` would be rustup's proxy, which follows the
+        // rust-toolchain.toml of a dependency being compiled (sqlx asks for 1.78) and fails
+        // where that toolchain is not installed.
+        let rustc = Path::new(env!("CARGO")).with_file_name("rustc");
+        if std::env::var_os("RUSTC").is_none() && rustc.is_file() {
+            cargo.env("RUSTC", rustc);
+        }
         cargo.args([
             "build",
             "--quiet",
