@@ -751,6 +751,10 @@ pub struct ShadowConfig {
     /// when absent. Past it the copy is counted as skipped (`candidate_timeout`).
     #[serde(deserialize_with = "some_positive")]
     pub timeout_ms: Option<u64>,
+    /// Time between the client's last byte and the copy's first: the copy's work then runs
+    /// after the client's answer has left, not beside the next requests' answers (the copy
+    /// holds its `max_concurrent` permit meanwhile). 0 sends it at once. Default 1.
+    pub delay_ms: u64,
     /// Mismatches kept in memory for the admin API (`/shadow`). Default 50.
     pub mismatches_kept: usize,
     /// A JSON-lines log of every mismatch (relative to the routes file's directory).
@@ -774,6 +778,7 @@ impl Default for ShadowConfig {
             max_body_bytes: 1024 * 1024,
             max_concurrent: 64,
             timeout_ms: None,
+            delay_ms: 1,
             mismatches_kept: 50,
             log_file: None,
             log_max_bytes: 64 * 1024 * 1024,
@@ -1914,11 +1919,12 @@ mod tests {
         assert_eq!(route.shadow.sample.basis_points, 10_000);
         assert_eq!(route.parity.calibrate_percent, 10.0);
         assert_eq!(route.shadow.max_concurrent, 64);
+        assert_eq!(route.shadow.delay_ms, 1);
         assert!(route.record.is_none());
         let text = shadow.replace(
             "fallback = true",
             "fallback = true\nshadow = { sample = 120, methods = [\"GET\", \"post\"], \
-             max_concurrent = 0, colour = 1 }\nrecord = { file = \"c.jsonl\", sample = 101 }",
+             max_concurrent = 0, delay_ms = -1, colour = 1 }\nrecord = { file = \"c.jsonl\", sample = 101 }",
         );
         let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
         assert_eq!(
@@ -1926,6 +1932,7 @@ mod tests {
             [
                 "route.\"people-read\".record.sample",
                 "route.\"people-read\".shadow.colour",
+                "route.\"people-read\".shadow.delay_ms",
                 "route.\"people-read\".shadow.max_concurrent",
                 "route.\"people-read\".shadow.methods[1]",
                 "route.\"people-read\".shadow.sample",

@@ -230,6 +230,7 @@ struct ShadowSettings {
     limiter: Arc<Semaphore>,
     max_concurrent: u64,
     timeout: Duration,
+    delay: Duration,
     mismatches_kept: usize,
     log: Option<Arc<JsonLines>>,
 }
@@ -247,6 +248,7 @@ impl ShadowSettings {
             timeout: config
                 .timeout_ms
                 .map_or(route_timeout, Duration::from_millis),
+            delay: Duration::from_millis(config.delay_ms),
             mismatches_kept: config.mismatches_kept,
             log: config
                 .log_file
@@ -472,6 +474,7 @@ impl RouteParity {
                 "max_body_bytes": s.max_body_bytes,
                 "max_concurrent": s.max_concurrent,
                 "timeout_ms": s.timeout.as_millis() as u64,
+                "delay_ms": s.delay.as_millis() as u64,
                 "log_file": s.log.as_ref().map(|l| l.path.display().to_string()),
             })
         });
@@ -662,6 +665,11 @@ impl Job {
             Side::Monolith => (&extracted, Side::Extracted),
             Side::Extracted => (&shadow.monolith, Side::Monolith),
         };
+        // The client has its answer; a moment more and the copy's work (its write, the
+        // candidate's answer, the comparison) no longer lands beside the next requests' answers.
+        if !settings.delay.is_zero() {
+            tokio::time::sleep(settings.delay).await;
+        }
         let copy = exchange(
             to,
             side,

@@ -866,11 +866,28 @@ async fn recording_writes_a_redacted_bounded_corpus() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The copy leaves once the client has its whole answer: the monolith sends half its body, waits,
-/// then the rest; the candidate notes when the copy reached it, which must be after the
-/// monolith's last byte (sent at once, it would arrive while the monolith still waits).
+/// The copy leaves once the client has its whole answer, and `shadow.delay_ms` after it: the
+/// monolith sends half its body, waits, then the rest; the candidate notes when the copy reached
+/// it, which must be at least the delay after the monolith's last byte (sent at once, it would
+/// arrive while the monolith still waits).
 #[tokio::test]
 async fn the_copy_leaves_once_the_client_has_its_answer() {
+    // The default: 1 ms.
+    let (gap, now) = copy_after_answer("").await;
+    assert!(gap >= Duration::from_millis(1), "the copy left {gap:?} after");
+    assert_eq!(now["shadow"]["delay_ms"], 1, "{now:#}");
+    let (gap, now) = copy_after_answer("shadow = { delay_ms = 250 }\n").await;
+    assert!(gap >= Duration::from_millis(250), "the copy left {gap:?} after");
+    assert_eq!(now["shadow"]["delay_ms"], 250, "{now:#}");
+    // At once: still never before the answer is whole.
+    let (_, now) = copy_after_answer("shadow = { delay_ms = 0 }\n").await;
+    assert_eq!(now["shadow"]["delay_ms"], 0, "{now:#}");
+}
+
+/// One request through a shadow route (`shadow`: its TOML) whose monolith pauses in the middle
+/// of its body: how long after the monolith's last byte the copy reached the candidate (it must
+/// not come before), and the route's status once its job ended (matched).
+async fn copy_after_answer(shadow: &str) -> (Duration, Value) {
     let body = person("Ada").to_string();
     let finished = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -916,12 +933,12 @@ async fn the_copy_leaves_once_the_client_has_its_answer() {
     let people_task = tokio::spawn(async move {
         let _ = axum::serve(people, app).await;
     });
-    let extra = "[route.parity]\ncalibrate_percent = 0\n";
+    let extra = format!("{shadow}[route.parity]\ncalibrate_percent = 0\n");
     let proxy = crate::start_proxy(&routes(
         &format!("http://{monolith}"),
         &format!("http://{people_addr}"),
         "shadow",
-        extra,
+        &extra,
     ))
     .await;
     let answer: Value = reqwest::get(proxy.url("/api/people/7"))
@@ -942,4 +959,5 @@ async fn the_copy_leaves_once_the_client_has_its_answer() {
     assert_eq!(now["matched"], 1, "{now:#}");
     monolith_task.abort();
     people_task.abort();
+    (copied - finished, now)
 }
