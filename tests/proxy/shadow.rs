@@ -884,6 +884,34 @@ async fn the_copy_leaves_once_the_client_has_its_answer() {
     assert_eq!(now["shadow"]["delay_ms"], 0, "{now:#}");
 }
 
+/// Copies waiting out their delay together, from concurrent clients on two threads, are each
+/// sent and compared once: none lost or doubled as the route's queue fills, is started and
+/// empties again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_copies_are_each_compared_once() {
+    let monolith = JsonServer::start(|_| person("Ada")).await;
+    let people = JsonServer::start(|_| person("Ada")).await;
+    let extra = "shadow = { delay_ms = 20, max_concurrent = 1000 }\n\
+                 [route.parity]\ncalibrate_percent = 0\n";
+    let proxy = crate::start_proxy(&routes(&monolith.url(), &people.url(), "shadow", extra)).await;
+    let http = reqwest::Client::new();
+    for burst in 0..3 {
+        futures_util::stream::iter(0..100)
+            .for_each_concurrent(32, |_| {
+                let request = http.get(proxy.url("/api/people/7")).send();
+                async move {
+                    let answer: Value = request.await.unwrap().json().await.unwrap();
+                    assert_eq!(answer, person("Ada"));
+                }
+            })
+            .await;
+        let now = settled(&proxy, 100 * (burst + 1)).await;
+        assert_eq!(now["compared"], 100 * (burst + 1), "{now:#}");
+        assert_eq!(now["matched"], 100 * (burst + 1), "{now:#}");
+        assert_eq!(people.hits(), 100 * (burst + 1));
+    }
+}
+
 /// One request through a shadow route (`shadow`: its TOML) whose monolith pauses in the middle
 /// of its body: how long after the monolith's last byte the copy reached the candidate (it must
 /// not come before), and the route's status once its job ended (matched).
